@@ -1,0 +1,115 @@
+// The contract between the bridge core and one end-to-end encryption protocol. An engine holds the
+// protocol's crypto and state; it reaches disk and network only through its ports and returns
+// stanzas for the caller to send instead of sending them itself, so it can be tested without a server.
+import type Element from 'ltx/lib/Element.js';
+import type { Logger } from 'pino';
+import type { ProtocolStore } from '../keystore/protocol-store.js';
+import type { TrustLevel, TrustStore } from '../keystore/trust-store.js';
+import type { Metrics } from '../http/metrics.js';
+import type { ProtocolName } from '../config.js';
+
+export type ProtocolId = ProtocolName;
+export type { Element };
+
+/** Why an inbound message was not turned into a body. Also the metric label and webhook/error text. */
+export type DecryptFailure =
+  | 'not-for-this-device' // a key for another device id only: ignored quietly
+  | 'malformed' // the element is not what the protocol allows
+  | 'no-session' // no session and not a session-starting message
+  | 'unknown-prekey' // a PreKey message for a prekey we no longer hold
+  | 'bad-mac' // authentication failed: corrupted or tampered
+  | 'duplicate' // a message already decrypted (replay)
+  | 'unknown-key' // signed or encrypted with a key we do not know
+  | 'wrong-key' // encrypted to a key that is not ours
+  | 'bad-signature'
+  | 'distrusted' // from a key an admin has distrusted
+  | 'internal';
+
+export interface SenderInfo {
+  /** Bare JID of the sender. */
+  jid: string;
+  deviceId?: number;
+  fingerprint?: string;
+  trust: TrustLevel;
+}
+
+export type Decrypted =
+  /** body is null for protocol-only messages (key transport, heartbeats): nothing to deliver. */
+  | { ok: true; body: string | null; sender: SenderInfo; replies: Element[] }
+  | { ok: false; reason: DecryptFailure; replies: Element[] };
+
+export interface Encrypted {
+  /** Children of the outgoing <message>: the encrypted element, EME, hints, a fallback body. */
+  children: Element[];
+  /** Set when the ciphertext is bound to one full JID (OTR); otherwise the bare peer JID is used. */
+  to?: string;
+}
+
+export type Reachability = 'ready' | 'needs-session' | 'no';
+
+export interface IdentityFacts {
+  omemo?: Array<{ device_id: number; fingerprint: string }>;
+  pgp?: { fingerprint: string; public_key: string };
+  ox?: { fingerprint: string };
+  otr?: { fingerprint: string };
+}
+
+export interface PublishOptions {
+  accessModel?: 'open' | 'presence';
+  /** Items kept in the node; 'max' keeps all (OMEMO 2 bundles). Default 1, as PEP. */
+  maxItems?: number | 'max';
+}
+
+/** The gateway's pubsub service (PEP for hosted JIDs) and PEP reads from contacts' servers. */
+export interface PubsubPort {
+  /** Publishes (replacing an item of the same id) on a hosted JID's node and notifies subscribers. */
+  publish(owner: string, node: string, itemId: string, payload: Element, opts?: PublishOptions): void;
+  /** Removes an item (or with no itemId the whole node) from a hosted JID's node. */
+  retract(owner: string, node: string, itemId?: string): void;
+  /** The items stored on a hosted JID's node, newest first. */
+  localItems(owner: string, node: string): Array<{ id: string; payload: Element }>;
+  /**
+   * Reads `node` on the contact `to`'s PEP service, asking as hosted JID `from`. Resolves to the
+   * <item> elements (possibly none), or null when the node does not exist. Rejects with a
+   * GatewayError (remote_timeout, remote_error) for other failures.
+   */
+  fetch(from: string, to: string, node: string, opts?: { itemId?: string; maxItems?: number }): Promise<Element[] | null>;
+}
+
+export interface EnginePorts {
+  store: ProtocolStore;
+  trust: TrustStore;
+  pubsub: PubsubPort;
+  metrics: Metrics;
+  log: Logger;
+  now(): number;
+  /** The resource hosted JIDs send from, e.g. `gw`. */
+  resource: string;
+}
+
+export interface ProtocolEngine {
+  readonly id: ProtocolId;
+  /** Features advertised in disco#info/caps of hosted JIDs because of this engine (incl. +notify). */
+  readonly features: readonly string[];
+  /** Whether `stanza` carries this protocol's payload. Namespace test only: no I/O, no store. */
+  recognizes(stanza: Element): boolean;
+  /** Creates the hosted JID's identity on first use and publishes what peers need. Idempotent. */
+  ensureIdentity(local: string): Promise<void>;
+  /** Public facts about the hosted JID's identity (creates it on first use). */
+  identity(local: string): Promise<IdentityFacts>;
+  /** Decrypts a <message> addressed to hosted JID `local`. Bad peer input is a value, never a throw. */
+  decrypt(local: string, stanza: Element): Promise<Decrypted>;
+  /**
+   * Encrypts `body` from `local` to the bare JID `peer`. Throws GatewayError with an actionable code
+   * (no_encryption_available, no_trusted_devices, remote_timeout...) when it cannot.
+   */
+  encrypt(local: string, peer: string, body: string): Promise<Encrypted>;
+  /** Whether `peer` can be reached with this protocol, looked up (and cached) as needed. */
+  reachability(local: string, peer: string): Promise<Reachability>;
+  /** A PEP event (+notify) from a contact for one of this engine's nodes. */
+  onPepEvent?(local: string, from: string, node: string, items: Element[]): Promise<void>;
+  /** Whether `node` (a PEP node of a contact) belongs to this engine. */
+  ownsNode?(node: string): boolean;
+  /** Periodic upkeep (signed prekey rotation, pruning). */
+  maintain?(): Promise<void>;
+}

@@ -1,0 +1,75 @@
+// One table of every error a user can act on: its HTTP status, the XMPP stanza error condition it
+// maps to, and a sentence that is safe to show (never a body, key or secret). `cause` is only logged.
+
+export const ERRORS = {
+  // configuration and startup
+  config_invalid: { http: 500, condition: 'internal-server-error', text: 'The configuration is invalid.' },
+  keystore_passphrase_wrong: { http: 500, condition: 'internal-server-error', text: 'The keystore passphrase does not open this keystore.' },
+  keystore_unavailable: { http: 503, condition: 'internal-server-error', text: 'The keystore is not open.' },
+  component_auth_failed: { http: 503, condition: 'internal-server-error', text: 'The XMPP server refused the component secret.' },
+  // HTTP API
+  bad_request: { http: 400, condition: 'bad-request', text: 'The request is malformed.' },
+  bad_json: { http: 400, condition: 'bad-request', text: 'The request body is not valid JSON.' },
+  invalid_field: { http: 400, condition: 'bad-request', text: 'A field of the request is invalid.' },
+  unauthorized: { http: 401, condition: 'not-authorized', text: 'A valid bearer token is required.' },
+  forbidden: { http: 403, condition: 'forbidden', text: 'This token may not do that.' },
+  not_found: { http: 404, condition: 'item-not-found', text: 'No such resource.' },
+  conflict: { http: 409, condition: 'conflict', text: 'The request conflicts with the current state.' },
+  payload_too_large: { http: 413, condition: 'not-acceptable', text: 'The request body is too large.' },
+  rate_limited: { http: 429, condition: 'resource-constraint', text: 'Too many requests; retry later.' },
+  not_ready: { http: 503, condition: 'remote-server-timeout', text: 'The gateway is not connected to the XMPP server.' },
+  // addressing and routing
+  jid_malformed: { http: 400, condition: 'jid-malformed', text: 'The address is not a valid JID.' },
+  recipient_not_allowed: { http: 403, condition: 'forbidden', text: 'The recipient is outside the domains this gateway may bridge.' },
+  not_hosted: { http: 404, condition: 'item-not-found', text: 'The gateway does not host that address.' },
+  // sending
+  no_encryption_available: { http: 409, condition: 'not-acceptable', text: 'The recipient supports no end-to-end encryption this gateway can use.' },
+  no_trusted_devices: { http: 409, condition: 'not-acceptable', text: 'The recipient has no trusted device to encrypt to.' },
+  plaintext_refused: { http: 400, condition: 'not-acceptable', text: 'This gateway accepts only end-to-end encrypted messages.' },
+  expired: { http: 409, condition: 'remote-server-timeout', text: 'The message could not be sent before it expired.' },
+  remote_timeout: { http: 504, condition: 'remote-server-timeout', text: 'The remote entity did not answer in time.' },
+  remote_error: { http: 502, condition: 'remote-server-not-found', text: 'The remote entity answered with an error.' },
+  // anything else
+  internal: { http: 500, condition: 'internal-server-error', text: 'Internal error.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  /** Safe to show to the user who caused it: no bodies, keys or secrets. */
+  readonly userText: string;
+
+  constructor(code: ErrorCode, userText?: string, options?: { cause?: unknown }) {
+    super(userText ?? ERRORS[code].text, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.userText = userText ?? ERRORS[code].text;
+  }
+
+  get http(): number {
+    return ERRORS[this.code].http;
+  }
+
+  get condition(): string {
+    return ERRORS[this.code].condition;
+  }
+}
+
+/** A configuration problem: names the key path and what is wrong, e.g. `component.secret: required`. */
+export class ConfigError extends GatewayError {
+  readonly path: string;
+  constructor(path: string, problem: string) {
+    super('config_invalid', `${path}: ${problem}`);
+    this.name = 'ConfigError';
+    this.path = path;
+  }
+}
+
+export const isGatewayError = (e: unknown): e is GatewayError => e instanceof GatewayError;
+
+/** Normalises anything thrown into a GatewayError; unknown errors become `internal` (the cause kept for logs). */
+export function toGatewayError(e: unknown): GatewayError {
+  if (e instanceof GatewayError) return e;
+  return new GatewayError('internal', undefined, { cause: e });
+}

@@ -1,0 +1,117 @@
+// The keystore: one SQLite file (better-sqlite3, synchronous, WAL), created 0600, migrated on open,
+// its secret fields sealed under a passphrase-derived key. A salt and a sealed check value live in
+// `meta`, so a wrong passphrase is refused at open instead of failing later on some row.
+import Database from 'better-sqlite3';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { GatewayError } from '../errors.js';
+import { MIGRATIONS } from './migrations.js';
+import { DEFAULT_KDF, deriveKey, Sealer, SealError, type KdfParams } from './seal.js';
+
+const CHECK_PLAINTEXT = 'xmpp-e2ee-gateway keystore check v1';
+
+export type Db = Database.Database;
+
+export interface OpenOptions {
+  /** scrypt cost; tests lower it to keep many keystores cheap. */
+  kdf?: KdfParams;
+}
+
+export class Keystore {
+  readonly db: Db;
+  readonly sealer: Sealer;
+  #open = true;
+
+  private constructor(db: Db, sealer: Sealer) {
+    this.db = db;
+    this.sealer = sealer;
+  }
+
+  /** Opens (creating if needed) the keystore at `path`; `:memory:` gives a throwaway one. */
+  static open(path: string, passphrase: string, opts: OpenOptions = {}): Keystore {
+    if (path !== ':memory:') {
+      const dir = dirname(path);
+      if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // Create the file ourselves so it is never world-readable, even for an instant.
+      if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+      chmodSync(path, 0o600);
+    }
+    let db: Db;
+    try {
+      db = new Database(path);
+    } catch (e) {
+      throw new GatewayError('keystore_unavailable', `keystore.path: cannot open ${path} (${(e as Error).message})`, { cause: e });
+    }
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+      const sealer = unlock(db, passphrase, opts.kdf ?? DEFAULT_KDF);
+      return new Keystore(db, sealer);
+    } catch (e) {
+      db.close();
+      if (e instanceof GatewayError) throw e;
+      throw new GatewayError('keystore_unavailable', `keystore.path: ${path} is not a usable keystore (${(e as Error).message})`, { cause: e });
+    }
+  }
+
+  get isOpen(): boolean {
+    return this.#open && this.db.open;
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    try {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } finally {
+      this.db.close();
+    }
+  }
+}
+
+function migrate(db: Db): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+  }
+}
+
+function unlock(db: Db, passphrase: string, kdf: KdfParams): Sealer {
+  const get = db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
+  const saltRow = get.get('kdf_salt');
+  if (!saltRow) {
+    const salt = randomBytes(16);
+    const sealer = new Sealer(deriveKey(passphrase, salt, kdf));
+    const put = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
+    db.transaction(() => {
+      put.run('kdf_salt', salt);
+      put.run('kdf_params', Buffer.from(JSON.stringify(kdf)));
+      put.run('check', sealer.seal(CHECK_PLAINTEXT, 'meta:check'));
+    })();
+    return sealer;
+  }
+  const params = JSON.parse(get.get('kdf_params')!.value.toString('utf8')) as KdfParams;
+  const sealer = new Sealer(deriveKey(passphrase, saltRow.value, params));
+  try {
+    const check = sealer.open(get.get('check')!.value, 'meta:check');
+    if (check.toString('utf8') !== CHECK_PLAINTEXT) throw new SealError('check mismatch');
+  } catch (e) {
+    if (e instanceof SealError) {
+      throw new GatewayError('keystore_passphrase_wrong', 'keystore.passphrase: does not open this keystore (wrong passphrase?)');
+    }
+    throw e;
+  }
+  return sealer;
+}

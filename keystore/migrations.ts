@@ -1,0 +1,62 @@
+// Schema migrations, applied in order inside one transaction each; `PRAGMA user_version` records
+// how far a file has come. Append only: never edit a migration that has shipped.
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'init',
+    sql: `
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+
+      -- Protocol engines' state (identities, prekeys, sessions, ...), every value sealed.
+      CREATE TABLE kv (
+        protocol TEXT NOT NULL, owner TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+        value BLOB NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (protocol, owner, kind, key)
+      ) WITHOUT ROWID;
+
+      -- Contacts' devices and keys with their trust, per (bare JID, protocol, identity key).
+      CREATE TABLE devices (
+        contact TEXT NOT NULL, protocol TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        device_id TEXT NOT NULL, trust TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+        PRIMARY KEY (contact, protocol, fingerprint)
+      ) WITHOUT ROWID;
+      CREATE INDEX devices_by_device ON devices (contact, protocol, device_id);
+
+      -- Remote contacts as the gateway knows them.
+      CREATE TABLE contacts (
+        jid TEXT PRIMARY KEY, preferred_protocol TEXT, last_protocol TEXT,
+        pgp_key TEXT, pgp_fingerprint TEXT, otr INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      -- Presence subscriptions between a hosted JID and a remote bare JID (RFC 6121 states).
+      CREATE TABLE subscriptions (
+        local TEXT NOT NULL, remote TEXT NOT NULL,
+        sub_from INTEGER NOT NULL DEFAULT 0,  -- remote receives local's presence
+        sub_to INTEGER NOT NULL DEFAULT 0,    -- local receives remote's presence
+        pending_out INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (local, remote)
+      ) WITHOUT ROWID;
+
+      -- The pubsub service the gateway runs for its hosted JIDs (PEP for components).
+      CREATE TABLE pubsub_nodes (
+        owner TEXT NOT NULL, node TEXT NOT NULL, access_model TEXT NOT NULL, max_items INTEGER NOT NULL,
+        PRIMARY KEY (owner, node)
+      ) WITHOUT ROWID;
+      CREATE TABLE pubsub_items (
+        owner TEXT NOT NULL, node TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (owner, node, item_id)
+      ) WITHOUT ROWID;
+    `,
+  },
+];

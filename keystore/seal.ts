@@ -1,0 +1,57 @@
+// At-rest encryption of keystore fields: AES-256-GCM under a key derived from the passphrase with
+// scrypt. Each sealed value is bound to where it is stored (the `aad` string, e.g. table and row key),
+// so a ciphertext copied into another row does not open.
+import { createCipheriv, createDecipheriv, randomBytes, scryptSync } from 'node:crypto';
+
+const VERSION = 1;
+const IV_LEN = 12;
+const TAG_LEN = 16;
+
+export interface KdfParams {
+  N: number;
+  r: number;
+  p: number;
+}
+
+export const DEFAULT_KDF: KdfParams = { N: 1 << 15, r: 8, p: 1 };
+
+export function deriveKey(passphrase: string, salt: Buffer, params: KdfParams = DEFAULT_KDF): Buffer {
+  return scryptSync(passphrase.normalize('NFC'), salt, 32, { ...params, maxmem: 256 * params.N * params.r });
+}
+
+export class Sealer {
+  readonly #key: Buffer;
+
+  constructor(key: Buffer) {
+    if (key.length !== 32) throw new Error('sealing key must be 32 bytes');
+    this.#key = Buffer.from(key);
+  }
+
+  seal(plain: Buffer | string, aad: string): Buffer {
+    const iv = randomBytes(IV_LEN);
+    const cipher = createCipheriv('aes-256-gcm', this.#key, iv);
+    cipher.setAAD(Buffer.from(aad, 'utf8'));
+    const data = typeof plain === 'string' ? Buffer.from(plain, 'utf8') : plain;
+    const ct = Buffer.concat([cipher.update(data), cipher.final()]);
+    return Buffer.concat([Buffer.of(VERSION), iv, cipher.getAuthTag(), ct]);
+  }
+
+  /** Throws SealError when the value was not sealed by this key for this `aad`. */
+  open(sealed: Buffer, aad: string): Buffer {
+    if (sealed.length < 1 + IV_LEN + TAG_LEN || sealed[0] !== VERSION) throw new SealError('unknown sealed format');
+    const iv = sealed.subarray(1, 1 + IV_LEN);
+    const tag = sealed.subarray(1 + IV_LEN, 1 + IV_LEN + TAG_LEN);
+    const decipher = createDecipheriv('aes-256-gcm', this.#key, iv);
+    decipher.setAAD(Buffer.from(aad, 'utf8'));
+    decipher.setAuthTag(tag);
+    try {
+      return Buffer.concat([decipher.update(sealed.subarray(1 + IV_LEN + TAG_LEN)), decipher.final()]);
+    } catch {
+      throw new SealError('sealed value does not authenticate');
+    }
+  }
+}
+
+export class SealError extends Error {
+  override name = 'SealError';
+}
