@@ -5,6 +5,8 @@ import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import type { ProtocolStore } from '../keystore/protocol-store.js';
 import type { TrustLevel, TrustStore } from '../keystore/trust-store.js';
+import type { ContactStore } from '../keystore/contact-store.js';
+import type { Keystore } from '../keystore/keystore.js';
 import type { Metrics } from '../http/metrics.js';
 import type { ProtocolName } from '../config.js';
 
@@ -79,6 +81,9 @@ export interface PubsubPort {
 export interface EnginePorts {
   store: ProtocolStore;
   trust: TrustStore;
+  contacts: ContactStore;
+  /** The whole keystore, for engines that keep a table of their own (e.g. replay digests). */
+  keystore: Keystore;
   pubsub: PubsubPort;
   metrics: Metrics;
   log: Logger;

@@ -1,0 +1,79 @@
+// Remote contacts as the gateway knows them: the protocol an admin prefers for them, the one they
+// last wrote in, their registered XEP-0027 public key, and whether they are marked as OTR users.
+import type { Keystore } from './keystore.js';
+import type { ProtocolName } from '../config.js';
+
+export interface ContactRecord {
+  jid: string;
+  preferredProtocol: ProtocolName | null;
+  lastProtocol: ProtocolName | null;
+  pgpKey: string | null;
+  pgpFingerprint: string | null;
+  otr: boolean;
+  updatedAt: number;
+}
+
+interface Row {
+  jid: string;
+  preferred_protocol: ProtocolName | null;
+  last_protocol: ProtocolName | null;
+  pgp_key: string | null;
+  pgp_fingerprint: string | null;
+  otr: number;
+  updated_at: number;
+}
+
+export class ContactStore {
+  readonly #get;
+  readonly #ensure;
+  readonly #setPreferred;
+  readonly #setLast;
+  readonly #setPgp;
+  readonly #setOtr;
+
+  constructor(ks: Keystore) {
+    const db = ks.db;
+    this.#get = db.prepare<[string], Row>('SELECT * FROM contacts WHERE jid = ?');
+    this.#ensure = db.prepare('INSERT INTO contacts (jid, updated_at) VALUES (?, ?) ON CONFLICT (jid) DO NOTHING');
+    this.#setPreferred = db.prepare('UPDATE contacts SET preferred_protocol = ?, updated_at = ? WHERE jid = ?');
+    this.#setLast = db.prepare('UPDATE contacts SET last_protocol = ?, updated_at = ? WHERE jid = ? AND last_protocol IS NOT ?');
+    this.#setPgp = db.prepare('UPDATE contacts SET pgp_key = ?, pgp_fingerprint = ?, updated_at = ? WHERE jid = ?');
+    this.#setOtr = db.prepare('UPDATE contacts SET otr = ?, updated_at = ? WHERE jid = ?');
+  }
+
+  get(jid: string): ContactRecord | undefined {
+    const r = this.#get.get(jid);
+    if (!r) return undefined;
+    return {
+      jid: r.jid,
+      preferredProtocol: r.preferred_protocol,
+      lastProtocol: r.last_protocol,
+      pgpKey: r.pgp_key,
+      pgpFingerprint: r.pgp_fingerprint,
+      otr: r.otr === 1,
+      updatedAt: r.updated_at,
+    };
+  }
+
+  setPreferredProtocol(jid: string, protocol: ProtocolName | null): void {
+    this.#ensure.run(jid, Date.now());
+    this.#setPreferred.run(protocol, Date.now(), jid);
+  }
+
+  /** Remembers the protocol the contact last wrote in (reply in kind). */
+  setLastProtocol(jid: string, protocol: ProtocolName): void {
+    this.#ensure.run(jid, Date.now());
+    this.#setLast.run(protocol, Date.now(), jid, protocol);
+  }
+
+  /** Registers (or with nulls removes) the contact's XEP-0027 public key. */
+  setPgpKey(jid: string, armored: string | null, fingerprint: string | null): void {
+    this.#ensure.run(jid, Date.now());
+    this.#setPgp.run(armored, fingerprint, Date.now(), jid);
+  }
+
+  setOtr(jid: string, otr: boolean): void {
+    this.#ensure.run(jid, Date.now());
+    this.#setOtr.run(otr ? 1 : 0, Date.now(), jid);
+  }
+}
