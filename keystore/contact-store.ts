@@ -1,12 +1,11 @@
 // Remote contacts as the gateway knows them: the protocol an admin prefers for them, the one they
-// last wrote in, their registered XEP-0027 public key, and whether they are marked as OTR users.
+// last wrote to each hosted JID in, their registered XEP-0027 public key, and whether they are marked as OTR users.
 import type { Keystore } from './keystore.js';
 import type { ProtocolName } from '../config.js';
 
 export interface ContactRecord {
   jid: string;
   preferredProtocol: ProtocolName | null;
-  lastProtocol: ProtocolName | null;
   pgpKey: string | null;
   pgpFingerprint: string | null;
   otr: boolean;
@@ -16,7 +15,6 @@ export interface ContactRecord {
 interface Row {
   jid: string;
   preferred_protocol: ProtocolName | null;
-  last_protocol: ProtocolName | null;
   pgp_key: string | null;
   pgp_fingerprint: string | null;
   otr: number;
@@ -28,6 +26,7 @@ export class ContactStore {
   readonly #ensure;
   readonly #setPreferred;
   readonly #setLast;
+  readonly #getLast;
   readonly #setPgp;
   readonly #setOtr;
 
@@ -36,7 +35,11 @@ export class ContactStore {
     this.#get = db.prepare<[string], Row>('SELECT * FROM contacts WHERE jid = ?');
     this.#ensure = db.prepare('INSERT INTO contacts (jid, updated_at) VALUES (?, ?) ON CONFLICT (jid) DO NOTHING');
     this.#setPreferred = db.prepare('UPDATE contacts SET preferred_protocol = ?, updated_at = ? WHERE jid = ?');
-    this.#setLast = db.prepare('UPDATE contacts SET last_protocol = ?, updated_at = ? WHERE jid = ? AND last_protocol IS NOT ?');
+    this.#setLast = db.prepare(
+      'INSERT INTO last_protocol (local, remote, protocol, updated_at) VALUES (?, ?, ?, ?) ' +
+        'ON CONFLICT (local, remote) DO UPDATE SET protocol = excluded.protocol, updated_at = excluded.updated_at WHERE protocol IS NOT excluded.protocol',
+    );
+    this.#getLast = db.prepare<[string, string], { protocol: ProtocolName }>('SELECT protocol FROM last_protocol WHERE local = ? AND remote = ?');
     this.#setPgp = db.prepare('UPDATE contacts SET pgp_key = ?, pgp_fingerprint = ?, updated_at = ? WHERE jid = ?');
     this.#setOtr = db.prepare('UPDATE contacts SET otr = ?, updated_at = ? WHERE jid = ?');
   }
@@ -47,7 +50,6 @@ export class ContactStore {
     return {
       jid: r.jid,
       preferredProtocol: r.preferred_protocol,
-      lastProtocol: r.last_protocol,
       pgpKey: r.pgp_key,
       pgpFingerprint: r.pgp_fingerprint,
       otr: r.otr === 1,
@@ -60,10 +62,13 @@ export class ContactStore {
     this.#setPreferred.run(protocol, Date.now(), jid);
   }
 
-  /** Remembers the protocol the contact last wrote in (reply in kind). */
-  setLastProtocol(jid: string, protocol: ProtocolName): void {
-    this.#ensure.run(jid, Date.now());
-    this.#setLast.run(protocol, Date.now(), jid, protocol);
+  /** Remembers the protocol contact `remote` last wrote to hosted JID `local` in (reply in kind). */
+  setLastProtocol(local: string, remote: string, protocol: ProtocolName): void {
+    this.#setLast.run(local, remote, protocol, Date.now());
+  }
+
+  lastProtocol(local: string, remote: string): ProtocolName | null {
+    return this.#getLast.get(local, remote)?.protocol ?? null;
   }
 
   /** Registers (or with nulls removes) the contact's XEP-0027 public key. */

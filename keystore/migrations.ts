@@ -32,9 +32,15 @@ export const MIGRATIONS: Migration[] = [
 
       -- Remote contacts as the gateway knows them.
       CREATE TABLE contacts (
-        jid TEXT PRIMARY KEY, preferred_protocol TEXT, last_protocol TEXT,
+        jid TEXT PRIMARY KEY, preferred_protocol TEXT,
         pgp_key TEXT, pgp_fingerprint TEXT, otr INTEGER NOT NULL DEFAULT 0,
         updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      -- The protocol a contact last wrote to a hosted JID in, to reply in kind.
+      CREATE TABLE last_protocol (
+        local TEXT NOT NULL, remote TEXT NOT NULL, protocol TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (local, remote)
       ) WITHOUT ROWID;
 
       -- Presence subscriptions between a hosted JID and a remote bare JID (RFC 6121 states).

@@ -1,0 +1,134 @@
+// Sending a body from a hosted JID to a remote contact, end-to-end encrypted. The protocol is chosen
+// per DESIGN.md, in order: the one the request names; the contact's preferred protocol set by an
+// admin; the one the contact last wrote to us in (reply in kind); then bridge.outbound_preference
+// among what the contact is found to support. Nothing goes out in plaintext unless an admin allowed
+// it, and then only when asked for or when no protocol fits.
+import xml from '@xmpp/xml';
+import type Element from 'ltx/lib/Element.js';
+import type { Logger } from 'pino';
+import type { ProtocolName } from '../config.js';
+import { GatewayError } from '../errors.js';
+import type { ContactStore } from '../keystore/contact-store.js';
+import type { Metrics } from '../http/metrics.js';
+import type { EngineRegistry } from './registry.js';
+import type { ProtocolEngine } from './engine.js';
+
+export const NS_RECEIPTS = 'urn:xmpp:receipts';
+
+export type Encryption = ProtocolName | 'none';
+
+export interface SendRequest {
+  /** Hosted bare JID the message is from. */
+  from: string;
+  /** Remote bare JID. */
+  to: string;
+  body: string;
+  /** Stanza id; receipts (XEP-0184) refer to it. */
+  id: string;
+  /** An explicit protocol, or 'none' for plaintext (only where allowed). */
+  encryption?: Encryption;
+  requestReceipt?: boolean;
+  /** Plaintext allowed for this sender (admin setting). */
+  allowPlaintext?: boolean;
+}
+
+export interface SendResult {
+  encryption: Encryption;
+}
+
+export class OutboundSender {
+  readonly #engines: EngineRegistry;
+  readonly #contacts: ContactStore;
+  readonly #preference: readonly ProtocolName[];
+  readonly #send: (el: Element) => Promise<void>;
+  readonly #resource: string;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+
+  constructor(deps: {
+    engines: EngineRegistry;
+    contacts: ContactStore;
+    preference: readonly ProtocolName[];
+    send: (el: Element) => Promise<void>;
+    resource: string;
+    metrics: Metrics;
+    log: Logger;
+  }) {
+    this.#engines = deps.engines;
+    this.#contacts = deps.contacts;
+    this.#preference = deps.preference;
+    this.#send = deps.send;
+    this.#resource = deps.resource;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+  }
+
+  /** Picks the protocol for `to`; throws GatewayError (no_encryption_available, ...) if none fits. */
+  async choose(from: string, to: string, explicit?: Encryption, allowPlaintext = false): Promise<{ engine: ProtocolEngine | null; encryption: Encryption }> {
+    if (explicit === 'none') {
+      if (!allowPlaintext) throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this sender.');
+      return { engine: null, encryption: 'none' };
+    }
+    if (explicit) {
+      const engine = this.#engines.get(explicit);
+      if (!engine) throw new GatewayError('no_encryption_available', `This gateway does not run ${explicit}.`);
+      return { engine, encryption: explicit };
+    }
+    const contact = this.#contacts.get(to);
+    for (const p of [contact?.preferredProtocol, this.#contacts.lastProtocol(from, to)]) {
+      const engine = p ? this.#engines.get(p) : undefined;
+      if (engine && (await this.#reachable(engine, from, to)) !== 'no') return { engine, encryption: engine.id };
+    }
+    let lastError: GatewayError | null = null;
+    for (const p of this.#preference) {
+      const engine = this.#engines.get(p);
+      if (!engine) continue;
+      try {
+        if ((await engine.reachability(from, to)) !== 'no') return { engine, encryption: engine.id };
+      } catch (e) {
+        if (e instanceof GatewayError) lastError = e;
+        else throw e;
+      }
+    }
+    if (allowPlaintext) return { engine: null, encryption: 'none' };
+    if (lastError && lastError.code !== 'no_encryption_available') throw lastError;
+    throw new GatewayError('no_encryption_available', `${to} has no encryption this gateway can use (looked for ${this.#preference.join(', ')}).`);
+  }
+
+  async #reachable(engine: ProtocolEngine, from: string, to: string): Promise<'ready' | 'needs-session' | 'no'> {
+    try {
+      return await engine.reachability(from, to);
+    } catch {
+      return 'no';
+    }
+  }
+
+  /** Encrypts and sends; throws GatewayError with an actionable code when it cannot. */
+  async send(req: SendRequest): Promise<SendResult> {
+    const { engine, encryption } = await this.choose(req.from, req.to, req.encryption, req.allowPlaintext);
+    let children: Element[];
+    let to = req.to;
+    if (engine) {
+      try {
+        const enc = await engine.encrypt(req.from, req.to, req.body);
+        children = enc.children;
+        if (enc.to) to = enc.to;
+      } catch (e) {
+        this.#metrics.messages.inc({ protocol: engine.id, direction: 'out', result: e instanceof GatewayError ? e.code : 'internal' });
+        throw e;
+      }
+    } else {
+      children = [xml('body', {}, req.body)];
+    }
+    const stanza = xml(
+      'message',
+      { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: req.id },
+      ...children,
+      req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null,
+    );
+    await this.#send(stanza);
+    this.#metrics.messages.inc({ protocol: encryption, direction: 'out', result: 'sent' });
+    this.#log.debug({ from: req.from, to, id: req.id, encryption }, 'message sent');
+    return { encryption };
+  }
+}

@@ -1,0 +1,272 @@
+// The XEP-0114 stream to the XMPP server: connect, handshake, reconnect with exponential backoff
+// and jitter, send, and iq requests with timeouts. https://xmpp.org/extensions/xep-0114.html
+// We drive @xmpp/component-core's Component ourselves (a fresh one per attempt) instead of the
+// @xmpp/component bundle, whose reconnect has a fixed delay and whose middleware would answer iqs
+// behind the router's back.
+import { EventEmitter } from 'node:events';
+import { Component } from '@xmpp/component-core';
+import xml from '@xmpp/xml';
+import type Element from 'ltx/lib/Element.js';
+import type { Logger } from 'pino';
+import { GatewayError } from '../errors.js';
+import type { Metrics } from '../http/metrics.js';
+
+export interface ConnectionOptions {
+  service: string;
+  domain: string;
+  secret: string;
+  log: Logger;
+  metrics: Metrics;
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+  /** How long one connect + handshake may take. */
+  attemptTimeoutMs?: number;
+}
+
+/** Stream errors that mean the configuration is wrong, not that the server is away. */
+const FATAL_CONDITIONS: Record<string, string> = {
+  'not-authorized': 'the XMPP server refused the component secret (component.secret)',
+  'host-unknown': 'the XMPP server has no component entry for this domain (component.domain)',
+};
+
+interface Pending {
+  resolve: (el: Element) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  to: string;
+}
+
+export interface ConnectionEvents {
+  online: [];
+  offline: [reason: string];
+  stanza: [el: Element];
+}
+
+export class ComponentConnection extends EventEmitter<ConnectionEvents> {
+  readonly domain: string;
+  #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics'>> & Pick<ConnectionOptions, 'log' | 'metrics'>;
+  #entity: Component | null = null;
+  #online = false;
+  #stopping = false;
+  #attempt = 0;
+  #wake: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+  #pending = new Map<string, Pending>();
+  #nextId = 0;
+  /** Why the gateway is not connected, for /readyz. */
+  lastError: string | null = 'not connected yet';
+
+  constructor(opts: ConnectionOptions) {
+    super();
+    this.domain = opts.domain;
+    this.#opts = { initialDelayMs: 500, maxDelayMs: 60000, attemptTimeoutMs: 15000, ...opts };
+  }
+
+  get online(): boolean {
+    return this.#online;
+  }
+
+  /**
+   * Starts connecting. Resolves once the first attempt has ended: online, or failed for a reason
+   * that retrying may cure (the loop keeps going in the background). Rejects with
+   * GatewayError('component_auth_failed') when the server refuses the secret or the domain, which
+   * no retry will fix.
+   */
+  start(): Promise<void> {
+    if (this.#loop) throw new Error('already started');
+    return new Promise((resolve, reject) => {
+      let first = true;
+      this.#loop = this.#run((outcome) => {
+        if (!first) return;
+        first = false;
+        if (outcome instanceof GatewayError) reject(outcome);
+        else resolve();
+      });
+    });
+  }
+
+  async #run(firstOutcome: (o: true | Error) => void): Promise<void> {
+    let firstAttempt = true;
+    while (!this.#stopping) {
+      let entity: Component | null = null;
+      try {
+        entity = await this.#connectOnce();
+        this.#attempt = 0;
+        firstOutcome(true);
+        await new Promise<void>((resolve) => entity!.once('disconnect', () => resolve()));
+        this.#wentOffline('connection to the XMPP server lost');
+      } catch (e) {
+        const fatal = e instanceof GatewayError && e.code === 'component_auth_failed';
+        this.lastError = e instanceof GatewayError ? e.userText : `cannot connect to ${this.#opts.service}: ${(e as Error).message}`;
+        this.#opts.log.warn({ err: e, attempt: this.#attempt }, 'component connection attempt failed');
+        this.#opts.metrics.errors.inc({ kind: fatal ? 'component_auth' : 'component_connect' });
+        this.#wentOffline(this.lastError);
+        // The first attempt decides startup: a refused secret there ends it. Later ones keep
+        // retrying with backoff (the server may be reconfigured); /readyz tells why.
+        if (fatal && firstAttempt) this.#stopping = true;
+        firstOutcome(e as Error);
+        try {
+          await entity?.stop();
+        } catch {
+          /* already closed */
+        }
+      }
+      firstAttempt = false;
+      if (this.#stopping) break;
+      const delay = this.#backoff();
+      this.#opts.metrics.componentReconnects.inc();
+      this.#opts.log.info({ delayMs: delay }, 'reconnecting to the XMPP server');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  #backoff(): number {
+    const base = Math.min(this.#opts.maxDelayMs, this.#opts.initialDelayMs * 2 ** this.#attempt);
+    this.#attempt = Math.min(this.#attempt + 1, 30);
+    return Math.round(base / 2 + Math.random() * (base / 2));
+  }
+
+  async #connectOnce(): Promise<Component> {
+    const { service, domain, secret } = this.#opts;
+    const entity = new Component({ service, domain });
+    entity.timeout = 10000;
+    this.#entity = entity;
+    let streamError: string | null = null;
+    entity.on('open', (el: Element) => {
+      entity.authenticate(String(el.attrs.id ?? ''), secret).catch((err: Error) => entity.emit('error', err));
+    });
+    entity.on('error', (err: Error & { condition?: string }) => {
+      if (err.condition) streamError = err.condition;
+    });
+    entity.on('stanza', (el: Element) => {
+      this.#opts.metrics.stanzasIn.inc({ kind: el.name });
+      if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && this.#settle(el)) return;
+      this.emit('stanza', el);
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        entity.start(),
+        new Promise((_r, reject) => {
+          timer = setTimeout(() => reject(new Error(`no handshake within ${this.#opts.attemptTimeoutMs} ms`)), this.#opts.attemptTimeoutMs);
+        }),
+      ]);
+    } catch (e) {
+      const condition = streamError ?? (e as { condition?: string }).condition;
+      if (condition && FATAL_CONDITIONS[condition]) {
+        throw new GatewayError('component_auth_failed', FATAL_CONDITIONS[condition], { cause: e });
+      }
+      if (condition === 'conflict') throw new Error('another component is already connected for this domain', { cause: e });
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.#online = true;
+    this.lastError = null;
+    this.#opts.metrics.componentConnected.set(1);
+    this.#opts.log.info({ service, domain }, 'component connected');
+    this.emit('online');
+    return entity;
+  }
+
+  #wentOffline(reason: string): void {
+    const was = this.#online;
+    this.#online = false;
+    this.#entity = null;
+    this.#opts.metrics.componentConnected.set(0);
+    for (const [id, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new GatewayError('not_ready'));
+      this.#pending.delete(id);
+    }
+    if (was) {
+      this.lastError = reason;
+      this.#opts.log.warn({ reason }, 'component offline');
+      this.emit('offline', reason);
+    }
+  }
+
+  /** Sends a stanza; throws GatewayError('not_ready') while offline. */
+  async send(el: Element): Promise<void> {
+    const entity = this.#entity;
+    if (!this.#online || !entity) throw new GatewayError('not_ready');
+    try {
+      await entity.send(el);
+    } catch (e) {
+      throw new GatewayError('not_ready', undefined, { cause: e });
+    }
+    this.#opts.metrics.stanzasOut.inc({ kind: el.name });
+  }
+
+  /**
+   * Sends an iq get/set and resolves with the result stanza. Rejects with GatewayError:
+   * remote_timeout, remote_error (carrying the condition in `cause`), not_ready.
+   */
+  request(iq: Element, timeoutMs = 10000): Promise<Element> {
+    if (!iq.attrs.id) iq.attrs.id = `gw-${Date.now().toString(36)}-${(this.#nextId++).toString(36)}`;
+    const id = String(iq.attrs.id);
+    return new Promise<Element>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new GatewayError('remote_timeout'));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer, to: String(iq.attrs.to ?? '') });
+      this.send(iq).catch((e) => {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(e);
+      });
+    });
+  }
+
+  #settle(el: Element): boolean {
+    const id = String(el.attrs.id ?? '');
+    const p = this.#pending.get(id);
+    if (!p) return false;
+    // A reply must come from whom we asked (the bare JID's server answers for an account).
+    const from = String(el.attrs.from ?? '');
+    if (p.to && from && from !== p.to && from.toLowerCase() !== p.to.toLowerCase()) return false;
+    clearTimeout(p.timer);
+    this.#pending.delete(id);
+    if (el.attrs.type === 'result') p.resolve(el);
+    else p.reject(new RemoteError(el));
+    return true;
+  }
+
+  /** Closes the stream (if open) and stops reconnecting. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    const entity = this.#entity;
+    if (entity) {
+      try {
+        await entity.stop();
+      } catch {
+        /* the server may be gone already */
+      }
+    }
+    this.#wentOffline('stopped');
+    await this.#loop;
+  }
+}
+
+/** An iq error answer from a remote entity; `condition` is the defined condition element's name. */
+export class RemoteError extends GatewayError {
+  readonly remoteCondition: string;
+  readonly stanza: Element;
+  constructor(el: Element) {
+    const cond = el.getChild('error')?.getChildElements()[0]?.name ?? 'undefined-condition';
+    super('remote_error', `the remote entity answered ${cond}`);
+    this.remoteCondition = cond;
+    this.stanza = el;
+  }
+}
+
+export { xml };

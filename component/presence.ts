@@ -1,0 +1,206 @@
+// Presence for hosted JIDs (RFC 6121): the subscription handshake, probes, our availability with
+// caps (XEP-0115), and which contacts' resources are online with which features, so that PEP
+// notifications reach those that asked for them (+notify). The server does none of this for a
+// component. Subscriptions are remembered in the keystore.
+import xml from '@xmpp/xml';
+import type Element from 'ltx/lib/Element.js';
+import type { Logger } from 'pino';
+import type { SubscriptionStore } from '../keystore/subscription-store.js';
+import type { Addressing } from './addressing.js';
+import { RESOURCE } from './addressing.js';
+import { NS_CAPS, type RemoteCaps } from './caps.js';
+import type { Disco } from './disco.js';
+import type { StanzaContext } from './router.js';
+import { formatJid } from './jid.js';
+
+export interface PresenceListener {
+  /** A contact's resource became available to `local` (features known, or empty when unresolved). */
+  contactOnline?(local: string, full: string, features: ReadonlySet<string>): void;
+  contactOffline?(local: string, full: string): void;
+}
+
+/** Extra children for presence sent from a hosted JID (e.g. a XEP-0027 signature of the status). */
+export type PresenceExtras = (local: string, status: string) => Promise<Element[]>;
+
+const EMPTY: ReadonlySet<string> = new Set();
+
+export class PresenceService {
+  readonly #send: (el: Element) => Promise<void>;
+  readonly #subs: SubscriptionStore;
+  readonly #disco: Disco;
+  readonly #caps: RemoteCaps;
+  readonly #addressing: Addressing;
+  readonly #log: Logger;
+  readonly #extras: PresenceExtras[] = [];
+  readonly #listeners: PresenceListener[] = [];
+  /** local bare -> remote full JID -> features. */
+  readonly #online = new Map<string, Map<string, ReadonlySet<string>>>();
+  status = '';
+
+  constructor(deps: { send: (el: Element) => Promise<void>; subs: SubscriptionStore; disco: Disco; caps: RemoteCaps; addressing: Addressing; log: Logger }) {
+    this.#send = deps.send;
+    this.#subs = deps.subs;
+    this.#disco = deps.disco;
+    this.#caps = deps.caps;
+    this.#addressing = deps.addressing;
+    this.#log = deps.log;
+  }
+
+  addExtras(fn: PresenceExtras): void {
+    this.#extras.push(fn);
+  }
+
+  addListener(l: PresenceListener): void {
+    this.#listeners.push(l);
+  }
+
+  /** Remote resources currently available to `local`, with their features. */
+  online(local: string): Array<{ full: string; features: ReadonlySet<string> }> {
+    return [...(this.#online.get(local) ?? new Map<string, ReadonlySet<string>>())].map(([full, features]) => ({ full, features }));
+  }
+
+  /** Bare JIDs that receive `local`'s presence (and so its PEP notifications). */
+  subscribers(local: string): string[] {
+    return this.#subs.forLocal(local).filter((s) => s.from).map((s) => s.remote);
+  }
+
+  isSubscriber(local: string, remote: string): boolean {
+    return this.#subs.get(local, remote).from;
+  }
+
+  async handle(ctx: StanzaContext): Promise<void> {
+    const { stanza, fromBare, address } = ctx;
+    const local = address.kind === 'domain' ? this.#addressing.domain : address.local;
+    const fromFull = formatJid(ctx.from);
+    const type = String(stanza.attrs.type ?? 'available');
+    switch (type) {
+      case 'subscribe': {
+        const s = this.#subs.update(local, fromBare, { from: true });
+        await this.#send(xml('presence', { from: local, to: fromBare, type: 'subscribed' }));
+        await this.#send(await this.presenceFor(local, fromBare));
+        // Subscribe back: we want their presence (caps) and so their PEP events.
+        if (!s.to && !s.pendingOut && address.kind !== 'domain') {
+          this.#subs.update(local, fromBare, { pendingOut: true });
+          await this.#send(xml('presence', { from: local, to: fromBare, type: 'subscribe' }));
+        }
+        return;
+      }
+      case 'subscribed':
+        this.#subs.update(local, fromBare, { to: true, pendingOut: false });
+        return;
+      case 'unsubscribe':
+        this.#subs.update(local, fromBare, { from: false });
+        await this.#send(xml('presence', { from: local, to: fromBare, type: 'unsubscribed' }));
+        return;
+      case 'unsubscribed':
+        this.#subs.update(local, fromBare, { to: false, pendingOut: false });
+        return;
+      case 'probe':
+        if (this.#subs.get(local, fromBare).from) await this.#send(await this.presenceFor(local, fromFull));
+        else await this.#send(xml('presence', { from: local, to: fromBare, type: 'unsubscribed' }));
+        return;
+      case 'unavailable':
+        this.#removeOnline(local, fromFull);
+        return;
+      case 'available':
+        this.#contactAvailable(local, fromFull, stanza);
+        return;
+      default:
+        return;
+    }
+  }
+
+  #contactAvailable(local: string, full: string, stanza: Element): void {
+    let map = this.#online.get(local);
+    if (!map) this.#online.set(local, (map = new Map()));
+    const c = stanza.getChild('c', NS_CAPS);
+    const known = this.#caps.known(full);
+    map.set(full, known ?? EMPTY);
+    if (!c) {
+      this.#notifyOnline(local, full, known ?? EMPTY);
+      return;
+    }
+    void this.#caps.resolve(`${local}/${RESOURCE}`, full, c).then((features) => {
+      const m = this.#online.get(local);
+      if (!m?.has(full)) return; // went offline meanwhile
+      m.set(full, features ?? EMPTY);
+      this.#notifyOnline(local, full, features ?? EMPTY);
+    });
+  }
+
+  #notifyOnline(local: string, full: string, features: ReadonlySet<string>): void {
+    for (const l of this.#listeners) {
+      try {
+        l.contactOnline?.(local, full, features);
+      } catch (e) {
+        this.#log.error({ err: e }, 'presence listener failed');
+      }
+    }
+  }
+
+  #removeOnline(local: string, full: string): void {
+    const map = this.#online.get(local);
+    if (!map?.delete(full)) return;
+    if (map.size === 0) this.#online.delete(local);
+    this.#caps.forget(full);
+    for (const l of this.#listeners) {
+      try {
+        l.contactOffline?.(local, full);
+      } catch (e) {
+        this.#log.error({ err: e }, 'presence listener failed');
+      }
+    }
+  }
+
+  /** The available presence of hosted JID `local` (from its full JID, with caps) addressed to `to`. */
+  async presenceFor(local: string, to: string): Promise<Element> {
+    const isDomain = local === this.#addressing.domain;
+    const kind = isDomain ? null : this.#addressing.classify(local).kind;
+    const extras: Element[] = [];
+    if (!isDomain) {
+      for (const fn of this.#extras) {
+        try {
+          extras.push(...(await fn(local, this.status)));
+        } catch (e) {
+          this.#log.warn({ err: e, local }, 'presence extension failed');
+        }
+      }
+    }
+    return xml(
+      'presence',
+      { from: isDomain ? local : `${local}/${RESOURCE}`, to },
+      this.status ? xml('status', {}, this.status) : null,
+      kind === 'bot' || kind === 'proxy' ? this.#disco.capsElement(kind) : null,
+      ...extras,
+    );
+  }
+
+  /** After (re)connecting: presence to every subscriber, probes to every contact we follow. */
+  async onConnected(): Promise<void> {
+    this.#online.clear();
+    for (const s of this.#subs.all()) {
+      try {
+        if (s.from) await this.#send(await this.presenceFor(s.local, s.remote));
+        if (s.to) await this.#send(xml('presence', { from: s.local, to: s.remote, type: 'probe' }));
+        else if (s.pendingOut) await this.#send(xml('presence', { from: s.local, to: s.remote, type: 'subscribe' }));
+      } catch (e) {
+        this.#log.debug({ err: e }, 'presence announcement failed');
+        return;
+      }
+    }
+  }
+
+  /** Sends `local`'s current presence to all its subscribers (e.g. after a status change). */
+  async broadcast(local: string): Promise<void> {
+    for (const remote of this.subscribers(local)) await this.#send(await this.presenceFor(local, remote));
+  }
+
+  /** Sends unavailable presence from every hosted JID to its subscribers (shutdown). */
+  async goodbye(): Promise<void> {
+    for (const s of this.#subs.all()) {
+      if (!s.from) continue;
+      const from = s.local === this.#addressing.domain ? s.local : `${s.local}/${RESOURCE}`;
+      await this.#send(xml('presence', { from, to: s.remote, type: 'unavailable' })).catch(() => undefined);
+    }
+  }
+}
