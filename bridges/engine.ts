@@ -117,4 +117,6 @@ export interface ProtocolEngine {
   ownsNode?(node: string): boolean;
   /** Periodic upkeep (signed prekey rotation, pruning). */
   maintain?(): Promise<void>;
+  /** The component stream went up or down (an offline backlog may follow a reconnect). */
+  onConnectionChange?(connected: boolean): void;
 }

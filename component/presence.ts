@@ -89,8 +89,9 @@ export class PresenceService {
         this.#subs.update(local, fromBare, { to: true, pendingOut: false });
         return;
       case 'unsubscribe':
+        // RFC 6121 §3.3.3: the contact's side updates its state and goes unavailable for the user.
         this.#subs.update(local, fromBare, { from: false });
-        await this.#send(xml('presence', { from: local, to: fromBare, type: 'unsubscribed' }));
+        await this.#send(xml('presence', { from: address.kind === 'domain' ? local : `${local}/${RESOURCE}`, to: fromBare, type: 'unavailable' }));
         return;
       case 'unsubscribed':
         this.#subs.update(local, fromBare, { to: false, pendingOut: false });

@@ -50,6 +50,10 @@ declare module '@xmpp/client' {
     stop(): Promise<unknown>;
     send(el: Element): Promise<void>;
     iqCaller: { request(el: Element, timeout?: number): Promise<Element> };
+    iqCallee: {
+      get(ns: string, name: string, handler: (ctx: { stanza: Element; element: Element }) => Element | Promise<Element> | boolean): void;
+      set(ns: string, name: string, handler: (ctx: { stanza: Element; element: Element }) => Element | Promise<Element> | boolean): void;
+    };
     reconnect: { stop(): void };
   }
   export function client(options: {

@@ -35,6 +35,9 @@ export class XmppUser {
     const u = new XmppUser(c, `${localpart}@${domain}/${resource}`);
     await c.start();
     c.reconnect.stop();
+    // Fetching the roster makes this an "interested resource" (RFC 6121 §2.1.6): only those get
+    // subscription approvals delivered.
+    await u.iq(xml('iq', { type: 'get' }, xml('query', { xmlns: 'jabber:iq:roster' })));
     if (opts.presence !== false) await c.send(xml('presence'));
     return u;
   }

@@ -1,0 +1,249 @@
+// Builds the whole gateway once from its config (like atproto's AppContext.fromConfig) and owns its
+// lifecycle: start (HTTP, then the component) and an orderly stop.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Express, Router as ExpressRouter } from 'express';
+import type { Logger } from 'pino';
+import type Element from 'ltx/lib/Element.js';
+import type { Config } from './config.js';
+import { publicView } from './config.js';
+import { createLogger } from './log.js';
+import { Metrics } from './http/metrics.js';
+import { Keystore, type OpenOptions } from './keystore/keystore.js';
+import { createProtocolStore } from './keystore/protocol-store.js';
+import { TrustStore } from './keystore/trust-store.js';
+import { ContactStore } from './keystore/contact-store.js';
+import { SubscriptionStore } from './keystore/subscription-store.js';
+import { PubsubStore } from './keystore/pubsub-store.js';
+import { Addressing, RESOURCE } from './component/addressing.js';
+import { ComponentConnection } from './component/connection.js';
+import { Router } from './component/router.js';
+import { Disco } from './component/disco.js';
+import { RemoteCaps } from './component/caps.js';
+import { PresenceService } from './component/presence.js';
+import { PubsubService } from './component/pubsub.js';
+import { EngineRegistry } from './bridges/registry.js';
+import type { EnginePorts, ProtocolEngine, ProtocolId } from './bridges/engine.js';
+import { BridgeCore, type InboundRoutes } from './bridges/core.js';
+import { OutboundSender } from './bridges/outbound.js';
+import { createEngines } from './bridges/engines.js';
+import { TokenAuth } from './http/auth.js';
+import { createApp } from './http/app.js';
+import type { ReadinessCheck } from './http/health.js';
+
+export interface GatewayOptions {
+  log?: Logger;
+  /** Keystore KDF cost (tests lower it). */
+  keystore?: OpenOptions;
+  /** Overrides for tests: extra authenticated API routers. */
+  api?: ExpressRouter[];
+}
+
+export class Gateway {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly keystore: Keystore;
+  readonly trust: TrustStore;
+  readonly contacts: ContactStore;
+  readonly subscriptions: SubscriptionStore;
+  readonly addressing: Addressing;
+  readonly conn: ComponentConnection;
+  readonly router: Router;
+  readonly disco: Disco;
+  readonly presence: PresenceService;
+  readonly pubsub: PubsubService;
+  readonly engines: EngineRegistry;
+  readonly core: BridgeCore;
+  readonly outbound: OutboundSender;
+  readonly app: Express;
+  #server: Server | null = null;
+  #stopping = false;
+  #inflight = new Set<Promise<unknown>>();
+  #maintenance: NodeJS.Timeout | null = null;
+
+  constructor(config: Config, opts: GatewayOptions = {}) {
+    this.config = config;
+    this.log = opts.log ?? createLogger(config.log.level);
+    this.metrics = new Metrics();
+    const log = this.log;
+    this.keystore = Keystore.open(config.keystore.path, config.keystore.passphrase, opts.keystore);
+    this.trust = new TrustStore(this.keystore, config.bridge.trust);
+    this.contacts = new ContactStore(this.keystore);
+    this.subscriptions = new SubscriptionStore(this.keystore);
+    this.addressing = new Addressing(config.component.domain, config.bots.map((b) => b.localpart), config.bridge.allowedDomains);
+    this.conn = new ComponentConnection({
+      service: config.component.service,
+      domain: config.component.domain,
+      secret: config.component.secret,
+      maxDelayMs: config.component.reconnectMaxDelayMs,
+      log: log.child({ subsystem: 'component' }),
+      metrics: this.metrics,
+    });
+    const send = (el: Element) => this.conn.send(el);
+    const request = (iq: Element, timeoutMs?: number) => this.conn.request(iq, timeoutMs);
+    this.router = new Router({ send, addressing: this.addressing, log: log.child({ subsystem: 'router' }), metrics: this.metrics });
+    const caps = new RemoteCaps(request, log.child({ subsystem: 'caps' }));
+
+    // Engines are created before disco (their features go into caps) but need the pubsub port:
+    // the port is late-bound to the service built just below.
+    let pubsubRef: PubsubService | null = null;
+    const pubsubPort: EnginePorts['pubsub'] = {
+      publish: (...a) => pubsubRef!.publish(...a),
+      retract: (...a) => pubsubRef!.retract(...a),
+      localItems: (...a) => pubsubRef!.localItems(...a),
+      fetch: (...a) => pubsubRef!.fetch(...a),
+    };
+    const portsFor = (id: ProtocolId): EnginePorts => ({
+      store: createProtocolStore(this.keystore, id),
+      trust: this.trust,
+      contacts: this.contacts,
+      keystore: this.keystore,
+      pubsub: pubsubPort,
+      metrics: this.metrics,
+      log: log.child({ subsystem: id }),
+      now: () => Date.now(),
+      resource: RESOURCE,
+    });
+    this.engines = new EngineRegistry(createEngines(config, portsFor));
+
+    this.disco = new Disco({
+      domain: config.component.domain,
+      engineFeatures: this.engines.features(),
+      bots: config.bots.map((b) => ({ jid: this.addressing.botJid(b.localpart), name: b.localpart })),
+    });
+    this.presence = new PresenceService({ send, subs: this.subscriptions, disco: this.disco, caps, addressing: this.addressing, log: log.child({ subsystem: 'presence' }) });
+    this.pubsub = new PubsubService({ store: new PubsubStore(this.keystore), presence: this.presence, send, request, log: log.child({ subsystem: 'pubsub' }) });
+    pubsubRef = this.pubsub;
+    for (const e of this.engines.all()) {
+      const extras = (e as ProtocolEngine & { presenceExtras?: (local: string, status: string) => Promise<Element[]> }).presenceExtras;
+      if (extras) this.presence.addExtras(extras.bind(e));
+    }
+
+    this.outbound = new OutboundSender({
+      engines: this.engines,
+      contacts: this.contacts,
+      preference: config.bridge.outboundPreference,
+      send,
+      resource: RESOURCE,
+      metrics: this.metrics,
+      log: log.child({ subsystem: 'outbound' }),
+    });
+    this.core = new BridgeCore({
+      engines: this.engines,
+      routes: this.#routes(),
+      contacts: this.contacts,
+      send,
+      resource: RESOURCE,
+      metrics: this.metrics,
+      log: log.child({ subsystem: 'bridge' }),
+    });
+
+    this.disco.register(this.router);
+    this.pubsub.register(this.router);
+    this.router.presence((ctx) => this.presence.handle(ctx));
+    this.router.message((ctx) => this.core.handle(ctx));
+    this.conn.on('stanza', (el) => this.#track(this.router.handle(el)));
+    this.conn.on('online', () => this.#track(this.#onOnline()));
+    this.conn.on('offline', () => {
+      for (const e of this.engines.all()) e.onConnectionChange?.(false);
+    });
+
+    this.metrics.onCollect(() => {
+      this.metrics.devices.reset();
+      for (const c of this.trust.counts()) this.metrics.devices.set({ protocol: c.protocol, trust: c.trust }, c.n);
+    });
+
+    const readiness: ReadinessCheck[] = [
+      { name: 'component', check: () => (this.conn.online ? { ok: true } : { ok: false, reason: this.conn.lastError ?? 'not connected' }) },
+      { name: 'keystore', check: () => (this.keystore.isOpen ? { ok: true } : { ok: false, reason: 'keystore closed' }) },
+    ];
+    this.app = createApp({
+      log: log.child({ subsystem: 'http' }),
+      metrics: this.metrics,
+      auth: new TokenAuth(config.http.adminToken, config.bots),
+      bodyLimitBytes: config.http.bodyLimitBytes,
+      readiness,
+      api: [...(opts.api ?? [])],
+    });
+  }
+
+  #routes(): InboundRoutes {
+    return {
+      toBot: async () => {
+        throw new Error('bot delivery is not wired yet');
+      },
+      toProxy: async () => {
+        throw new Error('bridging is not wired yet');
+      },
+      receipt: async () => undefined,
+      plaintextAllowed: (local) => {
+        if (this.config.bridge.allowPlaintext) return true;
+        const bot = this.config.bots.find((b) => this.addressing.botJid(b.localpart) === local);
+        return bot?.allowPlaintext ?? false;
+      },
+    };
+  }
+
+  #track<T>(p: Promise<T>): void {
+    this.#inflight.add(p);
+    void p.finally(() => this.#inflight.delete(p));
+  }
+
+  async #onOnline(): Promise<void> {
+    for (const e of this.engines.all()) e.onConnectionChange?.(true);
+    await this.presence.onConnected();
+  }
+
+  /** Listens on HTTP, then connects the component. Rejects on a refused component secret. */
+  async start(): Promise<void> {
+    this.log.info({ config: publicView(this.config) }, 'starting');
+    const server = createServer(this.app);
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.config.http.port, this.config.http.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.log.info({ address: this.httpUrl }, 'http listening');
+    await this.conn.start();
+    this.#maintenance = setInterval(() => this.#track(this.#maintain()), 3600_000);
+    this.#maintenance.unref();
+  }
+
+  async #maintain(): Promise<void> {
+    for (const e of this.engines.all()) {
+      try {
+        await e.maintain?.();
+      } catch (err) {
+        this.log.error({ err, protocol: e.id }, 'engine maintenance failed');
+      }
+    }
+  }
+
+  get httpUrl(): string {
+    const a = this.#server?.address() as AddressInfo | null;
+    return a ? `http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : '';
+  }
+
+  /** Stops accepting, finishes in-flight work, closes the component and the keystore. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.log.info('stopping');
+    if (this.#maintenance) clearInterval(this.#maintenance);
+    const server = this.#server;
+    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    server?.closeIdleConnections();
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+    server?.closeAllConnections();
+    await Promise.allSettled([...this.#inflight]);
+    await this.core.drain();
+    if (this.conn.online) await this.presence.goodbye();
+    await this.conn.stop();
+    this.keystore.close();
+    this.log.info('stopped');
+  }
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// Entry point: the only module that reads argv and the environment and calls process.exit.
+//   npm start -- --config FILE     (or GATEWAY_CONFIG=FILE npm start)
+// Exit codes: 0 clean stop, 1 unexpected error, 2 usage or configuration error, 3 keystore cannot be
+// opened (e.g. wrong passphrase), 4 the XMPP server refused the component (secret or domain).
+import { loadConfig } from './config.js';
+import { ConfigError, GatewayError } from './errors.js';
+import { createLogger, errorSummary } from './log.js';
+import { Gateway } from './context.js';
+
+const USAGE = 'usage: npm start -- --config FILE   (or set GATEWAY_CONFIG=FILE)';
+
+function configPath(argv: string[]): string | null {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config' || a === '-c') return argv[i + 1] ?? null;
+    if (a.startsWith('--config=')) return a.slice('--config='.length);
+  }
+  return process.env.GATEWAY_CONFIG || null;
+}
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`xmpp-e2ee-gateway: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const file = configPath(argv);
+  if (!file) fail(2, `no configuration file given\n${USAGE}`);
+
+  let gateway: Gateway;
+  try {
+    const config = loadConfig(file);
+    gateway = new Gateway(config, { log: createLogger(process.env.LOG_LEVEL ?? config.log.level) });
+  } catch (e) {
+    if (e instanceof ConfigError) fail(2, `configuration error: ${e.userText}`);
+    if (e instanceof GatewayError && (e.code === 'keystore_passphrase_wrong' || e.code === 'keystore_unavailable')) fail(3, `keystore error: ${e.userText}`);
+    throw e;
+  }
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    gateway.log.info({ signal }, 'signal received, shutting down');
+    const force = setTimeout(() => fail(1, 'shutdown took longer than 30 s; exiting'), 30000);
+    force.unref();
+    gateway.stop().then(
+      () => process.exit(0),
+      (e) => {
+        gateway.log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('unhandledRejection', (reason) => {
+    gateway.log.error({ err: reason }, 'unhandled rejection');
+    gateway.metrics.errors.inc({ kind: 'unhandled_rejection' });
+  });
+
+  try {
+    await gateway.start();
+  } catch (e) {
+    await gateway.stop().catch(() => undefined);
+    if (e instanceof GatewayError && e.code === 'component_auth_failed') fail(4, `component error: ${e.userText}`);
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(2, `configuration error: http.port: ${gateway.config.http.port} is already in use`);
+    throw e;
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`xmpp-e2ee-gateway: unexpected error: ${JSON.stringify(errorSummary(e))}\n`);
+  process.exit(1);
+});
