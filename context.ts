@@ -27,6 +27,18 @@ import type { EnginePorts, ProtocolEngine, ProtocolId } from './bridges/engine.j
 import { BridgeCore, type InboundRoutes } from './bridges/core.js';
 import { OutboundSender } from './bridges/outbound.js';
 import { createEngines } from './bridges/engines.js';
+import { OutboxStore } from './keystore/outbox-store.js';
+import { WebhookStore } from './keystore/webhook-store.js';
+import { OutboxSender, type StatusChange } from './bridges/outbox-sender.js';
+import type { InboundMessage } from './bridges/core.js';
+import { WebhookDispatcher } from './http/webhooks.js';
+import { TokenBuckets } from './http/rate-limit.js';
+import { messagesRoutes } from './http/routes/messages.js';
+import { identitiesRoutes } from './http/routes/identities.js';
+import { contactsRoutes } from './http/routes/contacts.js';
+import { webhookAdminRoutes } from './http/routes/webhooks-admin.js';
+import { ChatCommands } from './component/commands.js';
+import { GatewayError } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
 import type { ReadinessCheck } from './http/health.js';
@@ -56,6 +68,11 @@ export class Gateway {
   readonly engines: EngineRegistry;
   readonly core: BridgeCore;
   readonly outbound: OutboundSender;
+  readonly outbox: OutboxStore;
+  readonly webhookStore: WebhookStore;
+  readonly webhooks: WebhookDispatcher;
+  readonly sender: OutboxSender;
+  readonly commands: ChatCommands;
   readonly app: Express;
   #server: Server | null = null;
   #stopping = false;
@@ -139,10 +156,41 @@ export class Gateway {
       log: log.child({ subsystem: 'bridge' }),
     });
 
+    this.outbox = new OutboxStore(this.keystore);
+    this.webhookStore = new WebhookStore(this.keystore);
+    this.webhooks = new WebhookDispatcher({
+      store: this.webhookStore,
+      bots: config.bots,
+      metrics: this.metrics,
+      log: log.child({ subsystem: 'webhooks' }),
+      timeoutMs: config.webhooks.timeoutMs,
+      retryForMs: config.webhooks.retryForSeconds * 1000,
+      maxDelayMs: config.webhooks.maxAttemptDelaySeconds * 1000,
+    });
+    this.sender = new OutboxSender({
+      store: this.outbox,
+      outbound: this.outbound,
+      bots: config.bots,
+      botJid: (l) => this.addressing.botJid(l),
+      isOnline: () => this.conn.online,
+      allowPlaintext: config.bridge.allowPlaintext,
+      metrics: this.metrics,
+      log: log.child({ subsystem: 'outbox' }),
+      onStatus: (c) => this.#statusChanged(c),
+    });
+    this.commands = new ChatCommands({
+      send,
+      addressing: this.addressing,
+      subs: this.subscriptions,
+      facts: { fingerprints: (local) => this.#fingerprintLines(local) },
+      pgp: null,
+      log: log.child({ subsystem: 'commands' }),
+    });
+
     this.disco.register(this.router);
     this.pubsub.register(this.router);
     this.router.presence((ctx) => this.presence.handle(ctx));
-    this.router.message((ctx) => this.core.handle(ctx));
+    this.router.message((ctx) => (ctx.address.kind === 'domain' ? this.commands.handle(ctx) : this.core.handle(ctx)));
     this.conn.on('stanza', (el) => this.#track(this.router.handle(el)));
     this.conn.on('online', () => this.#track(this.#onOnline()));
     this.conn.on('offline', () => {
@@ -152,6 +200,10 @@ export class Gateway {
     this.metrics.onCollect(() => {
       this.metrics.devices.reset();
       for (const c of this.trust.counts()) this.metrics.devices.set({ protocol: c.protocol, trust: c.trust }, c.n);
+      const o = this.outbox.stats();
+      this.metrics.outboxDepth.set(o.depth);
+      this.metrics.outboxOldestSeconds.set(o.oldestCreatedAt ? (Date.now() - o.oldestCreatedAt) / 1000 : 0);
+      this.webhooks.collect(this.metrics);
     });
 
     const readiness: ReadinessCheck[] = [
@@ -164,19 +216,74 @@ export class Gateway {
       auth: new TokenAuth(config.http.adminToken, config.bots),
       bodyLimitBytes: config.http.bodyLimitBytes,
       readiness,
-      api: [...(opts.api ?? [])],
+      api: [
+        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick() }),
+        identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
+        contactsRoutes({ addressing: this.addressing, trust: this.trust, contacts: this.contacts }),
+        webhookAdminRoutes({ store: this.webhookStore, kick: (bot) => this.webhooks.kick(bot) }),
+        ...(opts.api ?? []),
+      ],
+    });
+  }
+
+  async #fingerprintLines(local: string): Promise<string[]> {
+    const lines: string[] = [];
+    for (const e of this.engines.all()) {
+      const f = await e.identity(local);
+      for (const d of f.omemo ?? []) lines.push(`OMEMO device ${d.device_id}: ${d.fingerprint.replace(/(.{8})(?!$)/g, '$1 ')}`);
+      if (f.pgp) lines.push(`OpenPGP (XEP-0027): ${f.pgp.fingerprint}`);
+      if (f.ox) lines.push(`OpenPGP (OX): ${f.ox.fingerprint}`);
+      if (f.otr) lines.push(`OTR: ${f.otr.fingerprint}`);
+    }
+    return lines.length ? lines : ['no identities (no encryption protocol is enabled)'];
+  }
+
+  /** Status changes of bot messages, posted to the bot's webhook as type "status" (delivered, failed). */
+  #statusChanged(c: StatusChange): void {
+    if (c.status === 'sent' || !this.webhooks.hasWebhook(c.message.bot)) return;
+    const m = c.message;
+    this.webhooks.enqueue(m.bot, `status\0${m.to}`, {
+      id: WebhookStore.newId(),
+      type: 'status',
+      message_id: m.id,
+      to: m.to,
+      status: c.status,
+      ...(m.error ? { error: m.error } : {}),
+      at: new Date().toISOString(),
+    });
+  }
+
+  /** A decrypted message for a bot: committed to its webhook queue before anything acknowledges it. */
+  #toBot(localpart: string, msg: InboundMessage): void {
+    if (!this.webhooks.hasWebhook(localpart)) throw new GatewayError('bot_not_receiving');
+    this.webhooks.enqueue(localpart, msg.from, {
+      id: WebhookStore.newId(),
+      type: 'message',
+      from: msg.from,
+      to: msg.local,
+      body: msg.body,
+      encryption: msg.encryption,
+      sender: {
+        ...(msg.sender.deviceId !== undefined ? { device_id: msg.sender.deviceId } : {}),
+        ...(msg.sender.fingerprint !== undefined ? { fingerprint: msg.sender.fingerprint } : {}),
+        trust: msg.sender.trust,
+      },
+      received_at: msg.receivedAt.toISOString(),
     });
   }
 
   #routes(): InboundRoutes {
     return {
-      toBot: async () => {
-        throw new Error('bot delivery is not wired yet');
-      },
+      toBot: async (localpart, msg) => this.#toBot(localpart, msg),
       toProxy: async () => {
         throw new Error('bridging is not wired yet');
       },
-      receipt: async () => undefined,
+      receipt: async (_local, from, id) => {
+        if (this.outbox.markDelivered(id, from)) {
+          const m = this.outbox.get(id);
+          if (m) this.#statusChanged({ message: m, status: 'delivered' });
+        }
+      },
       plaintextAllowed: (local) => {
         if (this.config.bridge.allowPlaintext) return true;
         const bot = this.config.bots.find((b) => this.addressing.botJid(b.localpart) === local);
@@ -193,6 +300,7 @@ export class Gateway {
   async #onOnline(): Promise<void> {
     for (const e of this.engines.all()) e.onConnectionChange?.(true);
     await this.presence.onConnected();
+    this.sender.kick();
   }
 
   /** Listens on HTTP, then connects the component. Rejects on a refused component secret. */
@@ -208,6 +316,8 @@ export class Gateway {
       });
     });
     this.log.info({ address: this.httpUrl }, 'http listening');
+    this.webhooks.start();
+    this.sender.start();
     await this.conn.start();
     this.#maintenance = setInterval(() => this.#track(this.#maintain()), 3600_000);
     this.#maintenance.unref();
@@ -239,8 +349,10 @@ export class Gateway {
     server?.closeIdleConnections();
     await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
     server?.closeAllConnections();
+    await this.sender.stop();
     await Promise.allSettled([...this.#inflight]);
     await this.core.drain();
+    await this.webhooks.stop();
     if (this.conn.online) await this.presence.goodbye();
     await this.conn.stop();
     this.keystore.close();

@@ -25,6 +25,7 @@ export const ERRORS = {
   // sending
   no_encryption_available: { http: 409, condition: 'not-acceptable', text: 'The recipient supports no end-to-end encryption this gateway can use.' },
   no_trusted_devices: { http: 409, condition: 'not-acceptable', text: 'The recipient has no trusted device to encrypt to.' },
+  bot_not_receiving: { http: 409, condition: 'service-unavailable', text: 'This bot does not receive messages.' },
   plaintext_refused: { http: 400, condition: 'not-acceptable', text: 'This gateway accepts only end-to-end encrypted messages.' },
   expired: { http: 409, condition: 'remote-server-timeout', text: 'The message could not be sent before it expired.' },
   remote_timeout: { http: 504, condition: 'remote-server-timeout', text: 'The remote entity did not answer in time.' },

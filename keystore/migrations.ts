@@ -65,4 +65,51 @@ export const MIGRATIONS: Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: 'bot queues',
+    sql: `
+      -- Messages bots posted, until sent; the body is sealed and wiped once the message is sent.
+      CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        bot TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        body BLOB,
+        encryption_requested TEXT,
+        encryption TEXT,
+        status TEXT NOT NULL,               -- queued | sent | delivered | failed
+        error_code TEXT,
+        error_message TEXT,
+        idempotency_key TEXT,
+        request_hash TEXT,
+        seq INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        sent_at INTEGER,
+        delivered_at INTEGER
+      );
+      CREATE UNIQUE INDEX outbox_idempotency ON outbox (bot, idempotency_key) WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX outbox_queued ON outbox (status, seq);
+
+      -- Webhook deliveries (decrypted messages and status changes), in order per (bot, sender).
+      CREATE TABLE webhook_queue (
+        id TEXT PRIMARY KEY,                -- the webhook-id, stable across retries
+        bot TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,         -- the sender: deliveries with one key go in order
+        payload BLOB,                       -- sealed JSON; wiped once delivered
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,               -- pending | delivered | dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        first_attempt_at INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        delivered_at INTEGER
+      );
+      CREATE INDEX webhook_pending ON webhook_queue (bot, status, ordering_key, seq);
+    `,
+  },
 ];

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Keystore } from '../../keystore/keystore.js';
 import { Sealer } from '../../keystore/seal.js';
+import { MIGRATIONS } from '../../keystore/migrations.js';
 import { createProtocolStore } from '../../keystore/protocol-store.js';
 import { TrustStore } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
@@ -40,7 +41,7 @@ test('the keystore file is created 0600, secrets are not readable in it, a wrong
     );
     const again = Keystore.open(path, 'correct horse battery', KDF);
     assert.equal(createProtocolStore(again, 'omemo').get('alerts@gw', 'identity', 'current')!.toString(), 'PRIVATE-KEY-MATERIAL-CANARY');
-    assert.equal(again.db.pragma('user_version', { simple: true }), 1);
+    assert.equal(again.db.pragma('user_version', { simple: true }), MIGRATIONS.length);
     again.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,100 @@
+// Admin calls about remote contacts: their devices and keys with trust, setting trust, a preferred
+// protocol, and (XEP-0027) their registered OpenPGP key.
+import { Router } from 'express';
+import { PROTOCOLS, type ProtocolName } from '../../config.js';
+import { GatewayError } from '../../errors.js';
+import type { Addressing } from '../../component/addressing.js';
+import { bare } from '../../component/jid.js';
+import type { ContactStore } from '../../keystore/contact-store.js';
+import { TRUST_LEVELS, type DeviceRecord, type TrustLevel, type TrustStore } from '../../keystore/trust-store.js';
+import { requireAdmin } from '../auth.js';
+import { jsonObject, optionalEnum, requiredString } from '../validate.js';
+
+export interface PgpKeyRegistry {
+  register(contact: string, armored: string): Promise<{ fingerprint: string }>;
+  remove(contact: string): Promise<boolean>;
+}
+
+export interface ContactsDeps {
+  addressing: Addressing;
+  trust: TrustStore;
+  contacts: ContactStore;
+  pgp?: PgpKeyRegistry;
+}
+
+const deviceView = (d: DeviceRecord) => ({
+  protocol: d.protocol,
+  device_id: /^\d+$/.test(d.deviceId) && d.protocol === 'omemo' ? Number(d.deviceId) : d.deviceId,
+  fingerprint: d.fingerprint,
+  trust: d.trust,
+  active: d.active,
+  first_seen: new Date(d.firstSeen).toISOString(),
+  last_seen: new Date(d.lastSeen).toISOString(),
+});
+
+function contactJid(d: ContactsDeps, raw: string): string {
+  let jid: string;
+  try {
+    jid = bare(raw);
+  } catch {
+    throw new GatewayError('invalid_field', 'The contact is not a valid JID.');
+  }
+  if (!jid.includes('@')) throw new GatewayError('invalid_field', 'The contact must be a user JID (local@domain).');
+  if (!d.addressing.isAllowedJid(jid)) throw new GatewayError('recipient_not_allowed');
+  return jid;
+}
+
+export function contactsRoutes(d: ContactsDeps): Router {
+  const r = Router();
+
+  r.get('/contacts/:jid/devices', (req, res) => {
+    requireAdmin(res);
+    const jid = contactJid(d, req.params.jid!);
+    res.json({ jid, devices: d.trust.list(jid).map(deviceView) });
+  });
+
+  r.put('/contacts/:jid/trust', (req, res) => {
+    requireAdmin(res);
+    const jid = contactJid(d, req.params.jid!);
+    const o = jsonObject(req.body, ['fingerprint', 'trust', 'protocol']);
+    const fingerprint = requiredString(o, 'fingerprint').toLowerCase().replace(/[\s:]/g, '');
+    const trust = optionalEnum(o, 'trust', TRUST_LEVELS);
+    if (!trust) throw new GatewayError('invalid_field', '"trust" is required.');
+    const protocol = optionalEnum(o, 'protocol', PROTOCOLS);
+    const candidates = d.trust.list(jid).filter((x) => x.fingerprint.toLowerCase() === fingerprint && (!protocol || x.protocol === protocol));
+    if (candidates.length === 0) throw new GatewayError('not_found', 'The contact has no device or key with that fingerprint.');
+    if (candidates.length > 1) throw new GatewayError('invalid_field', 'That fingerprint is known for several protocols; name the "protocol".');
+    const device = candidates[0]!;
+    d.trust.set(jid, device.protocol, device.fingerprint, trust as TrustLevel);
+    res.json(deviceView(d.trust.get(jid, device.protocol, device.fingerprint)!));
+  });
+
+  r.put('/contacts/:jid', (req, res) => {
+    requireAdmin(res);
+    const jid = contactJid(d, req.params.jid!);
+    const o = jsonObject(req.body, ['protocol']);
+    if (!('protocol' in o)) throw new GatewayError('invalid_field', '"protocol" is required (null clears it).');
+    const protocol = o.protocol === null ? null : (optionalEnum(o, 'protocol', PROTOCOLS) as ProtocolName);
+    d.contacts.setPreferredProtocol(jid, protocol);
+    res.json({ jid, protocol });
+  });
+
+  r.put('/contacts/:jid/pgp-key', async (req, res) => {
+    requireAdmin(res);
+    if (!d.pgp) throw new GatewayError('not_found', 'XEP-0027 is not enabled.');
+    const jid = contactJid(d, req.params.jid!);
+    const o = jsonObject(req.body, ['key']);
+    const { fingerprint } = await d.pgp.register(jid, requiredString(o, 'key'));
+    res.json({ jid, fingerprint });
+  });
+
+  r.delete('/contacts/:jid/pgp-key', async (req, res) => {
+    requireAdmin(res);
+    if (!d.pgp) throw new GatewayError('not_found', 'XEP-0027 is not enabled.');
+    const jid = contactJid(d, req.params.jid!);
+    if (!(await d.pgp.remove(jid))) throw new GatewayError('not_found', 'No key is registered for that contact.');
+    res.status(204).end();
+  });
+
+  return r;
+}

@@ -1,0 +1,85 @@
+// POST /v1/messages and GET /v1/messages/{id}: bots send end-to-end encrypted messages. A message is
+// committed to the outbox (body sealed) before the 202; an Idempotency-Key returns the same message.
+import { Router } from 'express';
+import type { Config } from '../../config.js';
+import { PROTOCOLS } from '../../config.js';
+import { GatewayError } from '../../errors.js';
+import type { Addressing } from '../../component/addressing.js';
+import { bare } from '../../component/jid.js';
+import type { OutboxMessage, OutboxStore } from '../../keystore/outbox-store.js';
+import { principalOf, requireBot } from '../auth.js';
+import type { TokenBuckets } from '../rate-limit.js';
+import { jsonObject, optionalEnum, requiredString } from '../validate.js';
+
+export interface MessagesDeps {
+  config: Config;
+  addressing: Addressing;
+  outbox: OutboxStore;
+  buckets: TokenBuckets;
+  /** Called after a message is committed (wakes the sender). */
+  queued: () => void;
+}
+
+export function messageView(m: OutboxMessage): Record<string, unknown> {
+  return {
+    id: m.id,
+    to: m.to,
+    status: m.status,
+    encryption: m.encryption ?? m.encryptionRequested ?? null,
+    ...(m.error ? { error: m.error } : {}),
+    created_at: new Date(m.createdAt).toISOString(),
+    ...(m.sentAt ? { sent_at: new Date(m.sentAt).toISOString() } : {}),
+    ...(m.deliveredAt ? { delivered_at: new Date(m.deliveredAt).toISOString() } : {}),
+  };
+}
+
+export function messagesRoutes(d: MessagesDeps): Router {
+  const r = Router();
+
+  r.post('/messages', (req, res) => {
+    const bot = requireBot(res);
+    const wait = d.buckets.take(bot.localpart, bot.rateLimit.perSecond, bot.rateLimit.burst);
+    if (wait > 0) {
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
+      throw new GatewayError('rate_limited', `Rate limit of ${bot.rateLimit.perSecond} messages per second exceeded.`);
+    }
+    const o = jsonObject(req.body, ['to', 'body', 'encryption']);
+    const toRaw = requiredString(o, 'to');
+    const body = requiredString(o, 'body');
+    const encryption = optionalEnum(o, 'encryption', [...PROTOCOLS, 'none'] as const) ?? null;
+    if (Buffer.byteLength(body, 'utf8') > d.config.outbox.maxBodyBytes) {
+      throw new GatewayError('payload_too_large', `"body" is larger than ${d.config.outbox.maxBodyBytes} bytes.`);
+    }
+    let to: string;
+    try {
+      to = bare(toRaw);
+    } catch {
+      throw new GatewayError('invalid_field', '"to" is not a valid JID.');
+    }
+    if (!to.includes('@')) throw new GatewayError('invalid_field', '"to" must be a user JID (local@domain).');
+    if (!d.addressing.isAllowedJid(to)) throw new GatewayError('recipient_not_allowed', `"to": ${to.split('@')[1]} is not a domain this gateway serves.`);
+    if (encryption === 'none' && !(d.config.bridge.allowPlaintext || bot.allowPlaintext)) {
+      throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
+    }
+    const key = req.get('Idempotency-Key');
+    if (key !== undefined && (key.length === 0 || key.length > 255)) throw new GatewayError('invalid_field', 'Idempotency-Key must be 1 to 255 characters.');
+    const result = d.outbox.enqueue({ bot: bot.localpart, to, body, encryption, idempotencyKey: key ?? null, ttlMs: d.config.outbox.messageTtlSeconds * 1000 });
+    if (!result.created && !result.sameRequest) {
+      throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
+    }
+    if (result.created) d.queued();
+    res.setHeader('Location', `/v1/messages/${result.message.id}`);
+    if (!result.created) res.setHeader('Idempotent-Replayed', 'true');
+    res.status(202).json({ id: result.message.id, status: result.message.status });
+  });
+
+  r.get('/messages/:id', (req, res) => {
+    const p = principalOf(res);
+    const m = d.outbox.get(req.params.id!);
+    // Another bot's message is as invisible as a missing one; the admin may read any.
+    if (!m || (p.kind === 'bot' && m.bot !== p.bot.localpart)) throw new GatewayError('not_found', 'No such message.');
+    res.json(messageView(m));
+  });
+
+  return r;
+}

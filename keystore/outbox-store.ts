@@ -1,0 +1,179 @@
+// The durable outbox of bot messages. A message is committed here (body sealed) before the API
+// answers 202, so it survives a crash; its body is wiped once it has been sent.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Keystore } from './keystore.js';
+
+export type OutboxStatus = 'queued' | 'sent' | 'delivered' | 'failed';
+
+export interface OutboxMessage {
+  id: string;
+  bot: string;
+  to: string;
+  encryptionRequested: string | null;
+  encryption: string | null;
+  status: OutboxStatus;
+  error: { code: string; message: string } | null;
+  attempts: number;
+  nextAttemptAt: number;
+  createdAt: number;
+  sentAt: number | null;
+  deliveredAt: number | null;
+  expiresAt: number;
+}
+
+interface Row {
+  id: string;
+  bot: string;
+  recipient: string;
+  body: Buffer | null;
+  encryption_requested: string | null;
+  encryption: string | null;
+  status: OutboxStatus;
+  error_code: string | null;
+  error_message: string | null;
+  idempotency_key: string | null;
+  request_hash: string | null;
+  seq: number;
+  attempts: number;
+  created_at: number;
+  next_attempt_at: number;
+  expires_at: number;
+  sent_at: number | null;
+  delivered_at: number | null;
+}
+
+const toMessage = (r: Row): OutboxMessage => ({
+  id: r.id,
+  bot: r.bot,
+  to: r.recipient,
+  encryptionRequested: r.encryption_requested,
+  encryption: r.encryption,
+  status: r.status,
+  error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
+  attempts: r.attempts,
+  nextAttemptAt: r.next_attempt_at,
+  createdAt: r.created_at,
+  sentAt: r.sent_at,
+  deliveredAt: r.delivered_at,
+  expiresAt: r.expires_at,
+});
+
+export interface NewMessage {
+  bot: string;
+  to: string;
+  body: string;
+  encryption: string | null;
+  idempotencyKey: string | null;
+  ttlMs: number;
+}
+
+export type EnqueueResult = { created: true; message: OutboxMessage } | { created: false; message: OutboxMessage; sameRequest: boolean };
+
+export class OutboxStore {
+  readonly #ks: Keystore;
+  readonly #insert;
+  readonly #byId;
+  readonly #byIdem;
+  readonly #queued;
+  readonly #body;
+  readonly #markSent;
+  readonly #markFailed;
+  readonly #retry;
+  readonly #markDelivered;
+  readonly #maxSeq;
+  readonly #stats;
+  #seq: number;
+
+  constructor(ks: Keystore) {
+    this.#ks = ks;
+    const db = ks.db;
+    this.#insert = db.prepare(
+      `INSERT INTO outbox (id, bot, recipient, body, encryption_requested, status, idempotency_key, request_hash, seq, created_at, updated_at, next_attempt_at, expires_at)
+       VALUES (@id, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at)`,
+    );
+    this.#byId = db.prepare<[string], Row>('SELECT * FROM outbox WHERE id = ?');
+    this.#byIdem = db.prepare<[string, string], Row>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
+    this.#queued = db.prepare<[number], Row>(
+      "SELECT id, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
+    );
+    this.#body = db.prepare<[string], { body: Buffer | null }>('SELECT body FROM outbox WHERE id = ?');
+    this.#markSent = db.prepare("UPDATE outbox SET status = 'sent', encryption = ?, body = NULL, sent_at = ?, updated_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'queued'");
+    this.#markFailed = db.prepare("UPDATE outbox SET status = 'failed', error_code = ?, error_message = ?, body = NULL, updated_at = ? WHERE id = ? AND status IN ('queued', 'sent')");
+    this.#retry = db.prepare("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ? AND status = 'queued'");
+    this.#markDelivered = db.prepare("UPDATE outbox SET status = 'delivered', delivered_at = ?, updated_at = ? WHERE id = ? AND recipient = ? AND status = 'sent'");
+    this.#maxSeq = db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM outbox');
+    this.#stats = db.prepare<[], { n: number; oldest: number | null }>("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status = 'queued'");
+    this.#seq = this.#maxSeq.get()?.s ?? 0;
+  }
+
+  static newId(): string {
+    return `msg_${randomBytes(12).toString('base64url')}`;
+  }
+
+  static requestHash(to: string, body: string, encryption: string | null): string {
+    return createHash('sha256').update(JSON.stringify([to, body, encryption])).digest('hex');
+  }
+
+  /** Stores a new message, or returns the one an earlier request with the same idempotency key made. */
+  enqueue(m: NewMessage, now = Date.now()): EnqueueResult {
+    return this.#ks.transaction(() => {
+      const hash = OutboxStore.requestHash(m.to, m.body, m.encryption);
+      if (m.idempotencyKey) {
+        const existing = this.#byIdem.get(m.bot, m.idempotencyKey);
+        if (existing) return { created: false, message: toMessage(existing), sameRequest: existing.request_hash === hash };
+      }
+      const id = OutboxStore.newId();
+      this.#insert.run({
+        id,
+        bot: m.bot,
+        recipient: m.to,
+        body: this.#ks.sealer.seal(m.body, `outbox\0${id}`),
+        encryption_requested: m.encryption,
+        idempotency_key: m.idempotencyKey,
+        request_hash: hash,
+        seq: ++this.#seq,
+        now,
+        expires_at: now + m.ttlMs,
+      });
+      return { created: true, message: toMessage(this.#byId.get(id)!) };
+    });
+  }
+
+  get(id: string): OutboxMessage | undefined {
+    const r = this.#byId.get(id);
+    return r ? toMessage(r) : undefined;
+  }
+
+  /** Queued messages, oldest first (without bodies); the sender picks the head of each line. */
+  queued(limit: number): OutboxMessage[] {
+    return this.#queued.all(limit).map(toMessage);
+  }
+
+  /** The sealed body of a queued message, opened. */
+  body(id: string): string | null {
+    const r = this.#body.get(id);
+    return r?.body ? this.#ks.sealer.open(r.body, `outbox\0${id}`).toString('utf8') : null;
+  }
+
+  markSent(id: string, encryption: string, now = Date.now()): boolean {
+    return this.#markSent.run(encryption, now, now, id).changes > 0;
+  }
+
+  markFailed(id: string, code: string, message: string, now = Date.now()): boolean {
+    return this.#markFailed.run(code, message, now, id).changes > 0;
+  }
+
+  retryLater(id: string, at: number, code: string, message: string, now = Date.now()): void {
+    this.#retry.run(at, code, message, now, id);
+  }
+
+  /** A XEP-0184 receipt from `from` for message `id`: sent -> delivered. */
+  markDelivered(id: string, from: string, now = Date.now()): boolean {
+    return this.#markDelivered.run(now, now, id, from).changes > 0;
+  }
+
+  stats(): { depth: number; oldestCreatedAt: number | null } {
+    const r = this.#stats.get()!;
+    return { depth: r.n, oldestCreatedAt: r.oldest };
+  }
+}
