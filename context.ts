@@ -37,6 +37,7 @@ import { messagesRoutes } from './http/routes/messages.js';
 import { identitiesRoutes } from './http/routes/identities.js';
 import { contactsRoutes } from './http/routes/contacts.js';
 import { webhookAdminRoutes } from './http/routes/webhooks-admin.js';
+import { openapiRoutes } from './http/openapi.js';
 import { ChatCommands } from './component/commands.js';
 import { GatewayError } from './errors.js';
 import { TokenAuth } from './http/auth.js';
@@ -216,6 +217,7 @@ export class Gateway {
       auth: new TokenAuth(config.http.adminToken, config.bots),
       bodyLimitBytes: config.http.bodyLimitBytes,
       readiness,
+      publicRoutes: [openapiRoutes()],
       api: [
         messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick() }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),

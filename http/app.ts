@@ -37,8 +37,8 @@ export function createApp(deps: AppDeps): Express {
   // content type is refused rather than ignored.
   app.use('/v1', deps.auth.middleware());
   app.use('/v1', (req, _res, next) => {
-    // req.is() is null for a request without a body, false for a body of another type.
-    if ((req.method === 'POST' || req.method === 'PUT') && req.is('application/json') === false) {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if ((req.method === 'POST' || req.method === 'PUT') && hasBody && !req.is('application/json')) {
       next(new GatewayError('bad_request', 'The body must be JSON (Content-Type: application/json).'));
       return;
     }
