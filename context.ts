@@ -26,6 +26,7 @@ import { EngineRegistry } from './bridges/registry.js';
 import type { EnginePorts, ProtocolEngine, ProtocolId } from './bridges/engine.js';
 import { BridgeCore, type InboundRoutes } from './bridges/core.js';
 import { OutboundSender } from './bridges/outbound.js';
+import { ProxyBridge } from './bridges/proxy-bridge.js';
 import { createEngines } from './bridges/engines.js';
 import { OutboxStore } from './keystore/outbox-store.js';
 import { WebhookStore } from './keystore/webhook-store.js';
@@ -69,6 +70,7 @@ export class Gateway {
   readonly engines: EngineRegistry;
   readonly core: BridgeCore;
   readonly outbound: OutboundSender;
+  readonly proxies: ProxyBridge;
   readonly outbox: OutboxStore;
   readonly webhookStore: WebhookStore;
   readonly webhooks: WebhookDispatcher;
@@ -146,6 +148,14 @@ export class Gateway {
       resource: RESOURCE,
       metrics: this.metrics,
       log: log.child({ subsystem: 'outbound' }),
+    });
+    this.proxies = new ProxyBridge({
+      addressing: this.addressing,
+      outbound: this.outbound,
+      send,
+      resource: RESOURCE,
+      allowPlaintext: config.bridge.allowPlaintext,
+      log: log.child({ subsystem: 'proxy' }),
     });
     this.core = new BridgeCore({
       engines: this.engines,
@@ -277,10 +287,9 @@ export class Gateway {
   #routes(): InboundRoutes {
     return {
       toBot: async (localpart, msg) => this.#toBot(localpart, msg),
-      toProxy: async () => {
-        throw new Error('bridging is not wired yet');
-      },
+      toProxy: (remote, msg) => this.proxies.forward(remote, msg),
       receipt: async (_local, from, id) => {
+        if (await this.proxies.receipt(from, id)) return;
         if (this.outbox.markDelivered(id, from)) {
           const m = this.outbox.get(id);
           if (m) this.#statusChanged({ message: m, status: 'delivered' });
