@@ -1,0 +1,88 @@
+// XEP-0027 signed presence (<x xmlns='jabber:x:signed'> over the <status> text), both ways with GnuPG 2.2.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { GpgUser } from '../harness/gpg.js';
+import { parseXml, xml } from '../../component/xml.js';
+import { presenceSignature, signedPresenceElement } from '../../bridges/pgp/wire.js';
+import { PROXY, counterValue, makeRig } from './pgp-setup.js';
+
+const CAROL = 'carol@legacy.example';
+const STATUSES = ['Online', '', 'In a meeting 📅 — back at 15:00', 'two\nlines '];
+let carol: GpgUser;
+let dave: GpgUser;
+
+before(async () => {
+  [carol, dave] = await Promise.all([GpgUser.create(`xmpp:${CAROL}`), GpgUser.create('xmpp:dave@legacy.example')]);
+});
+after(() => {
+  carol?.destroy();
+  dave?.destroy();
+});
+
+test('the engine signs a hosted JID\'s status; gpg verifies it, and only over the exact text', async () => {
+  const rig = makeRig();
+  const pub = await rig.engine.publicKeyArmored(PROXY);
+  const fpr = (await rig.engine.identity(PROXY)).pgp!.fingerprint;
+  for (const status of STATUSES) {
+    const sig = await rig.engine.signPresence(PROXY, status);
+    assert.doesNotMatch(sig, /-----|Version:/);
+    assert.deepEqual(await carol.verifyDetached(status, sig, pub), { valid: true, signer: fpr }, JSON.stringify(status));
+    assert.equal((await carol.verifyDetached(`${status}.`, sig, pub)).valid, false);
+  }
+  const hist = await rig.metrics.cryptoSeconds.get();
+  assert.equal(hist.values.find((v) => v.labels.operation === 'sign' && v.metricName?.endsWith('_count'))?.value, STATUSES.length);
+});
+
+test('checkPresence verifies a gpg-signed status against the registered key and reports mismatches', async () => {
+  const rig = makeRig();
+  await rig.engine.registerContactKey(CAROL, await carol.exportPublic(), { viaAdmin: false });
+  const carolKeyIds = (await rig.engine.inspectPublicKey(await carol.exportPublic())).keyId;
+  for (const status of STATUSES) {
+    const sig = await carol.signDetached(status);
+    const r = await rig.engine.checkPresence(CAROL, status, sig);
+    assert.equal(r.ok, true, JSON.stringify(status));
+    assert.equal(r.matchesRegistered, true);
+    assert.equal(r.fingerprint, carol.fingerprint);
+    assert.ok(r.signedAt instanceof Date && Math.abs(r.signedAt.getTime() - Date.now()) < 120_000);
+    // gpg signs with its primary key here: the issuer is the registered key's id
+    assert.equal(r.keyId, carolKeyIds);
+  }
+  // text-mode signatures (some clients sign the status with --textmode)
+  for (const status of STATUSES) {
+    const r = await rig.engine.checkPresence(CAROL, status, await carol.signDetached(status, { textmode: true }));
+    assert.equal(r.ok, true, `textmode ${JSON.stringify(status)}`);
+  }
+  // another status text than the one signed
+  const sig = await carol.signDetached('Online');
+  assert.deepEqual(await rig.engine.checkPresence(CAROL, 'Away', sig), {
+    ok: false,
+    keyId: carolKeyIds,
+    matchesRegistered: true,
+    fingerprint: carol.fingerprint,
+    reason: 'bad-signature',
+  });
+  // signed by dave's key while claiming to be carol: a mismatch the user should hear about
+  const daveSig = await dave.signDetached('Online');
+  const daveKeyId = dave.fingerprint.slice(-16);
+  assert.deepEqual(await rig.engine.checkPresence(CAROL, 'Online', daveSig), { ok: false, keyId: daveKeyId, matchesRegistered: false, reason: 'unknown-key' });
+  // no registered key at all
+  assert.deepEqual(await rig.engine.checkPresence('dave@legacy.example', 'Online', daveSig), { ok: false, keyId: daveKeyId, matchesRegistered: false, reason: 'unknown-key' });
+  // garbage
+  assert.deepEqual(await rig.engine.checkPresence(CAROL, 'Online', 'not a signature'), { ok: false, keyId: null, matchesRegistered: false, reason: 'malformed' });
+  assert.ok((await counterValue(rig.metrics.decryptFailures, { protocol: 'pgp' })) === 0, 'presence checks are not message failures');
+});
+
+test('wire helpers: a signed presence round-trips through XML with its status text', async () => {
+  const rig = makeRig();
+  const status = 'Busy\n  with spaces  ';
+  const presence = parseXml(
+    xml('presence', { from: `${PROXY}/gw` }, xml('status', {}, status), signedPresenceElement(await rig.engine.signPresence(PROXY, status))).toString(),
+  );
+  const got = presenceSignature(presence)!;
+  assert.equal(got.status, status);
+  const pub = await rig.engine.publicKeyArmored(PROXY);
+  assert.equal((await carol.verifyDetached(got.status, got.signed, pub)).valid, true);
+  const noStatus = parseXml(xml('presence', {}, signedPresenceElement(await rig.engine.signPresence(PROXY, ''))).toString());
+  assert.equal(presenceSignature(noStatus)!.status, '');
+  assert.equal(presenceSignature(parseXml('<presence/>')), null);
+});
