@@ -23,11 +23,15 @@ import { RemoteCaps } from './component/caps.js';
 import { PresenceService } from './component/presence.js';
 import { PubsubService } from './component/pubsub.js';
 import { EngineRegistry } from './bridges/registry.js';
-import type { EnginePorts, ProtocolEngine, ProtocolId } from './bridges/engine.js';
+import type { EnginePorts, ProtocolId } from './bridges/engine.js';
+import xml from '@xmpp/xml';
 import { BridgeCore, type InboundRoutes } from './bridges/core.js';
 import { OutboundSender } from './bridges/outbound.js';
 import { ProxyBridge } from './bridges/proxy-bridge.js';
 import { createEngines } from './bridges/engines.js';
+import type { PgpEngine } from './bridges/pgp/engine.js';
+import { presenceSignature, signedPresenceElement } from './bridges/pgp/wire.js';
+import { LRUCache } from 'lru-cache';
 import { OutboxStore } from './keystore/outbox-store.js';
 import { WebhookStore } from './keystore/webhook-store.js';
 import { OutboxSender, type StatusChange } from './bridges/outbox-sender.js';
@@ -68,6 +72,7 @@ export class Gateway {
   readonly presence: PresenceService;
   readonly pubsub: PubsubService;
   readonly engines: EngineRegistry;
+  readonly pgp: PgpEngine | null;
   readonly core: BridgeCore;
   readonly outbound: OutboundSender;
   readonly proxies: ProxyBridge;
@@ -125,7 +130,9 @@ export class Gateway {
       now: () => Date.now(),
       resource: RESOURCE,
     });
-    this.engines = new EngineRegistry(createEngines(config, portsFor));
+    const engines = createEngines(config, portsFor);
+    this.engines = new EngineRegistry(engines.all);
+    this.pgp = engines.pgp;
 
     this.disco = new Disco({
       domain: config.component.domain,
@@ -135,9 +142,30 @@ export class Gateway {
     this.presence = new PresenceService({ send, subs: this.subscriptions, disco: this.disco, caps, addressing: this.addressing, log: log.child({ subsystem: 'presence' }) });
     this.pubsub = new PubsubService({ store: new PubsubStore(this.keystore), presence: this.presence, send, request, log: log.child({ subsystem: 'pubsub' }) });
     pubsubRef = this.pubsub;
-    for (const e of this.engines.all()) {
-      const extras = (e as ProtocolEngine & { presenceExtras?: (local: string, status: string) => Promise<Element[]> }).presenceExtras;
-      if (extras) this.presence.addExtras(extras.bind(e));
+    const pgp = this.pgp;
+    if (pgp) {
+      // XEP-0027: hosted JIDs sign their presence status; contacts' signatures are checked against
+      // their registered key and a mismatch is reported to them (once a day per key).
+      this.presence.addExtras(async (local, status) => [signedPresenceElement(await pgp.signPresence(local, status))]);
+      const reported = new LRUCache<string, true>({ max: 10000, ttl: 86400_000 });
+      this.presence.addListener({
+        contactPresence: (local, full, stanza) => {
+          const sig = presenceSignature(stanza);
+          if (!sig) return;
+          const contact = full.split('/')[0]!;
+          void pgp.checkPresence(contact, sig.status, sig.signed).then((check) => {
+            if (check.ok && check.matchesRegistered) return;
+            const key = `${contact}\0${check.keyId ?? '?'}`;
+            if (reported.has(key)) return;
+            reported.set(key, true);
+            const registered = this.contacts.get(contact)?.pgpFingerprint;
+            const text = registered
+              ? `Your signed presence (to ${local}) was made with OpenPGP key ${check.keyId ?? 'unknown'}, but the key registered for you is ${registered}. Messages from the gateway are encrypted to the registered key. Send "register" with your current public key to change it.`
+              : `Your presence (to ${local}) is signed with OpenPGP key ${check.keyId ?? 'unknown'}, but no key is registered for you, so proxies cannot encrypt to you. Send "register" followed by your armored public key to ${this.addressing.domain}.`;
+            send(xml('message', { from: this.addressing.domain, to: full, type: 'chat', id: `pgpchk-${Date.now().toString(36)}` }, xml('body', {}, text))).catch(() => undefined);
+          });
+        },
+      });
     }
 
     this.outbound = new OutboundSender({
@@ -194,7 +222,17 @@ export class Gateway {
       addressing: this.addressing,
       subs: this.subscriptions,
       facts: { fingerprints: (local) => this.#fingerprintLines(local) },
-      pgp: null,
+      pgp: pgp
+        ? {
+            publicKey: async (local) => ({ armored: await pgp.publicKeyArmored(local), fingerprint: (await pgp.identity(local)).pgp!.fingerprint }),
+            register: async (contact, armored) => ({ fingerprint: await pgp.registerContactKey(contact, armored, { viaAdmin: false }) }),
+            remove: async (contact) => {
+              if (!this.contacts.get(contact)?.pgpKey) return false;
+              await pgp.removeContactKey(contact);
+              return true;
+            },
+          }
+        : null,
       log: log.child({ subsystem: 'commands' }),
     });
 
@@ -231,7 +269,23 @@ export class Gateway {
       api: [
         messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick() }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
-        contactsRoutes({ addressing: this.addressing, trust: this.trust, contacts: this.contacts }),
+        contactsRoutes({
+          addressing: this.addressing,
+          trust: this.trust,
+          contacts: this.contacts,
+          ...(pgp
+            ? {
+                pgp: {
+                  register: async (contact: string, armored: string) => ({ fingerprint: await pgp.registerContactKey(contact, armored, { viaAdmin: true }) }),
+                  remove: async (contact: string) => {
+                    if (!this.contacts.get(contact)?.pgpKey) return false;
+                    await pgp.removeContactKey(contact);
+                    return true;
+                  },
+                },
+              }
+            : {}),
+        }),
         webhookAdminRoutes({ store: this.webhookStore, kick: (bot) => this.webhooks.kick(bot) }),
         ...(opts.api ?? []),
       ],

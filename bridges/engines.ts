@@ -1,7 +1,18 @@
 // The protocol engines this build runs, created from config. Explicit on purpose (see STYLE.md).
 import type { Config } from '../config.js';
 import type { EnginePorts, ProtocolEngine, ProtocolId } from './engine.js';
+import { createPgpEngine, type PgpEngine } from './pgp/engine.js';
 
-export function createEngines(_config: Config, _portsFor: (id: ProtocolId) => EnginePorts): ProtocolEngine[] {
-  return [];
+export interface Engines {
+  all: ProtocolEngine[];
+  pgp: PgpEngine | null;
+}
+
+export function createEngines(config: Config, portsFor: (id: ProtocolId) => EnginePorts): Engines {
+  const pgp = createPgpEngine(portsFor('pgp'), {
+    keyType: config.bridge.pgpKeyType,
+    allowUnverifiedKeys: config.bridge.allowUnverifiedPgpKeys,
+    replayWindowDays: config.bridge.replayWindowDays,
+  });
+  return { all: [pgp], pgp };
 }

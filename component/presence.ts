@@ -17,6 +17,8 @@ export interface PresenceListener {
   /** A contact's resource became available to `local` (features known, or empty when unresolved). */
   contactOnline?(local: string, full: string, features: ReadonlySet<string>): void;
   contactOffline?(local: string, full: string): void;
+  /** Any available presence from a contact's resource (e.g. to check a XEP-0027 signature). */
+  contactPresence?(local: string, full: string, stanza: Element): void;
 }
 
 /** Extra children for presence sent from a hosted JID (e.g. a XEP-0027 signature of the status). */
@@ -112,6 +114,13 @@ export class PresenceService {
   }
 
   #contactAvailable(local: string, full: string, stanza: Element): void {
+    for (const l of this.#listeners) {
+      try {
+        l.contactPresence?.(local, full, stanza);
+      } catch (e) {
+        this.#log.error({ err: e }, 'presence listener failed');
+      }
+    }
     let map = this.#online.get(local);
     if (!map) this.#online.set(local, (map = new Map()));
     const c = stanza.getChild('c', NS_CAPS);

@@ -54,6 +54,14 @@ export const MIGRATIONS: Migration[] = [
       ) WITHOUT ROWID;
 
       -- The pubsub service the gateway runs for its hosted JIDs (PEP for components).
+      -- Digests of inbound ciphertexts already accepted, for protocols without replay protection
+      -- (XEP-0027). Public data: not sealed.
+      CREATE TABLE seen_ciphertexts (
+        protocol TEXT NOT NULL, digest BLOB NOT NULL, seen_at INTEGER NOT NULL,
+        PRIMARY KEY (protocol, digest)
+      ) WITHOUT ROWID;
+      CREATE INDEX seen_ciphertexts_by_time ON seen_ciphertexts (protocol, seen_at);
+
       CREATE TABLE pubsub_nodes (
         owner TEXT NOT NULL, node TEXT NOT NULL, access_model TEXT NOT NULL, max_items INTEGER NOT NULL,
         PRIMARY KEY (owner, node)

@@ -1,16 +1,7 @@
 // Digests of ciphertexts already accepted, per protocol, for protocols whose wire format cannot tell a
 // replay from a new message (XEP-0027). Digests are SHA-256 of public ciphertext: nothing to seal.
-// The table is created here if the migrations have not made it yet (same definition), so this store
-// works on any keystore version.
+// The table comes from keystore/migrations.ts.
 import type { Keystore } from './keystore.js';
-
-const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS seen_ciphertexts (
-    protocol TEXT NOT NULL, digest BLOB NOT NULL, seen_at INTEGER NOT NULL,
-    PRIMARY KEY (protocol, digest)
-  ) WITHOUT ROWID;
-  CREATE INDEX IF NOT EXISTS seen_ciphertexts_by_time ON seen_ciphertexts (protocol, seen_at);
-`;
 
 export class ReplayStore {
   readonly #has;
@@ -20,7 +11,6 @@ export class ReplayStore {
 
   constructor(ks: Keystore) {
     const db = ks.db;
-    db.exec(SCHEMA);
     this.#has = db.prepare<[string, Buffer], { one: number }>('SELECT 1 AS one FROM seen_ciphertexts WHERE protocol = ? AND digest = ?');
     this.#add = db.prepare('INSERT OR IGNORE INTO seen_ciphertexts (protocol, digest, seen_at) VALUES (?, ?, ?)');
     this.#prune = db.prepare('DELETE FROM seen_ciphertexts WHERE protocol = ? AND seen_at < ?');

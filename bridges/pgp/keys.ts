@@ -162,7 +162,10 @@ export function uidJid(uid: string): string | null {
   return m ? m[1]! : null;
 }
 
-/** Whether a user ID names `jid`: the domain compared case-insensitively, the rest exactly. */
+/**
+ * Whether a user ID names `jid`. Localparts and domains compare case-insensitively, as JIDs do after
+ * case folding (RFC 7622 UsernameCaseMapped); the gateway's JIDs are already folded.
+ */
 export function uidMatchesJid(uid: string, jid: string): boolean {
   const named = uidJid(uid);
   if (named === null) return false;
@@ -172,5 +175,5 @@ export function uidMatchesJid(uid: string, jid: string): boolean {
   };
   const [ul, ud] = split(named);
   const [jl, jd] = split(jid);
-  return ul === jl && ud.toLowerCase() === jd.toLowerCase();
+  return ul.toLowerCase() === jl.toLowerCase() && ud.toLowerCase() === jd.toLowerCase();
 }

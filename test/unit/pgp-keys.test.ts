@@ -81,7 +81,7 @@ test('inspectPublicKey refuses garbage, private keys, several keys, expired and 
   await assert.doesNotReject(engine.inspectPublicKey(doomed.armored), 'the same key before revocation is fine');
 });
 
-test('uidJid and uidMatchesJid: xmpp: forms, domain case-insensitive, the rest exact', () => {
+test('uidJid and uidMatchesJid: xmpp: forms, case-insensitive as folded JIDs', () => {
   assert.equal(uidJid('xmpp:bob@example.org'), 'bob@example.org');
   assert.equal(uidJid('Bob Smith <xmpp:bob@example.org>'), 'bob@example.org');
   assert.equal(uidJid('Bob <bob@example.org>'), null);
@@ -89,7 +89,8 @@ test('uidJid and uidMatchesJid: xmpp: forms, domain case-insensitive, the rest e
   assert.ok(uidMatchesJid('xmpp:bob@Example.ORG', 'bob@example.org'));
   assert.ok(uidMatchesJid('Bob <xmpp:bob@example.org>', 'bob@EXAMPLE.org'));
   assert.ok(uidMatchesJid('xmpp:bob\\40example.org@gw.example.org', 'bob\\40example.org@gw.example.org'));
-  assert.equal(uidMatchesJid('xmpp:Bob@example.org', 'bob@example.org'), false);
+  assert.equal(uidMatchesJid('xmpp:Bob@example.org', 'bob@example.org'), true);
+  assert.equal(uidMatchesJid('xmpp:bobby@example.org', 'bob@example.org'), false);
   assert.equal(uidMatchesJid('xmpp:bob@example.org.evil', 'bob@example.org'), false);
   assert.equal(uidMatchesJid('xmpp:alice@example.org', 'bob@example.org'), false);
   assert.equal(uidMatchesJid('bob@example.org', 'bob@example.org'), false);
@@ -111,7 +112,8 @@ test('registration by chat command needs a user ID naming the sender; allowUnver
   const olga = await other.exportPublic();
   await assert.rejects(rig.engine.registerContactKey('olga@legacy.example', olga, { viaAdmin: false }), isProblem('uid-mismatch'));
   await assert.rejects(rig.engine.registerContactKey('mallory@legacy.example', await carol.exportPublic(), { viaAdmin: false }), isProblem('uid-mismatch'));
-  await assert.rejects(rig.engine.registerContactKey('Carol@legacy.example', await carol.exportPublic(), { viaAdmin: false }), isProblem('uid-mismatch'));
+  // JIDs compare case-folded: Carol@ and carol@ are one account.
+  assert.equal(await rig.engine.registerContactKey('Carol@legacy.example', await carol.exportPublic(), { viaAdmin: false }), carol.fingerprint);
   assert.equal(rig.ports.contacts.get('olga@legacy.example')?.pgpKey ?? null, null, 'nothing stored on refusal');
 
   // a revoked user ID is no longer a claim
