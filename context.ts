@@ -384,11 +384,16 @@ export class Gateway {
     this.webhooks.start();
     this.sender.start();
     await this.conn.start();
+    this.#track(this.#maintain());
     this.#maintenance = setInterval(() => this.#track(this.#maintain()), 3600_000);
     this.#maintenance.unref();
   }
 
   async #maintain(): Promise<void> {
+    // Finished bot messages and delivered webhooks are kept a week for status queries, then dropped.
+    const weekAgo = Date.now() - 7 * 86400_000;
+    this.outbox.prune(weekAgo);
+    this.webhookStore.prune(weekAgo);
     for (const e of this.engines.all()) {
       try {
         await e.maintain?.();

@@ -82,6 +82,7 @@ export class OutboxStore {
   readonly #markDelivered;
   readonly #maxSeq;
   readonly #stats;
+  readonly #prune;
   #seq: number;
 
   constructor(ks: Keystore) {
@@ -102,6 +103,7 @@ export class OutboxStore {
     this.#retry = db.prepare("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ? AND status = 'queued'");
     this.#markDelivered = db.prepare("UPDATE outbox SET status = 'delivered', delivered_at = ?, updated_at = ? WHERE id = ? AND recipient = ? AND status = 'sent'");
     this.#maxSeq = db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM outbox');
+    this.#prune = db.prepare("DELETE FROM outbox WHERE status IN ('sent', 'delivered', 'failed') AND updated_at < ?");
     this.#stats = db.prepare<[], { n: number; oldest: number | null }>("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status = 'queued'");
     this.#seq = this.#maxSeq.get()?.s ?? 0;
   }
@@ -170,6 +172,11 @@ export class OutboxStore {
   /** A XEP-0184 receipt from `from` for message `id`: sent -> delivered. */
   markDelivered(id: string, from: string, now = Date.now()): boolean {
     return this.#markDelivered.run(now, now, id, from).changes > 0;
+  }
+
+  /** Forgets finished messages last changed before `olderThan` (their status is no longer served). */
+  prune(olderThan: number): number {
+    return this.#prune.run(olderThan).changes;
   }
 
   stats(): { depth: number; oldestCreatedAt: number | null } {
