@@ -1,0 +1,36 @@
+// What the OMEMO engine's parts share: ports, options, key material, sessions, device lists.
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { EnginePorts } from '../engine.js';
+import type { TrustLevel } from '../../keystore/trust-store.js';
+import { PROTOCOL, type OmemoOptions } from './constants.js';
+import type { DeviceLists } from './device-cache.js';
+import { fingerprintOf, type Keyring } from './keyring.js';
+import type { Sessions } from './sessions.js';
+
+export interface OmemoContext {
+  ports: EnginePorts;
+  opts: OmemoOptions;
+  log: Logger;
+  keyring: Keyring;
+  sessions: Sessions;
+  devices: DeviceLists;
+  /** Digests of <key> ciphertexts already decrypted, per hosted JID: replays answer `duplicate` at once. */
+  seen: LRUCache<string, true>;
+  /** Last repair sent per (hosted JID, contact, device). */
+  repairs: LRUCache<string, number>;
+  /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
+  heartbeats: LRUCache<string, string>;
+}
+
+export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;
+
+export const seenKey = (local: string, data: Buffer): string => `${local}\0${createHash('sha256').update(data).digest('base64')}`;
+
+/** Records the contact's key for this device in the TrustStore and returns its trust. */
+export function observe(ctx: OmemoContext, contact: string, deviceId: number, identityKey: ArrayBuffer | Uint8Array): { trust: TrustLevel; fingerprint: string } {
+  const fingerprint = fingerprintOf(identityKey);
+  const trust = ctx.ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ctx.ports.now());
+  return { trust, fingerprint };
+}
