@@ -22,6 +22,8 @@ export interface OmemoContext {
   repairs: LRUCache<string, number>;
   /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
   heartbeats: LRUCache<string, string>;
+  /** Session builds in flight, per (hosted JID, contact, device). */
+  building: Map<string, Promise<void>>;
 }
 
 export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;

@@ -112,14 +112,15 @@ async function whisperMessage(j: Job): Promise<Step> {
   const info = inspectWhisper(key.data);
   if (!info) return { reason: 'malformed' };
   const before = ctx.sessions.openSession(id.local, from, enc.sid);
-  if (!before) return { reason: 'no-session' };
-  const pre = observe(ctx, from, enc.sid, before.indexInfo.remoteIdentityKey);
-  if (pre.trust === 'distrusted') return { reason: 'distrusted' };
+  if (!before && !ctx.sessions.hasAnySession(id.local, from, enc.sid)) return { reason: 'no-session' };
+  const pre = before && observe(ctx, from, enc.sid, before.indexInfo.remoteIdentityKey);
+  if (pre?.trust === 'distrusted') return { reason: 'distrusted' };
   const out = await signalDecrypt(j, false, 'decrypt');
   if ('reason' in out) return out;
   // The session that decrypted is now the open one (the library promotes an archived one that fits).
-  const after = ctx.sessions.openSession(id.local, from, enc.sid) ?? before;
-  const { trust, fingerprint } = after === before ? pre : observe(ctx, from, enc.sid, after.indexInfo.remoteIdentityKey);
+  const after = ctx.sessions.openSession(id.local, from, enc.sid);
+  if (!after) return { reason: 'internal' };
+  const { trust, fingerprint } = pre && after === before ? pre : observe(ctx, from, enc.sid, after.indexInfo.remoteIdentityKey);
   if (trust === 'distrusted') {
     out.fill(0);
     return { reason: 'distrusted' };

@@ -8,7 +8,7 @@ import { isUsable, type DeviceRecord } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
 import type { Encrypted } from '../engine.js';
 import { PROTOCOL } from './constants.js';
-import { observe, type OmemoContext } from './context.js';
+import { deviceKey, observe, type OmemoContext } from './context.js';
 import type { LocalIdentity } from './keyring.js';
 import { sealPayload } from './payload.js';
 import { buildEncrypted, messageChildren, type Bundle, type KeyElement } from './wire.js';
@@ -69,22 +69,41 @@ async function plan(ctx: OmemoContext, id: LocalIdentity, peer: string, ids: rea
   return p;
 }
 
+/**
+ * Builds a session unless one exists by now: messages sent in parallel to a new device must share
+ * one session (and one prekey), not each start their own.
+ */
+function buildOnce(ctx: OmemoContext, id: LocalIdentity, peer: string, deviceId: number, bundle: Bundle): Promise<void> {
+  const key = deviceKey(id.local, peer, deviceId);
+  let p = ctx.building.get(key);
+  if (!p) {
+    p = (async () => {
+      if (ctx.sessions.openSession(id.local, peer, deviceId)) return;
+      const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
+      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', () => ctx.sessions.build(id, peer, deviceId, bundle, preKey));
+    })().finally(() => ctx.building.delete(key));
+    ctx.building.set(key, p);
+  }
+  return p;
+}
+
 export async function encryptBody(ctx: OmemoContext, local: string, peer: string, body: string): Promise<Encrypted> {
   const id = await ctx.keyring.ensure(local);
   const ids = await ctx.devices.get(local, peer);
   if (!ids || ids.length === 0) throw new GatewayError('no_encryption_available', `${peer} publishes no OMEMO devices.`);
   const p = await plan(ctx, id, peer, ids);
   const targets = [...p.ready];
-  for (const { deviceId, bundle } of p.build) {
-    const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
-    try {
-      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', () => ctx.sessions.build(id, peer, deviceId, bundle, preKey));
-      targets.push(deviceId);
-    } catch (e) {
-      p.unreachable++;
-      ctx.log.warn({ local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo session build failed (bad bundle?)');
-    }
-  }
+  await Promise.all(
+    p.build.map(({ deviceId, bundle }) =>
+      buildOnce(ctx, id, peer, deviceId, bundle).then(
+        () => void targets.push(deviceId),
+        (e: unknown) => {
+          p.unreachable++;
+          ctx.log.warn({ local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo session build failed (bad bundle?)');
+        },
+      ),
+    ),
+  );
   if (targets.length === 0) {
     if (p.refused > 0) throw new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO device (${p.refused} waiting for a trust decision).`);
     if (p.lastError instanceof GatewayError) throw p.lastError;

@@ -78,6 +78,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     seen: new LRUCache({ max: 20_000 }),
     repairs: new LRUCache({ max: 20_000 }),
     heartbeats: new LRUCache({ max: 20_000 }),
+    building: new Map(),
   };
   let connected = true;
   let connectedSince = ports.now();

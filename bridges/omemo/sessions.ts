@@ -212,6 +212,12 @@ export class Sessions {
     return this.entry(local, addressOf(contact, deviceId))?.record.getOpenSession();
   }
 
+  /** Whether any session (open or archived) with the device exists. */
+  hasAnySession(local: string, contact: string, deviceId: number): boolean {
+    const rec = this.entry(local, addressOf(contact, deviceId))?.record;
+    return rec !== undefined && Object.keys(rec.sessions).length > 0;
+  }
+
   /** Whether a session (open or archived) was started by this PreKey message's base key. */
   hasBaseKey(local: string, contact: string, deviceId: number, baseKey: Uint8Array): boolean {
     const rec = this.entry(local, addressOf(contact, deviceId))?.record;

@@ -118,6 +118,23 @@ test('duplicates and replays are rejected, by memory and by the ratchet after a 
   assert.equal(body(await b2.engine.decrypt(B, await send(a, B, 'still fine'))), 'still fine');
 });
 
+test('an old message replayed after many ratchet turns is a duplicate and starts no repair', async () => {
+  const net = new FakeNetwork();
+  const a = await makePeer(net, A);
+  const b = await makePeer(net, B);
+  const first = await send(a, B, 'first');
+  assert.equal(body(await b.engine.decrypt(B, first)), 'first');
+  // Enough turns that the chain of `first` is gone from the session record.
+  for (let i = 0; i < 14; i++) {
+    assert.equal(body(await deliver(b, a, `pong ${i}`)), `pong ${i}`);
+    assert.equal(body(await deliver(a, b, `ping ${i}`)), `ping ${i}`);
+  }
+  const r = await b.engine.decrypt(B, first);
+  assert.equal(!r.ok && r.reason, 'duplicate');
+  assert.equal(r.replies.length, 0);
+  assert.equal(body(await deliver(a, b, 'still fine')), 'still fine');
+});
+
 test('an engine restarted on the same keystore keeps identity and sessions', async () => {
   const net = new FakeNetwork();
   const ksA = openTestKeystore();
@@ -158,14 +175,24 @@ test('a corrupted ciphertext is rejected and the session keeps working', async (
   assert.equal(body(await deliver(a, b, 'setup')), 'setup');
   assert.equal(body(await deliver(b, a, 'ack')), 'ack');
   const m = await send(a, B, 'will be damaged');
-  const keyEl = encryptedOf(m).getChild('header')!.getChild('key')!;
+  const damaged = reparse(m);
+  const keyEl = encryptedOf(damaged).getChild('header')!.getChild('key')!;
   const raw = Buffer.from(keyEl.getText(), 'base64');
   raw[raw.length - 12]! ^= 0x01; // inside the AES-CBC ciphertext, before the MAC
   keyEl.children = [raw.toString('base64')];
-  const bad = await b.engine.decrypt(B, m);
+  const bad = await b.engine.decrypt(B, damaged);
   assert.equal(bad.ok, false);
   assert.equal(!bad.ok && bad.reason, 'bad-mac');
-  // The reply (a repair on a new session) is not delivered: the old session must still work.
+  // Nothing changed: the intact copy of the same message still decrypts.
+  assert.equal(body(await b.engine.decrypt(B, m)), 'will be damaged');
+  // A bad MAC changes nothing either.
+  const forged = reparse(await send(a, B, 'next'));
+  const fk = encryptedOf(forged).getChild('header')!.getChild('key')!;
+  const fraw = Buffer.from(fk.getText(), 'base64');
+  fraw[fraw.length - 9]! ^= 0xff; // the last MAC byte
+  fk.children = [fraw.toString('base64')];
+  assert.equal((await b.engine.decrypt(B, forged)).ok, false);
+  // The replies (repairs on a new session) are not delivered: the old session must still work.
   for (let i = 0; i < 3; i++) assert.equal(body(await deliver(a, b, `after ${i}`)), `after ${i}`);
   assert.equal(body(await deliver(b, a, 'back')), 'back');
 });
