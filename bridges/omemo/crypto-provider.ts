@@ -134,8 +134,10 @@ export const nodeCurve = {
       priv[0]! &= 248;
       priv[31]! &= 127;
       priv[31]! |= 64;
-      const x = importPrivate(priv).export({ format: 'jwk' }).x as string;
-      return { pubKey: ab(Buffer.from(x, 'base64url')), privKey: priv.buffer };
+      // The public key OpenSSL computes from the private scalar (never the placeholder x above).
+      const pub = Buffer.from(createPublicKey(importPrivate(priv)).export({ format: 'jwk' }).x as string, 'base64url');
+      if (pub.length !== 32) throw new Error('X25519 public key derivation failed');
+      return { pubKey: ab(pub), privKey: priv.buffer };
     });
   },
   sharedSecret(pubKey: ArrayBuffer, privKey: ArrayBuffer): Promise<ArrayBuffer> {

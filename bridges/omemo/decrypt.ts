@@ -8,7 +8,7 @@ import type { TrustLevel } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
 import { PROTOCOL } from './constants.js';
 import { observe, seenKey, type OmemoContext } from './context.js';
-import type { LocalIdentity } from './keyring.js';
+import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { isKeyTransportMaterial, openPayload } from './payload.js';
 import { keyTransport, repair, wantsHeartbeat } from './replies.js';
 import { classifyLibraryError } from './sessions.js';
@@ -89,8 +89,8 @@ async function preKeyMessage(j: Job): Promise<Step> {
   const { ctx, id, from, enc, key } = j;
   const info = inspectPreKey(key.data);
   if (!info) return { reason: 'malformed' };
-  const { trust, fingerprint } = observe(ctx, from, enc.sid, info.identityKey);
-  if (trust === 'distrusted') return { reason: 'distrusted' };
+  // Read-only before the message authenticates: an unverified key must not create a trust entry.
+  if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(info.identityKey))?.trust === 'distrusted') return { reason: 'distrusted' };
   const isNew = !ctx.sessions.hasBaseKey(id.local, from, enc.sid, info.baseKey);
   if (isNew) {
     // libsignal would go on without the one-time prekey and fail the MAC; say what is wrong instead.
@@ -99,6 +99,12 @@ async function preKeyMessage(j: Job): Promise<Step> {
   }
   const out = await signalDecrypt(j, true, isNew ? 'session_build' : 'decrypt');
   if ('reason' in out) return out;
+  // The MAC covers the sender's identity key (X3DH): now it may be recorded.
+  const { trust, fingerprint } = observe(ctx, from, enc.sid, info.identityKey);
+  if (trust === 'distrusted') {
+    out.fill(0);
+    return { reason: 'distrusted' };
+  }
   if (isNew) {
     ctx.log.info({ local: id.local, contact: from, deviceId: enc.sid, preKeyId: info.preKeyId }, 'omemo session started by contact');
     const m = await keyTransport(ctx, id, from, enc.sid, 'completion');

@@ -26,6 +26,8 @@ export class DeviceLists {
   readonly #lists = new LRUCache<string, ListEntry>({ max: 50_000 });
   readonly #inflight = new Map<string, Promise<number[] | null>>();
   readonly #bundles = new Map<string, Promise<Bundle | null>>();
+  /** Bundles that could not be read (missing, unusable, timeout), not asked for again for a while. */
+  readonly #failed = new LRUCache<string, { at: number; error: unknown }>({ max: 50_000 });
   readonly #background = new Set<Promise<unknown>>();
   /** Bundle and list reads sent, by node kind: lets tests check when we touch the network. */
   readonly fetches = { lists: 0, bundles: 0 };
@@ -43,12 +45,21 @@ export class DeviceLists {
     return this.#lists.get(contact)?.ids;
   }
 
-  /** The contact's device ids (null: no OMEMO), from the cache while fresh. Rejects on network failure with nothing cached. */
+  /**
+   * The contact's device ids (null: no OMEMO). A fresh cached list is returned as is; a stale one is
+   * returned too while a refresh runs in the background (a slow contact server must not hold up a
+   * send; changes arrive by +notify anyway). Without a list, or with `force`, we wait for the read;
+   * it rejects on network failure only when nothing is cached.
+   */
   async get(local: string, contact: string, force = false): Promise<number[] | null> {
     const e = this.#lists.get(contact);
     if (e && !force) {
       const ttl = e.ids === null ? this.#opts.missingListTtlMs : this.#opts.deviceListTtlMs;
       if (this.#now() - e.fetchedAt < ttl) return e.ids;
+      if (e.ids !== null) {
+        this.refreshInBackground(local, contact);
+        return e.ids;
+      }
     }
     try {
       return await this.#fetch(local, contact);
@@ -96,21 +107,41 @@ export class DeviceLists {
     this.#lists.set(contact, { ids, fetchedAt: this.#now() });
     const now = new Set((ids ?? []).map(String));
     if (prev !== undefined && sameIds(prev, ids)) return;
+    for (const k of [...this.#failed.keys()]) if (k.startsWith(`${contact}\0`)) this.#failed.delete(k);
     // Only touch the TrustStore when a known device's active flag really changes (its sync clears
     // the trust cache).
     const stale = this.#trust.list(contact, PROTOCOL).some((r) => r.active !== now.has(r.deviceId));
     if (stale) this.#trust.syncActive(contact, PROTOCOL, now);
   }
 
-  /** The device's bundle from its node, or null when there is none or it is unusable. Coalesced. */
+  /**
+   * The device's bundle from its node, or null when there is none or it is unusable. Coalesced; a
+   * failure is remembered for `missingListTtlMs` (answered from memory, so a dead device does not
+   * hold up every message) unless the contact's device list changes.
+   */
   bundle(local: string, contact: string, deviceId: number): Promise<Bundle | null> {
     const key = `${contact}\0${deviceId}`;
+    const failed = this.#failed.get(key);
+    if (failed && this.#now() - failed.at < this.#opts.missingListTtlMs) {
+      return failed.error === null ? Promise.resolve(null) : Promise.reject(failed.error);
+    }
     let p = this.#bundles.get(key);
     if (!p) {
       this.fetches.bundles++;
       p = this.#pubsub
         .fetch(local, contact, bundleNode(deviceId))
-        .then((items) => (items === null ? null : parseBundle(items)))
+        .then(
+          (items) => {
+            const b = items === null ? null : parseBundle(items);
+            if (b) this.#failed.delete(key);
+            else this.#failed.set(key, { at: this.#now(), error: null });
+            return b;
+          },
+          (error: unknown) => {
+            this.#failed.set(key, { at: this.#now(), error });
+            throw error;
+          },
+        )
         .finally(() => this.#bundles.delete(key));
       this.#bundles.set(key, p);
     }

@@ -152,9 +152,14 @@ export class Sessions {
         if (e) this.#write(key, e.saved);
       }
     };
-    // One row commits on its own; several (a message to many devices) share one transaction.
-    if (keys.length === 1) writeAll();
-    else this.#store.transaction(writeAll);
+    try {
+      // One row commits on its own; several (a message to many devices) share one transaction.
+      if (keys.length === 1) writeAll();
+      else this.#store.transaction(writeAll);
+    } catch (e) {
+      for (const k of keys) this.#dirty.add(k);
+      throw e;
+    }
   }
 
   #write(key: string, saved: Buffer): void {

@@ -37,12 +37,18 @@ test('reachability: needs-session, then ready; remote failures surface as remote
   net.intercept = (f) => (f.to === 'slow@example.net' ? timeoutError() : undefined);
   await assert.rejects(a.engine.reachability(A, 'slow@example.net'), code('remote_timeout'));
   await assert.rejects(a.engine.encrypt(A, 'slow@example.net', 'x'), code('remote_timeout'));
-  // A stale cached list is used when a refresh fails.
+  // A stale list is used at once while it is refreshed in the background, even if that fails.
   net.intercept = (f) => (f.to === B && f.node === NODE_DEVICELIST ? timeoutError() : undefined);
   a.clock.advance(a.engine.internals.opts.deviceListTtlMs + 1);
+  const n = net.fetchCount(B, NODE_DEVICELIST);
   assert.equal(await a.engine.reachability(A, B), 'ready');
+  await a.engine.settled();
+  assert.equal(net.fetchCount(B, NODE_DEVICELIST), n + 1);
   const d = await send(a, B, 'still works');
   assert.equal(encryptedOf(d).getChild('header')!.getChildren('key').length, 1);
+  // An explicit refresh waits for the answer, and falls back to the cached list on failure.
+  assert.equal((await a.engine.contactDevices(A, B, { refresh: true })).length, 1);
+  assert.equal(net.fetchCount(B, NODE_DEVICELIST), n + 3);
 });
 
 test('bundle fetch failures for every device: the remote error is reported', async () => {
@@ -51,9 +57,18 @@ test('bundle fetch failures for every device: the remote error is reported', asy
   await makePeer(net, B);
   net.intercept = (f) => (f.node.startsWith('eu.siacs.conversations.axolotl.bundles') ? timeoutError() : undefined);
   await assert.rejects(a.engine.encrypt(A, B, 'x'), code('remote_timeout'));
+  // The failure is remembered for a while: the next send fails at once, without asking again.
+  const asked = net.fetches.length;
+  await assert.rejects(a.engine.encrypt(A, B, 'x'), code('remote_timeout'));
+  assert.equal(net.fetches.length, asked);
   // A device whose bundle is missing or broken is skipped; no device left: no_encryption_available.
+  a.clock.advance(a.engine.internals.opts.missingListTtlMs);
   net.intercept = (f) => (f.node.startsWith('eu.siacs.conversations.axolotl.bundles') ? null : undefined);
   await assert.rejects(a.engine.encrypt(A, B, 'x'), code('no_encryption_available'));
+  // Once it is readable again (and the memory expired), sending works.
+  net.intercept = null;
+  a.clock.advance(a.engine.internals.opts.missingListTtlMs);
+  await a.engine.encrypt(A, B, 'x');
 });
 
 test('parallel sends to a new contact: one list fetch, one bundle fetch and one session per device', async () => {
