@@ -83,9 +83,10 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
   let connected = true;
   let connectedSince = ports.now();
 
-  // Sessions gauge, read from the keystore at scrape time (one indexed count).
-  const countSessions = ports.keystore.db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM kv WHERE protocol = ? AND kind = ?');
-  ports.metrics.onCollect(() => ports.metrics.sessions.set({ protocol: PROTOCOL }, countSessions.get(PROTOCOL, 'session')?.n ?? 0));
+  // Sessions gauge: counted in the keystore at the first scrape, then tracked as sessions come and go.
+  const countAll = () =>
+    ports.keystore.db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM kv WHERE protocol = ? AND kind = ?').get(PROTOCOL, 'session')?.n ?? 0;
+  ports.metrics.onCollect(() => ports.metrics.sessions.set({ protocol: PROTOCOL }, sessions.count(countAll)));
 
   const engine: OmemoEngine = {
     id: 'omemo',

@@ -96,6 +96,8 @@ export class Sessions {
   readonly #keyring: Keyring;
   readonly #cache: LRUCache<string, Entry>;
   readonly #dirty = new Set<string>();
+  /** Session records in the store (for the gauge): counted once, then kept up to date. */
+  #count: number | undefined;
   readonly #locks = new Map<string, Promise<void>>();
   /** Adapters and ciphers are stateless wrappers: reused instead of rebuilt per message. */
   readonly #adapters = new LRUCache<string, SignalStore>({ max: 10_000 });
@@ -133,9 +135,11 @@ export class Sessions {
     const key = `${local}\0${address}`;
     // Our live record hands the library a token (see LiveRecord.serialize); a record the library
     // built itself (a new session) arrives as its JSON and is adopted.
-    const record = LiveRecord.claim(serialized) ?? LiveRecord.fromLibraryJson(serialized);
+    const claimed = LiveRecord.claim(serialized);
+    const record = claimed ?? LiveRecord.fromLibraryJson(serialized);
     const saved = record.toBinary();
     const e = this.#cache.get(key);
+    if (!claimed && !e && this.#count !== undefined && !this.#store.get(local, K_SESSION, address)) this.#count++;
     if (e && e.record === record) e.saved = saved;
     else this.#cache.set(key, { record, saved });
     this.#dirty.add(key);
@@ -289,9 +293,17 @@ export class Sessions {
     const key = `${local}\0${address}`;
     return this.#locked(key, async () => {
       this.#dirty.delete(key);
+      const existed = this.#cache.has(key) || this.#store.get(local, K_SESSION, address) !== undefined;
       this.#cache.delete(key);
       this.#store.delete(local, K_SESSION, address);
+      if (existed && this.#count !== undefined) this.#count--;
     });
+  }
+
+  /** How many session records the store holds; the first call counts them (`countAll`), later ones are tracked. */
+  count(countAll: () => number): number {
+    this.#count ??= countAll();
+    return this.#count;
   }
 
   /** Forgets cached records (the next access reads the store), after flushing. */

@@ -154,6 +154,12 @@ test('metrics: messages, failures by reason, crypto timings, sessions gauge', as
   assert.match(text, /gateway_decrypt_failures_total\{protocol="omemo",reason="duplicate"\} 1/);
   assert.match(text, /gateway_crypto_operation_seconds_count\{protocol="omemo",operation="session_build"\} 1/);
   assert.match(text, /gateway_sessions\{protocol="omemo"\} 1/);
+  // Tracked after the first count: a new session and a deleted one.
+  const c = await makePeer(net, 'carol@gw.example.org');
+  await b.engine.decrypt(B, await send(c, B, 'another session'));
+  assert.match((await b.metrics.render()).body, /gateway_sessions\{protocol="omemo"\} 2/);
+  await b.engine.internals.sessions.delete(B, A, a.deviceId);
+  assert.match((await b.metrics.render()).body, /gateway_sessions\{protocol="omemo"\} 1/);
   const ta = (await a.metrics.render()).body;
   assert.match(ta, /gateway_crypto_operation_seconds_count\{protocol="omemo",operation="encrypt"\} 1/);
   assert.match(ta, /gateway_crypto_operation_seconds_count\{protocol="omemo",operation="session_build"\} 1/);
