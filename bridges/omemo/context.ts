@@ -11,6 +11,7 @@ import type { Sessions } from './sessions.js';
 
 export interface OmemoContext {
   ports: EnginePorts;
+  metrics: OmemoMetrics;
   opts: OmemoOptions;
   log: Logger;
   keyring: Keyring;
@@ -24,6 +25,28 @@ export interface OmemoContext {
   heartbeats: LRUCache<string, string>;
   /** Session builds in flight, per (hosted JID, contact, device). */
   building: Map<string, Promise<void>>;
+}
+
+/** Metric children per label set, looked up once (prom-client hashes the labels on every call otherwise). */
+export class OmemoMetrics {
+  readonly #m: EnginePorts['metrics'];
+  readonly #timers = new Map<string, { startTimer(): () => void }>();
+  readonly #counters = new Map<string, { inc(): void }>();
+  constructor(m: EnginePorts['metrics']) {
+    this.#m = m;
+  }
+  /** Starts a crypto timing; call the result when done. */
+  time(operation: string): () => void {
+    let t = this.#timers.get(operation);
+    if (!t) this.#timers.set(operation, (t = this.#m.cryptoSeconds.labels({ protocol: PROTOCOL, operation })));
+    return t.startTimer();
+  }
+  message(direction: 'in' | 'out', result: string): void {
+    const k = `${direction}\0${result}`;
+    let c = this.#counters.get(k);
+    if (!c) this.#counters.set(k, (c = this.#m.messages.labels({ protocol: PROTOCOL, direction, result })));
+    c.inc();
+  }
 }
 
 export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;

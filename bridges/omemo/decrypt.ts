@@ -37,7 +37,7 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
   const replies: Element[] = [];
   const fail = (reason: DecryptFailure, facts: Record<string, unknown> = {}): Decrypted => {
     ctx.ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason });
-    ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: reason });
+    ctx.metrics.message('in', reason);
     if (reason === 'duplicate') ctx.ports.metrics.replaysDropped.inc({ protocol: PROTOCOL });
     const level = reason === 'not-for-this-device' || reason === 'duplicate' ? 'debug' : 'info';
     ctx.log[level]({ local, ...facts, reason }, 'omemo message not decrypted');
@@ -79,7 +79,7 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
     if (!opened.ok) return fail(opened.reason, { ...facts, layer: 'payload' });
     body = opened.plaintext.toString('utf8');
   }
-  ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: body === null ? 'empty' : 'ok' });
+  ctx.metrics.message('in', body === null ? 'empty' : 'ok');
   return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint: r.fingerprint, trust: r.trust }, replies };
 }
 
@@ -139,7 +139,7 @@ async function whisperMessage(j: Job): Promise<Step> {
 }
 
 async function signalDecrypt(j: Job, prekey: boolean, op: string): Promise<Buffer | { reason: DecryptFailure; err: unknown }> {
-  const end = j.ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: op });
+  const end = j.ctx.metrics.time(op);
   try {
     const out = await j.ctx.sessions.decrypt(j.id, j.from, j.enc.sid, j.key.data, prekey);
     j.ctx.sessions.flush();

@@ -109,7 +109,7 @@ export async function encryptBody(ctx: OmemoContext, local: string, peer: string
     if (p.lastError instanceof GatewayError) throw p.lastError;
     throw new GatewayError('no_encryption_available', `No OMEMO device of ${peer} could be reached.`);
   }
-  const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: 'encrypt' });
+  const end = ctx.metrics.time('encrypt');
   const sealed = sealPayload(Buffer.from(body, 'utf8'));
   const keys: KeyElement[] = [];
   try {

@@ -10,7 +10,7 @@ import type { EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '.
 import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
-import type { OmemoContext } from './context.js';
+import { OmemoMetrics, type OmemoContext } from './context.js';
 import { installFastCrypto } from './crypto-provider.js';
 import { decryptStanza } from './decrypt.js';
 import { DeviceLists } from './device-cache.js';
@@ -70,6 +70,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
   const devices = new DeviceLists(ports.pubsub, ports.trust, log, () => ports.now(), opts);
   const ctx: OmemoContext = {
     ports,
+    metrics: new OmemoMetrics(ports.metrics),
     opts,
     log,
     keyring,

@@ -25,7 +25,7 @@ export async function keyTransport(ctx: OmemoContext, id: LocalIdentity, contact
   try {
     const k = await ctx.sessions.encrypt(id, contact, deviceId, keyMaterial);
     ctx.sessions.flush();
-    ctx.ports.metrics.messages.inc({ protocol: 'omemo', direction: 'out', result: why });
+    ctx.metrics.message('out', why);
     ctx.log.debug({ local: id.local, contact, deviceId, why }, 'omemo key transport');
     const enc = buildEncrypted({ sid: id.deviceId, keys: [{ rid: deviceId, prekey: k.prekey, data: k.data }], iv, payload: null });
     return protocolMessage(`${id.local}/${ctx.ports.resource}`, contact, stanzaId(), enc);
