@@ -117,6 +117,10 @@ export interface ProtocolEngine {
   ownsNode?(node: string): boolean;
   /** Periodic upkeep (signed prekey rotation, pruning). */
   maintain?(): Promise<void>;
-  /** The component stream went up or down (an offline backlog may follow a reconnect). */
+  /**
+   * The XMPP connection went up (true) or down (false). After a (re)connect an offline backlog may
+   * arrive: OMEMO keeps used one-time prekeys until a grace period after the last reconnect.
+   * Synchronous and cheap; call it on every change.
+   */
   onConnectionChange?(connected: boolean): void;
 }

@@ -1,0 +1,40 @@
+// Conversions between the ArrayBuffers libsignal works with and node Buffers, without copies where
+// node already hands out an exactly sized buffer (HMAC digests, X25519 outputs).
+
+/** A Uint8Array view of any binary value, without copying. */
+export function view(x: ArrayBuffer | ArrayBufferView): Uint8Array {
+  if (x instanceof Uint8Array) return x;
+  if (ArrayBuffer.isView(x)) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+  return new Uint8Array(x);
+}
+
+/** A Buffer view of any binary value, without copying. */
+export function buf(x: ArrayBuffer | ArrayBufferView): Buffer {
+  if (Buffer.isBuffer(x)) return x;
+  if (ArrayBuffer.isView(x)) return Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  return Buffer.from(x);
+}
+
+/**
+ * An ArrayBuffer holding exactly these bytes. Reuses the backing store when the view covers all of it;
+ * copies otherwise (small node Buffers often live in a shared 8 KB pool that must not leak out).
+ */
+export function ab(x: Uint8Array): ArrayBuffer {
+  const b = x.buffer as ArrayBuffer;
+  if (x.byteOffset === 0 && x.byteLength === b.byteLength) return b;
+  return b.slice(x.byteOffset, x.byteOffset + x.byteLength);
+}
+
+export const b64 = (x: ArrayBuffer | ArrayBufferView): string => buf(x).toString('base64');
+
+/** Decodes base64 into a fresh ArrayBuffer. */
+export const fromB64 = (s: string): ArrayBuffer => ab(Buffer.from(s, 'base64'));
+
+export const hex = (x: ArrayBuffer | ArrayBufferView): string => buf(x).toString('hex');
+
+/** libsignal hands ciphertexts out as "binary strings" (one char per byte). */
+export const fromBinaryString = (s: string): Buffer => Buffer.from(s, 'latin1');
+
+export function equalBytes(a: ArrayBuffer | ArrayBufferView, b: ArrayBuffer | ArrayBufferView): boolean {
+  return buf(a).equals(buf(b));
+}

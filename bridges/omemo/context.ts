@@ -1,0 +1,61 @@
+// What the OMEMO engine's parts share: ports, options, key material, sessions, device lists.
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { EnginePorts } from '../engine.js';
+import type { TrustLevel } from '../../keystore/trust-store.js';
+import { PROTOCOL, type OmemoOptions } from './constants.js';
+import type { DeviceLists } from './device-cache.js';
+import { fingerprintOf, type Keyring } from './keyring.js';
+import type { Sessions } from './sessions.js';
+
+export interface OmemoContext {
+  ports: EnginePorts;
+  metrics: OmemoMetrics;
+  opts: OmemoOptions;
+  log: Logger;
+  keyring: Keyring;
+  sessions: Sessions;
+  devices: DeviceLists;
+  /** Digests of <key> ciphertexts already decrypted, per hosted JID: replays answer `duplicate` at once. */
+  seen: LRUCache<string, true>;
+  /** Last repair sent per (hosted JID, contact, device). */
+  repairs: LRUCache<string, number>;
+  /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
+  heartbeats: LRUCache<string, string>;
+  /** Session builds in flight, per (hosted JID, contact, device). */
+  building: Map<string, Promise<void>>;
+}
+
+/** Metric children per label set, looked up once (prom-client hashes the labels on every call otherwise). */
+export class OmemoMetrics {
+  readonly #m: EnginePorts['metrics'];
+  readonly #timers = new Map<string, { startTimer(): () => void }>();
+  readonly #counters = new Map<string, { inc(): void }>();
+  constructor(m: EnginePorts['metrics']) {
+    this.#m = m;
+  }
+  /** Starts a crypto timing; call the result when done. */
+  time(operation: string): () => void {
+    let t = this.#timers.get(operation);
+    if (!t) this.#timers.set(operation, (t = this.#m.cryptoSeconds.labels({ protocol: PROTOCOL, operation })));
+    return t.startTimer();
+  }
+  message(direction: 'in' | 'out', result: string): void {
+    const k = `${direction}\0${result}`;
+    let c = this.#counters.get(k);
+    if (!c) this.#counters.set(k, (c = this.#m.messages.labels({ protocol: PROTOCOL, direction, result })));
+    c.inc();
+  }
+}
+
+export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;
+
+export const seenKey = (local: string, data: Buffer): string => `${local}\0${createHash('sha256').update(data).digest('base64')}`;
+
+/** Records the contact's key for this device in the TrustStore and returns its trust. */
+export function observe(ctx: OmemoContext, contact: string, deviceId: number, identityKey: ArrayBuffer | Uint8Array): { trust: TrustLevel; fingerprint: string } {
+  const fingerprint = fingerprintOf(identityKey);
+  const trust = ctx.ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ctx.ports.now());
+  return { trust, fingerprint };
+}

@@ -1,0 +1,152 @@
+// Receiving (XEP-0384 v0.3.0 §"Receiving a message"): find the <key> for our device, run it through
+// the sender device's session (a PreKey message may start one), then open the AES-128-GCM payload
+// with the recovered key||tag. Every failure is a value with a reason; see replies.ts for the
+// protocol messages sent back.
+import type Element from 'ltx/lib/Element.js';
+import type { Decrypted, DecryptFailure } from '../engine.js';
+import type { TrustLevel } from '../../keystore/trust-store.js';
+import { errorSummary } from '../../log.js';
+import { PROTOCOL } from './constants.js';
+import { observe, seenKey, type OmemoContext } from './context.js';
+import { fingerprintOf, type LocalIdentity } from './keyring.js';
+import { isKeyTransportMaterial, openPayload } from './payload.js';
+import { keyTransport, repair, wantsHeartbeat } from './replies.js';
+import { classifyLibraryError } from './sessions.js';
+import { inspectPreKey, inspectWhisper } from './signal-message.js';
+import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
+
+/** Failures that mean the session with the sender's device is missing or broken: answered by a repair. */
+const REPAIRABLE: ReadonlySet<DecryptFailure> = new Set(['no-session', 'unknown-prekey', 'bad-mac']);
+
+const bare = (jid: unknown): string | null => {
+  if (typeof jid !== 'string' || jid.length === 0) return null;
+  const b = jid.split('/')[0]!;
+  return b.length > 0 ? b : null;
+};
+
+interface Job {
+  ctx: OmemoContext;
+  id: LocalIdentity;
+  from: string;
+  enc: EncryptedElement;
+  key: KeyElement;
+  replies: Element[];
+}
+
+export async function decryptStanza(ctx: OmemoContext, local: string, stanza: Element): Promise<Decrypted> {
+  const replies: Element[] = [];
+  const fail = (reason: DecryptFailure, facts: Record<string, unknown> = {}): Decrypted => {
+    ctx.ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason });
+    ctx.metrics.message('in', reason);
+    if (reason === 'duplicate') ctx.ports.metrics.replaysDropped.inc({ protocol: PROTOCOL });
+    const level = reason === 'not-for-this-device' || reason === 'duplicate' ? 'debug' : 'info';
+    ctx.log[level]({ local, ...facts, reason }, 'omemo message not decrypted');
+    return { ok: false, reason, replies };
+  };
+  const from = bare(stanza.attrs.from);
+  const el = findEncrypted(stanza);
+  const enc = el ? parseEncrypted(el) : null;
+  if (!from || !enc) return fail('malformed', { from });
+  const id = await ctx.keyring.ensure(local);
+  const facts = { contact: from, deviceId: enc.sid };
+  const key = enc.keys.find((k) => k.rid === id.deviceId);
+  if (!key) return fail('not-for-this-device', facts);
+  const digest = seenKey(local, key.data);
+  if (ctx.seen.has(digest)) return fail('duplicate', facts);
+
+  // A device we do not know: its list may have changed without an event reaching us.
+  const list = ctx.devices.cached(from);
+  if (!list || !list.includes(enc.sid)) ctx.devices.refreshInBackground(local, from);
+
+  const job: Job = { ctx, id, from, enc, key, replies };
+  const r = key.prekey ? await preKeyMessage(job) : await whisperMessage(job);
+  if ('reason' in r) {
+    if (REPAIRABLE.has(r.reason)) {
+      const m = await repair(ctx, id, from, enc.sid);
+      if (m) replies.push(m);
+    }
+    return fail(r.reason, { ...facts, ...(r.err ? { err: errorSummary(r.err) } : {}) });
+  }
+
+  // The Signal layer authenticated the key material: this ciphertext is now spent either way.
+  ctx.seen.set(digest, true);
+  let body: string | null = null;
+  if (enc.payload === null) {
+    if (!isKeyTransportMaterial(r.keyMaterial)) return fail('malformed', facts);
+  } else {
+    const opened = openPayload(r.keyMaterial, enc.iv, enc.payload);
+    r.keyMaterial.fill(0);
+    if (!opened.ok) return fail(opened.reason, { ...facts, layer: 'payload' });
+    body = opened.plaintext.toString('utf8');
+  }
+  ctx.metrics.message('in', body === null ? 'empty' : 'ok');
+  return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint: r.fingerprint, trust: r.trust }, replies };
+}
+
+type Step = { keyMaterial: Buffer; trust: TrustLevel; fingerprint: string } | { reason: DecryptFailure; err?: unknown };
+
+async function preKeyMessage(j: Job): Promise<Step> {
+  const { ctx, id, from, enc, key } = j;
+  const info = inspectPreKey(key.data);
+  if (!info) return { reason: 'malformed' };
+  // Read-only before the message authenticates: an unverified key must not create a trust entry.
+  if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(info.identityKey))?.trust === 'distrusted') return { reason: 'distrusted' };
+  const isNew = !ctx.sessions.hasBaseKey(id.local, from, enc.sid, info.baseKey);
+  if (isNew) {
+    // libsignal would go on without the one-time prekey and fail the MAC; say what is wrong instead.
+    if (info.preKeyId !== 0 && !ctx.keyring.hasPreKey(id.local, info.preKeyId)) return { reason: 'unknown-prekey' };
+    if (!ctx.keyring.hasSignedPreKey(id.local, info.signedPreKeyId)) return { reason: 'unknown-prekey' };
+  }
+  const out = await signalDecrypt(j, true, isNew ? 'session_build' : 'decrypt');
+  if ('reason' in out) return out;
+  // The MAC covers the sender's identity key (X3DH): now it may be recorded.
+  const { trust, fingerprint } = observe(ctx, from, enc.sid, info.identityKey);
+  if (trust === 'distrusted') {
+    out.fill(0);
+    return { reason: 'distrusted' };
+  }
+  if (isNew) {
+    ctx.log.info({ local: id.local, contact: from, deviceId: enc.sid, preKeyId: info.preKeyId }, 'omemo session started by contact');
+    const m = await keyTransport(ctx, id, from, enc.sid, 'completion');
+    if (m) j.replies.push(m);
+  }
+  return { keyMaterial: out, trust, fingerprint };
+}
+
+async function whisperMessage(j: Job): Promise<Step> {
+  const { ctx, id, from, enc, key } = j;
+  const info = inspectWhisper(key.data);
+  if (!info) return { reason: 'malformed' };
+  const before = ctx.sessions.openSession(id.local, from, enc.sid);
+  if (!before && !ctx.sessions.hasAnySession(id.local, from, enc.sid)) return { reason: 'no-session' };
+  const pre = before && observe(ctx, from, enc.sid, before.indexInfo.remoteIdentityKey);
+  if (pre?.trust === 'distrusted') return { reason: 'distrusted' };
+  const out = await signalDecrypt(j, false, 'decrypt');
+  if ('reason' in out) return out;
+  // The session that decrypted is now the open one (the library promotes an archived one that fits).
+  const after = ctx.sessions.openSession(id.local, from, enc.sid);
+  if (!after) return { reason: 'internal' };
+  const { trust, fingerprint } = pre && after === before ? pre : observe(ctx, from, enc.sid, after.indexInfo.remoteIdentityKey);
+  if (trust === 'distrusted') {
+    out.fill(0);
+    return { reason: 'distrusted' };
+  }
+  if (wantsHeartbeat(ctx, id.local, from, enc.sid, info.ratchetKey, info.counter)) {
+    const m = await keyTransport(ctx, id, from, enc.sid, 'heartbeat');
+    if (m) j.replies.push(m);
+  }
+  return { keyMaterial: out, trust, fingerprint };
+}
+
+async function signalDecrypt(j: Job, prekey: boolean, op: string): Promise<Buffer | { reason: DecryptFailure; err: unknown }> {
+  const end = j.ctx.metrics.time(op);
+  try {
+    const out = await j.ctx.sessions.decrypt(j.id, j.from, j.enc.sid, j.key.data, prekey);
+    j.ctx.sessions.flush();
+    return out;
+  } catch (e) {
+    return { reason: classifyLibraryError(e), err: e };
+  } finally {
+    end();
+  }
+}

@@ -1,0 +1,157 @@
+// Contacts' OMEMO device lists and bundles, read from their PEP services (XEP-0384 v0.3.0 §"Discovering
+// peer support"). Lists are cached (LRU, refreshed after a TTL, at once on a +notify event or a message
+// from a device we do not know); bundles are fetched only right before a session is built. Parallel
+// reads of the same node are coalesced into one request. Cache entries are keyed by contact: a device
+// list is public (published with access model open), whichever hosted JID asked for it.
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { PubsubPort } from '../engine.js';
+import type { TrustStore } from '../../keystore/trust-store.js';
+import { errorSummary } from '../../log.js';
+import { NODE_DEVICELIST, PROTOCOL, bundleNode, type OmemoOptions } from './constants.js';
+import { parseBundle, parseDeviceList, type Bundle } from './wire.js';
+
+interface ListEntry {
+  /** null: the contact has no device list node (no OMEMO). */
+  ids: number[] | null;
+  fetchedAt: number;
+}
+
+export class DeviceLists {
+  readonly #pubsub: PubsubPort;
+  readonly #trust: TrustStore;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #opts: OmemoOptions;
+  readonly #lists = new LRUCache<string, ListEntry>({ max: 50_000 });
+  readonly #inflight = new Map<string, Promise<number[] | null>>();
+  readonly #bundles = new Map<string, Promise<Bundle | null>>();
+  /** Bundles that could not be read (missing, unusable, timeout), not asked for again for a while. */
+  readonly #failed = new LRUCache<string, { at: number; error: unknown }>({ max: 50_000 });
+  readonly #background = new Set<Promise<unknown>>();
+  /** Bundle and list reads sent, by node kind: lets tests check when we touch the network. */
+  readonly fetches = { lists: 0, bundles: 0 };
+
+  constructor(pubsub: PubsubPort, trust: TrustStore, log: Logger, now: () => number, opts: OmemoOptions) {
+    this.#pubsub = pubsub;
+    this.#trust = trust;
+    this.#log = log;
+    this.#now = now;
+    this.#opts = opts;
+  }
+
+  /** The cached list (even if stale), undefined if never read. */
+  cached(contact: string): number[] | null | undefined {
+    return this.#lists.get(contact)?.ids;
+  }
+
+  /**
+   * The contact's device ids (null: no OMEMO). A fresh cached list is returned as is; a stale one is
+   * returned too while a refresh runs in the background (a slow contact server must not hold up a
+   * send; changes arrive by +notify anyway). Without a list, or with `force`, we wait for the read;
+   * it rejects on network failure only when nothing is cached.
+   */
+  async get(local: string, contact: string, force = false): Promise<number[] | null> {
+    const e = this.#lists.get(contact);
+    if (e && !force) {
+      const ttl = e.ids === null ? this.#opts.missingListTtlMs : this.#opts.deviceListTtlMs;
+      if (this.#now() - e.fetchedAt < ttl) return e.ids;
+      if (e.ids !== null) {
+        this.refreshInBackground(local, contact);
+        return e.ids;
+      }
+    }
+    try {
+      return await this.#fetch(local, contact);
+    } catch (err) {
+      if (!e) throw err;
+      this.#log.warn({ contact, err: errorSummary(err) }, 'omemo device list refresh failed; using the cached one');
+      return e.ids;
+    }
+  }
+
+  #fetch(local: string, contact: string): Promise<number[] | null> {
+    let p = this.#inflight.get(contact);
+    if (!p) {
+      this.fetches.lists++;
+      p = this.#pubsub
+        .fetch(local, contact, NODE_DEVICELIST)
+        .then((items) => {
+          const ids = items === null ? null : parseDeviceList(items);
+          this.set(contact, ids);
+          return ids;
+        })
+        .finally(() => this.#inflight.delete(contact));
+      this.#inflight.set(contact, p);
+    }
+    return p;
+  }
+
+  /** Re-reads the list without blocking the caller (a message came from a device we do not know). */
+  refreshInBackground(local: string, contact: string): void {
+    const p = this.#fetch(local, contact).catch((err) =>
+      this.#log.debug({ contact, err: errorSummary(err) }, 'omemo device list refresh failed'),
+    );
+    this.#background.add(p);
+    void p.finally(() => this.#background.delete(p));
+  }
+
+  /** Waits for background refreshes (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+  }
+
+  /** A new list (fetched or from a +notify event): cached, and devices that left it marked inactive. */
+  set(contact: string, ids: number[] | null): void {
+    const prev = this.#lists.get(contact)?.ids;
+    this.#lists.set(contact, { ids, fetchedAt: this.#now() });
+    const now = new Set((ids ?? []).map(String));
+    if (prev !== undefined && sameIds(prev, ids)) return;
+    for (const k of [...this.#failed.keys()]) if (k.startsWith(`${contact}\0`)) this.#failed.delete(k);
+    // Only touch the TrustStore when a known device's active flag really changes (its sync clears
+    // the trust cache).
+    const stale = this.#trust.list(contact, PROTOCOL).some((r) => r.active !== now.has(r.deviceId));
+    if (stale) this.#trust.syncActive(contact, PROTOCOL, now);
+  }
+
+  /**
+   * The device's bundle from its node, or null when there is none or it is unusable. Coalesced; a
+   * failure is remembered for `missingListTtlMs` (answered from memory, so a dead device does not
+   * hold up every message) unless the contact's device list changes.
+   */
+  bundle(local: string, contact: string, deviceId: number): Promise<Bundle | null> {
+    const key = `${contact}\0${deviceId}`;
+    const failed = this.#failed.get(key);
+    if (failed && this.#now() - failed.at < this.#opts.missingListTtlMs) {
+      return failed.error === null ? Promise.resolve(null) : Promise.reject(failed.error);
+    }
+    let p = this.#bundles.get(key);
+    if (!p) {
+      this.fetches.bundles++;
+      p = this.#pubsub
+        .fetch(local, contact, bundleNode(deviceId))
+        .then(
+          (items) => {
+            const b = items === null ? null : parseBundle(items);
+            if (b) this.#failed.delete(key);
+            else this.#failed.set(key, { at: this.#now(), error: null });
+            return b;
+          },
+          (error: unknown) => {
+            this.#failed.set(key, { at: this.#now(), error });
+            throw error;
+          },
+        )
+        .finally(() => this.#bundles.delete(key));
+      this.#bundles.set(key, p);
+    }
+    return p;
+  }
+}
+
+function sameIds(a: number[] | null, b: number[] | null): boolean {
+  if (a === null || b === null) return a === b;
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
+}

@@ -1,0 +1,213 @@
+// Legacy OMEMO (XEP-0384 v0.3.0, eu.siacs.conversations.axolotl) for the gateway's hosted JIDs, on
+// libsignal-protocol-typescript with the node:crypto backend of crypto-provider.ts. The parts:
+//   keyring.ts      own identities, prekeys, bundle/device list publishing
+//   sessions.ts     libsignal sessions (cached records, locks, rollback)
+//   device-cache.ts contacts' device lists and bundles
+//   encrypt.ts / decrypt.ts / replies.ts   the message flows
+import { LRUCache } from 'lru-cache';
+import type Element from 'ltx/lib/Element.js';
+import type { EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
+import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
+import { GatewayError } from '../../errors.js';
+import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
+import { OmemoMetrics, type OmemoContext } from './context.js';
+import { installFastCrypto } from './crypto-provider.js';
+import { decryptStanza } from './decrypt.js';
+import { DeviceLists } from './device-cache.js';
+import { encryptBody } from './encrypt.js';
+import { fingerprintOf, Keyring } from './keyring.js';
+import { Sessions } from './sessions.js';
+import { parseDeviceList } from './wire.js';
+
+export interface OmemoEngineOptions extends Partial<OmemoOptions> {
+  /**
+   * 'node' (default) installs the node:crypto backend into libsignal (process-wide). 'library' leaves
+   * libsignal's own WebCrypto + asm.js curve in place; only for comparisons.
+   */
+  crypto?: 'node' | 'library';
+}
+
+/** A contact's device as the engine knows it. */
+export interface ContactDevice {
+  device_id: number;
+  /** null until we have seen its identity key (bundle or session). */
+  fingerprint: string | null;
+  trust: TrustLevel | null;
+  /** In the contact's current device list. */
+  active: boolean;
+  /** We hold a session with it. */
+  session: boolean;
+}
+
+export interface OmemoEngine extends ProtocolEngine {
+  /** The hosted JID's own OMEMO device(s) (the gateway runs one per JID). */
+  devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
+  /** The hosted JID's identity key fingerprint (64 lowercase hex, no 05 prefix). */
+  fingerprint(local: string): Promise<string>;
+  /**
+   * A contact's devices with fingerprints and trust. `refresh` re-reads the device list; `bundles`
+   * also fetches the bundles of devices whose key we have not seen yet, so they can be verified.
+   */
+  contactDevices(local: string, contact: string, opts?: { refresh?: boolean; bundles?: boolean }): Promise<ContactDevice[]>;
+  /** Tell the engine about the XMPP connection: used prekeys are kept until a backlog after a reconnect is in. */
+  onConnectionChange(connected: boolean): void;
+  /** Resolves when background work (device list refreshes) is done. */
+  settled(): Promise<void>;
+  /** Writes every pending session change (normally done at the end of each operation). */
+  flush(): void;
+  /** Internals for tests and diagnostics. */
+  readonly internals: { keyring: Keyring; sessions: Sessions; devices: DeviceLists; opts: OmemoOptions };
+}
+
+export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOptions = {}): OmemoEngine {
+  const { crypto = 'node', ...rest } = options;
+  if (crypto === 'node') installFastCrypto();
+  const opts: OmemoOptions = { ...DEFAULT_OPTIONS, ...rest };
+  if (opts.preKeyCount < 20) throw new Error('omemo preKeyCount must be at least 20 (XEP-0384)');
+  const log = ports.log.child({ protocol: PROTOCOL });
+  const keyring = new Keyring(ports.store, ports.pubsub, log, () => ports.now(), opts);
+  const sessions = new Sessions(ports.store, keyring, opts.sessionCacheSize);
+  const devices = new DeviceLists(ports.pubsub, ports.trust, log, () => ports.now(), opts);
+  const ctx: OmemoContext = {
+    ports,
+    metrics: new OmemoMetrics(ports.metrics),
+    opts,
+    log,
+    keyring,
+    sessions,
+    devices,
+    seen: new LRUCache({ max: 20_000 }),
+    repairs: new LRUCache({ max: 20_000 }),
+    heartbeats: new LRUCache({ max: 20_000 }),
+    building: new Map(),
+  };
+  let connected = true;
+  let connectedSince = ports.now();
+
+  // Sessions gauge: counted in the keystore at the first scrape, then tracked as sessions come and go.
+  const countAll = () =>
+    ports.keystore.db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM kv WHERE protocol = ? AND kind = ?').get(PROTOCOL, 'session')?.n ?? 0;
+  ports.metrics.onCollect(() => ports.metrics.sessions.set({ protocol: PROTOCOL }, sessions.count(countAll)));
+
+  const engine: OmemoEngine = {
+    id: 'omemo',
+    features: [`${NODE_DEVICELIST}+notify`],
+
+    recognizes: (stanza: Element) => stanza.getChild('encrypted', NS_OMEMO) !== undefined,
+
+    async ensureIdentity(local) {
+      await keyring.ensure(local);
+    },
+
+    async identity(local): Promise<IdentityFacts> {
+      return { omemo: await engine.devices(local) };
+    },
+
+    async decrypt(local, stanza) {
+      try {
+        return await decryptStanza(ctx, local, stanza);
+      } catch (e) {
+        // Anything not foreseen is still a value for the caller (peer input must never throw).
+        log.error({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo decrypt failed unexpectedly');
+        ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason: 'internal' });
+        return { ok: false, reason: 'internal', replies: [] };
+      }
+    },
+
+    encrypt: (local, peer, body) => encryptBody(ctx, local, peer, body),
+
+    async reachability(local, peer): Promise<Reachability> {
+      await keyring.ensure(local);
+      const ids = await devices.get(local, peer);
+      if (!ids || ids.length === 0) return 'no';
+      const known = ports.trust.list(peer, PROTOCOL);
+      let unknown = false;
+      let usableWithoutSession = false;
+      for (const deviceId of ids) {
+        const open = sessions.openSession(local, peer, deviceId);
+        if (open) {
+          const t = ports.trust.observe(peer, PROTOCOL, String(deviceId), fingerprintOf(open.indexInfo.remoteIdentityKey), ports.now());
+          if (isUsable(t)) return 'ready';
+          continue;
+        }
+        const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
+        if (!rec) unknown = true;
+        else if (isUsable(rec.trust)) usableWithoutSession = true;
+      }
+      // A device whose key we have not seen yet may turn out trusted (BTBV) once its bundle is read.
+      return usableWithoutSession || (unknown && ports.trust.policy !== 'manual') ? 'needs-session' : 'no';
+    },
+
+    ownsNode: (node) => node === NODE_DEVICELIST || node.startsWith(NODE_BUNDLES_PREFIX),
+
+    async onPepEvent(_local, from, node, items) {
+      if (node !== NODE_DEVICELIST) return;
+      devices.set(from.split('/')[0]!, parseDeviceList(items));
+    },
+
+    async maintain() {
+      const now = ports.now();
+      // Used prekeys go only once their grace period is over and a backlog after the last (re)connect is in.
+      const deletableBefore = connected && now - connectedSince >= opts.preKeyGraceMs ? now - opts.preKeyGraceMs : -Infinity;
+      for (const local of keyring.locals()) {
+        try {
+          await keyring.rotateSignedPreKey(local);
+          keyring.prunePreKeys(local, deletableBefore);
+        } catch (e) {
+          log.warn({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo maintenance failed');
+        }
+      }
+    },
+
+    async devices(local) {
+      const id = await keyring.ensure(local);
+      return [{ device_id: id.deviceId, fingerprint: id.fingerprint }];
+    },
+
+    async fingerprint(local) {
+      return (await keyring.ensure(local)).fingerprint;
+    },
+
+    async contactDevices(local, contact, o = {}) {
+      await keyring.ensure(local);
+      let ids: number[] | null;
+      try {
+        ids = await devices.get(local, contact, o.refresh === true);
+      } catch (e) {
+        if (!(e instanceof GatewayError)) throw e;
+        ids = devices.cached(contact) ?? null;
+      }
+      const listed = new Set(ids ?? []);
+      const all = new Set<number>([...listed, ...sessions.deviceIds(local, contact)]);
+      const records = ports.trust.list(contact, PROTOCOL);
+      const out: ContactDevice[] = [];
+      for (const deviceId of [...all].sort((a, b) => a - b)) {
+        const open = sessions.openSession(local, contact, deviceId);
+        let fingerprint = open ? fingerprintOf(open.indexInfo.remoteIdentityKey) : null;
+        if (!fingerprint && o.bundles && listed.has(deviceId)) {
+          const b = await devices.bundle(local, contact, deviceId).catch(() => null);
+          if (b) fingerprint = fingerprintOf(b.identityKey);
+        }
+        let trust: TrustLevel | null = null;
+        if (fingerprint && listed.has(deviceId)) trust = ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ports.now());
+        else {
+          const rec = fingerprint ? records.find((r) => r.fingerprint === fingerprint) : records.find((r) => r.deviceId === String(deviceId));
+          fingerprint ??= rec?.fingerprint ?? null;
+          trust = rec?.trust ?? null;
+        }
+        out.push({ device_id: deviceId, fingerprint, trust, active: listed.has(deviceId), session: open !== undefined });
+      }
+      return out;
+    },
+
+    onConnectionChange(up) {
+      connected = up;
+      if (up) connectedSince = ports.now();
+    },
+
+    settled: () => devices.settled(),
+    flush: () => sessions.flush(),
+    internals: { keyring, sessions, devices, opts },
+  };
+  return engine;
+}

@@ -1,0 +1,298 @@
+// The hosted JIDs' own OMEMO keys (XEP-0384 v0.3.0 §"Bundles"): per hosted JID an identity key pair,
+// device id, registration id, signed prekeys and one-time prekeys, kept as sealed rows of the
+// ProtocolStore, and the device list and bundle published for them.
+//   kind 'identity'/'self'  identity, ids and counters       kind 'prekey'/<id>  one-time prekeys
+//   kind 'spk'/<id>         signed prekeys                   owner '' kind 'locals'/<jid>  index
+import { randomInt } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { KeyHelper, type KeyPairType } from '@privacyresearch/libsignal-protocol-typescript';
+import type { ProtocolStore } from '../../keystore/protocol-store.js';
+import type { PubsubPort } from '../engine.js';
+import { b64, buf, fromB64, hex } from './bytes.js';
+import { ITEM_CURRENT, MAX_DEVICE_ID, NODE_DEVICELIST, bundleNode, type OmemoOptions } from './constants.js';
+import { buildBundle, buildDeviceList, type Bundle } from './wire.js';
+
+export interface LocalIdentity {
+  local: string;
+  deviceId: number;
+  registrationId: number;
+  /** pubKey is the 33-byte 0x05-prefixed form. */
+  keyPair: KeyPairType;
+  fingerprint: string;
+}
+
+interface IdentityRow {
+  v: 1;
+  deviceId: number;
+  registrationId: number;
+  pub: string;
+  priv: string;
+  createdAt: number;
+  nextPreKeyId: number;
+  signedPreKeyId: number;
+  nextSignedPreKeyId: number;
+}
+interface PreKeyRow {
+  pub: string;
+  priv: string;
+  /** When a PreKey message consumed it; the private key is deleted after the grace period. */
+  usedAt?: number;
+}
+interface SignedPreKeyRow {
+  pub: string;
+  priv: string;
+  sig: string;
+  createdAt: number;
+  retiredAt?: number;
+}
+
+const INDEX_OWNER = '';
+const K_IDENTITY = 'identity';
+const K_PREKEY = 'prekey';
+const K_SPK = 'spk';
+const K_LOCALS = 'locals';
+const SELF = 'self';
+
+/** Fingerprint shown to users: hex of the Curve25519 public key without the 0x05 type byte. */
+export const fingerprintOf = (pub33: ArrayBuffer | Uint8Array): string => hex(buf(pub33).subarray(1));
+
+const keyPairOf = (r: { pub: string; priv: string }): KeyPairType => ({ pubKey: fromB64(r.pub), privKey: fromB64(r.priv) });
+
+export class Keyring {
+  readonly #store: ProtocolStore;
+  readonly #pubsub: PubsubPort;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #opts: OmemoOptions;
+  readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
+  readonly #creating = new Map<string, Promise<LocalIdentity>>();
+  /** Hosted JIDs whose published items were checked by this process. */
+  readonly #checked = new Set<string>();
+
+  constructor(store: ProtocolStore, pubsub: PubsubPort, log: Logger, now: () => number, opts: OmemoOptions) {
+    this.#store = store;
+    this.#pubsub = pubsub;
+    this.#log = log;
+    this.#now = now;
+    this.#opts = opts;
+  }
+
+  /** The hosted JID's identity, created and published on first use. */
+  async ensure(local: string): Promise<LocalIdentity> {
+    const hit = this.#cache.get(local);
+    if (hit && this.#checked.has(local)) return hit;
+    let p = this.#creating.get(local);
+    if (!p) {
+      p = this.#loadOrCreate(local).finally(() => this.#creating.delete(local));
+      this.#creating.set(local, p);
+    }
+    return p;
+  }
+
+  /** Cached identity only (no store access). */
+  peek(local: string): LocalIdentity | undefined {
+    return this.#cache.get(local);
+  }
+
+  /** Every hosted JID with an OMEMO identity. */
+  locals(): string[] {
+    return this.#store.list(INDEX_OWNER, K_LOCALS).map((r) => r.key);
+  }
+
+  async #loadOrCreate(local: string): Promise<LocalIdentity> {
+    let row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row) row = await this.#create(local);
+    const id: LocalIdentity = {
+      local,
+      deviceId: row.deviceId,
+      registrationId: row.registrationId,
+      keyPair: keyPairOf(row),
+      fingerprint: fingerprintOf(fromB64(row.pub)),
+    };
+    this.#cache.set(local, id);
+    if (!this.#checked.has(local)) {
+      this.#publishIfChanged(local, row);
+      this.#checked.add(local);
+    }
+    return id;
+  }
+
+  async #create(local: string): Promise<IdentityRow> {
+    const keyPair = await KeyHelper.generateIdentityKeyPair();
+    const spk = await KeyHelper.generateSignedPreKey(keyPair, 1);
+    const preKeys = await Promise.all(Array.from({ length: this.#opts.preKeyCount }, (_, i) => KeyHelper.generatePreKey(i + 1)));
+    const now = this.#now();
+    const row: IdentityRow = {
+      v: 1,
+      deviceId: randomInt(1, MAX_DEVICE_ID + 1),
+      registrationId: randomInt(1, 16381),
+      pub: b64(keyPair.pubKey),
+      priv: b64(keyPair.privKey),
+      createdAt: now,
+      nextPreKeyId: preKeys.length + 1,
+      signedPreKeyId: 1,
+      nextSignedPreKeyId: 2,
+    };
+    this.#store.transaction(() => {
+      // Another task may have created it while we generated keys: keep the first.
+      const existing = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+      if (existing) return;
+      this.#store.putJson(local, K_IDENTITY, SELF, row);
+      this.#store.putJson(local, K_SPK, String(spk.keyId), {
+        pub: b64(spk.keyPair.pubKey),
+        priv: b64(spk.keyPair.privKey),
+        sig: b64(spk.signature),
+        createdAt: now,
+      } satisfies SignedPreKeyRow);
+      for (const p of preKeys) this.#store.putJson(local, K_PREKEY, String(p.keyId), { pub: b64(p.keyPair.pubKey), priv: b64(p.keyPair.privKey) } satisfies PreKeyRow);
+      this.#store.put(INDEX_OWNER, K_LOCALS, local, '1');
+    });
+    this.#log.info({ local, deviceId: row.deviceId }, 'omemo identity created');
+    return this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
+  }
+
+  // ---- what libsignal asks for ----
+
+  loadPreKey(local: string, id: number): KeyPairType | undefined {
+    const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+    return r ? keyPairOf(r) : undefined;
+  }
+
+  hasPreKey(local: string, id: number): boolean {
+    return this.#store.get(local, K_PREKEY, String(id)) !== undefined;
+  }
+
+  loadSignedPreKey(local: string, id: number): KeyPairType | undefined {
+    const r = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(id));
+    return r ? keyPairOf(r) : undefined;
+  }
+
+  hasSignedPreKey(local: string, id: number): boolean {
+    return this.#store.get(local, K_SPK, String(id)) !== undefined;
+  }
+
+  /**
+   * A PreKey message consumed prekey `id`: keep its private key for the grace period (deleted by
+   * prune()), take it out of the bundle, add a replacement under a new id and republish.
+   */
+  async consumePreKey(local: string, id: number): Promise<void> {
+    const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+    if (!r || r.usedAt !== undefined) return;
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row) return;
+    // The id is assigned in the transaction below; the one passed here is only a placeholder.
+    const fresh = await KeyHelper.generatePreKey(row.nextPreKeyId);
+    const replaced = this.#store.transaction(() => {
+      // Re-read: a concurrent call may have consumed it while we generated the replacement.
+      const now = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+      if (!now || now.usedAt !== undefined) return false;
+      const cur = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
+      const newId = cur.nextPreKeyId;
+      this.#store.putJson(local, K_PREKEY, String(id), { ...now, usedAt: this.#now() } satisfies PreKeyRow);
+      this.#store.putJson(local, K_PREKEY, String(newId), { pub: b64(fresh.keyPair.pubKey), priv: b64(fresh.keyPair.privKey) } satisfies PreKeyRow);
+      this.#store.putJson(local, K_IDENTITY, SELF, { ...cur, nextPreKeyId: newId + 1 });
+      return true;
+    });
+    if (!replaced) return;
+    this.#log.debug({ local, preKeyId: id }, 'omemo prekey consumed and replaced');
+    this.publishBundle(local);
+  }
+
+  // ---- publishing ----
+
+  /** The bundle as published: identity, current signed prekey, unused one-time prekeys. */
+  bundle(local: string): Bundle {
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row) throw new Error('no identity');
+    const spk = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId))!;
+    const preKeys = this.#store
+      .list(local, K_PREKEY)
+      .map((x) => ({ id: Number(x.key), r: JSON.parse(x.value.toString('utf8')) as PreKeyRow }))
+      .filter((x) => x.r.usedAt === undefined)
+      .sort((a, b) => a.id - b.id)
+      .map((x) => ({ id: x.id, publicKey: Buffer.from(x.r.pub, 'base64') }));
+    return {
+      identityKey: Buffer.from(row.pub, 'base64'),
+      signedPreKey: { id: row.signedPreKeyId, publicKey: Buffer.from(spk.pub, 'base64'), signature: Buffer.from(spk.sig, 'base64') },
+      preKeys,
+    };
+  }
+
+  publishBundle(local: string): void {
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row) return;
+    this.#pubsub.publish(local, bundleNode(row.deviceId), ITEM_CURRENT, buildBundle(this.bundle(local)), { accessModel: 'open' });
+  }
+
+  /** After a restart, republish only what differs from the items the pubsub service holds. */
+  #publishIfChanged(local: string, row: IdentityRow): void {
+    const list = buildDeviceList([row.deviceId]);
+    const haveList = this.#pubsub.localItems(local, NODE_DEVICELIST)[0]?.payload.toString();
+    if (haveList !== list.toString()) this.#pubsub.publish(local, NODE_DEVICELIST, ITEM_CURRENT, list, { accessModel: 'open' });
+    const bundle = buildBundle(this.bundle(local));
+    const haveBundle = this.#pubsub.localItems(local, bundleNode(row.deviceId))[0]?.payload.toString();
+    if (haveBundle !== bundle.toString()) this.#pubsub.publish(local, bundleNode(row.deviceId), ITEM_CURRENT, bundle, { accessModel: 'open' });
+  }
+
+  // ---- upkeep ----
+
+  /** Rotates the signed prekey when it is older than the period; drops those retired a period ago. */
+  async rotateSignedPreKey(local: string, force = false): Promise<boolean> {
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row) return false;
+    const now = this.#now();
+    const period = this.#opts.signedPreKeyRotationMs;
+    let changed = false;
+    for (const { key, value } of this.#store.list(local, K_SPK)) {
+      const r = JSON.parse(value.toString('utf8')) as SignedPreKeyRow;
+      if (r.retiredAt !== undefined && now - r.retiredAt >= period) {
+        this.#store.delete(local, K_SPK, key);
+        this.#log.debug({ local, signedPreKeyId: Number(key) }, 'omemo old signed prekey deleted');
+      }
+    }
+    const cur = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId));
+    if (force || !cur || now - cur.createdAt >= period) {
+      const identity = keyPairOf(row);
+      const spk = await KeyHelper.generateSignedPreKey(identity, row.nextSignedPreKeyId);
+      this.#store.transaction(() => {
+        if (cur) this.#store.putJson(local, K_SPK, String(row.signedPreKeyId), { ...cur, retiredAt: now });
+        this.#store.putJson(local, K_SPK, String(spk.keyId), {
+          pub: b64(spk.keyPair.pubKey),
+          priv: b64(spk.keyPair.privKey),
+          sig: b64(spk.signature),
+          createdAt: now,
+        } satisfies SignedPreKeyRow);
+        this.#store.putJson(local, K_IDENTITY, SELF, { ...row, signedPreKeyId: spk.keyId, nextSignedPreKeyId: spk.keyId + 1 });
+      });
+      this.#log.info({ local, signedPreKeyId: spk.keyId }, 'omemo signed prekey rotated');
+      this.publishBundle(local);
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** Deletes used one-time prekeys whose grace period is over; returns how many. */
+  prunePreKeys(local: string, deletableBefore: number): number {
+    let n = 0;
+    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
+      const r = JSON.parse(value.toString('utf8')) as PreKeyRow;
+      if (r.usedAt !== undefined && r.usedAt <= deletableBefore) {
+        this.#store.delete(local, K_PREKEY, key);
+        n++;
+      }
+    }
+    if (n > 0) this.#log.debug({ local, count: n }, 'omemo used prekeys deleted');
+    return n;
+  }
+
+  /** Ids of one-time prekeys held (used or not), for tests and diagnostics. */
+  preKeyIds(local: string): { unused: number[]; used: number[] } {
+    const unused: number[] = [];
+    const used: number[] = [];
+    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
+      ((JSON.parse(value.toString('utf8')) as PreKeyRow).usedAt === undefined ? unused : used).push(Number(key));
+    }
+    return { unused: unused.sort((a, b) => a - b), used: used.sort((a, b) => a - b) };
+  }
+}
