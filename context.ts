@@ -30,6 +30,7 @@ import { OutboundSender } from './bridges/outbound.js';
 import { ProxyBridge } from './bridges/proxy-bridge.js';
 import { createEngines } from './bridges/engines.js';
 import type { PgpEngine } from './bridges/pgp/engine.js';
+import type { OmemoEngine } from './bridges/omemo/engine.js';
 import { presenceSignature, signedPresenceElement } from './bridges/pgp/wire.js';
 import { LRUCache } from 'lru-cache';
 import { OutboxStore } from './keystore/outbox-store.js';
@@ -73,6 +74,7 @@ export class Gateway {
   readonly pubsub: PubsubService;
   readonly engines: EngineRegistry;
   readonly pgp: PgpEngine | null;
+  readonly omemo: OmemoEngine | null;
   readonly core: BridgeCore;
   readonly outbound: OutboundSender;
   readonly proxies: ProxyBridge;
@@ -133,6 +135,9 @@ export class Gateway {
     const engines = createEngines(config, portsFor);
     this.engines = new EngineRegistry(engines.all);
     this.pgp = engines.pgp;
+    this.omemo = engines.omemo;
+    // Not connected yet: engines that keep state across reconnects (OMEMO prekeys) start offline.
+    for (const e of engines.all) e.onConnectionChange?.(false);
 
     this.disco = new Disco({
       domain: config.component.domain,

@@ -125,9 +125,8 @@ export class BridgeCore {
     if (engine) {
       const result = await engine.decrypt(local, stanza);
       for (const r of result.replies) await this.#sendQuietly(r);
+      // Engines count their own inbound results (messages, decrypt failures); we count plaintext.
       if (!result.ok) {
-        this.#metrics.messages.inc({ protocol: engine.id, direction: 'in', result: result.reason });
-        this.#metrics.decryptFailures.inc({ protocol: engine.id, reason: result.reason });
         this.#log.info({ from: fromBare, local, protocol: engine.id, reason: result.reason, id: stanza.attrs.id }, 'message not decrypted');
         if (TELL_SENDER.has(result.reason)) {
           await this.#sendQuietly(errorReply(stanza, 'not-acceptable', `The gateway could not decrypt this message (${result.reason}).`));
@@ -135,7 +134,6 @@ export class BridgeCore {
         return;
       }
       if (result.body === null) return; // key transport, heartbeat
-      this.#metrics.messages.inc({ protocol: engine.id, direction: 'in', result: 'ok' });
       this.#contacts.setLastProtocol(local, fromBare, engine.id);
       msg = this.#message(ctx, local, result.body, engine.id, result.sender, receiptRequested);
     } else {

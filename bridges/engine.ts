@@ -72,8 +72,9 @@ export interface PubsubPort {
   localItems(owner: string, node: string): Array<{ id: string; payload: Element }>;
   /**
    * Reads `node` on the contact `to`'s PEP service, asking as hosted JID `from`. Resolves to the
-   * <item> elements (possibly none), or null when the node does not exist. Rejects with a
-   * GatewayError (remote_timeout, remote_error) for other failures.
+   * <item> elements (possibly none), or null when the contact does not offer the node (it does not
+   * exist, the account or service does not, or we may not read it). Rejects with a GatewayError
+   * (remote_timeout, remote_error) for failures worth retrying.
    */
   fetch(from: string, to: string, node: string, opts?: { itemId?: string; maxItems?: number }): Promise<Element[] | null>;
 }

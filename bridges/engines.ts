@@ -2,10 +2,12 @@
 import type { Config } from '../config.js';
 import type { EnginePorts, ProtocolEngine, ProtocolId } from './engine.js';
 import { createPgpEngine, type PgpEngine } from './pgp/engine.js';
+import { createOmemoEngine, type OmemoEngine } from './omemo/engine.js';
 
 export interface Engines {
   all: ProtocolEngine[];
   pgp: PgpEngine | null;
+  omemo: OmemoEngine | null;
 }
 
 export function createEngines(config: Config, portsFor: (id: ProtocolId) => EnginePorts): Engines {
@@ -14,5 +16,6 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
     allowUnverifiedKeys: config.bridge.allowUnverifiedPgpKeys,
     replayWindowDays: config.bridge.replayWindowDays,
   });
-  return { all: [pgp], pgp };
+  const omemo = createOmemoEngine(portsFor('omemo'));
+  return { all: [omemo, pgp], pgp, omemo };
 }

@@ -27,6 +27,8 @@ export interface PubsubDeps {
   fetchTimeoutMs?: number;
 }
 
+const NOT_OFFERED = new Set(['item-not-found', 'service-unavailable', 'feature-not-implemented', 'forbidden', 'not-authorized', 'not-allowed', 'registration-required', 'subscription-required']);
+
 const unsupported = (feature: string) => xml('unsupported', { xmlns: NS_PUBSUB_ERRORS, feature });
 
 export class PubsubService implements PubsubPort {
@@ -71,7 +73,9 @@ export class PubsubService implements PubsubPort {
     try {
       res = await this.#d.request(xml('iq', { type: 'get', from, to }, xml('pubsub', { xmlns: NS_PUBSUB }, items)), this.#d.fetchTimeoutMs ?? 10000);
     } catch (e) {
-      if (e instanceof RemoteError && e.remoteCondition === 'item-not-found') return null;
+      // No such node, no such account, no PEP there, or not readable for us: the contact does not
+      // offer it. Other errors (timeouts, unreachable servers) are worth a retry and propagate.
+      if (e instanceof RemoteError && NOT_OFFERED.has(e.remoteCondition)) return null;
       throw e;
     }
     const got = res.getChild('pubsub', NS_PUBSUB)?.getChild('items');

@@ -123,10 +123,8 @@ export function createPgpEngine(ports: EnginePorts, opts: PgpEngineOptions): Pgp
 
     async encrypt(local, peer, body): Promise<Encrypted> {
       const ck = await sendableKey(peer);
-      if (ck instanceof GatewayError) {
-        ports.metrics.messages.inc({ protocol: 'pgp', direction: 'out', result: 'failed' });
-        throw ck;
-      }
+      // Outbound messages are counted by the sender (bridges/outbound.ts), inbound ones here.
+      if (ck instanceof GatewayError) throw ck;
       const me = await keys.get(local);
       let armored: string;
       try {
@@ -144,11 +142,9 @@ export function createPgpEngine(ports: EnginePorts, opts: PgpEngineOptions): Pgp
           }),
         );
       } catch (e) {
-        ports.metrics.messages.inc({ protocol: 'pgp', direction: 'out', result: 'failed' });
         // e.g. an encryption subkey that expired since registration
         throw new GatewayError('no_encryption_available', "The recipient's registered OpenPGP key cannot be used.", { cause: e });
       }
-      ports.metrics.messages.inc({ protocol: 'pgp', direction: 'out', result: 'ok' });
       return { children: encryptedChildren(stripArmor(armored)) };
     },
 
