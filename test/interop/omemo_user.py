@@ -1,0 +1,906 @@
+#!/usr/bin/env python3
+"""A controllable legacy-OMEMO (eu.siacs.conversations.axolotl) XMPP user for interop tests.
+
+The OMEMO implementation is Syndace's python-omemo + python-oldmemo as packaged by Debian; this file
+is only the glue those libraries leave to their user: storage (a JSON file), PEP upload/download of
+bundles and device lists, sending, trust decisions, and an XMPP client (slixmpp) around it.
+
+Run with Debian's interpreter (the packages live in /usr/lib/python3/dist-packages):
+
+    /usr/bin/python3 test/interop/omemo_user.py --jid alice@example.org --password password \
+        --service 127.0.0.1:5222 --resource dev1 --state /tmp/alice-dev1
+
+Control protocol: one JSON object per line; commands on stdin, events on stdout (flushed after each
+line); logging on stderr (OMEMO_USER_LOG=DEBUG or --log-level for more). The driver is
+test/harness/omemo-user.ts. Every command may carry "ref", echoed in its answer.
+
+Commands
+  {"cmd":"send","to":JID,"body":TEXT,"id":ID?,"receipt":BOOL?}  OMEMO-encrypt to all the contact's devices
+        and our own other devices (refetching the contact's device list first when it was not fetched or
+        pushed within --stale-seconds) -> sent | send_error
+  {"cmd":"send_plain","to":JID,"body":TEXT,"id":ID?,"receipt":BOOL?,"type":"chat"?} -> sent
+  {"cmd":"send_corrupted","to":JID,"body":TEXT,"what":"payload"|"key","id":ID?,"receipt":BOOL?}
+        a properly encrypted message with one bit flipped in the payload, or in the ciphertext of every
+        Signal message in the <key>s (framing kept, so the receiver's MAC check fails) -> sent | send_error
+  {"cmd":"replay_last","to":JID,"id":ID?}  the last `send` to that bare JID again, same <encrypted> bytes,
+        new stanza id -> sent | send_error
+  {"cmd":"subscribe","to":JID} -> result
+  {"cmd":"refresh","jid":JID}   refetch the device list -> result (as for devices)
+  {"cmd":"devices","jid":JID}   -> result {"devices":[{"device_id","fingerprint","trust","active","session",
+        "own"}], "listed":[active ids in the cached list], "problems":{device_id: why its bundle is unusable}}
+  {"cmd":"trust","jid":JID,"device_id":N | "fingerprint":HEX,"level":"verified"|"blind"|"undecided"|"distrusted"}
+  {"cmd":"set","auto_receipts":BOOL?,"trust":"blind"|"manual"?,"stale_seconds":N?} -> result
+  {"cmd":"info"} -> result {"device_id","fingerprint","own_devices","prekeys","signed_prekey_id",...}
+  {"cmd":"stop"}  clean disconnect, exit 0 (also on end of stdin)
+
+Events
+  ready {"jid","full_jid","device_id","fingerprint"}   fingerprint: 64 hex of the Curve25519 identity key
+  message {"from","from_full","id","type","body","device_id","encrypted","trust","fingerprint"?,"delayed"}
+        every received chat message; body null for an empty (key transport) OMEMO message; plaintext
+        messages have encrypted false, device_id and trust null
+  decrypt_error {"from","from_full","id","sid","error"}   ("no key for this device" when no <key> has our rid)
+  receipt {"from","from_full","id": acked id,"stanza_id"}
+  sent {"ref","id","to","rids","prekey_rids","errors","skipped"} / send_error {"ref","cmd","error"}
+  result {"ref","cmd",...}   error {"ref"?,"error"}   fatal {"error"} (then exit 1)
+  auto_sent {"to","id","kind":"empty","rids"}  messages the library sent by itself (key-exchange completion,
+        heartbeat)
+  devicelist {"jid","devices"}  a device list pushed by PEP and applied
+  presence {"from","from_full","type"}   message_error {"from","id","condition"}
+  disconnected {"reason"} / reconnected {"jid"}  (the user reconnects by itself, e.g. after a server restart)
+
+Trust: "blind" (default) trusts every device of every contact when first seen (sending or receiving);
+"manual" trusts only what `trust` commands say, and a send to a contact with undecided devices fails.
+Receipts (XEP-0184) are answered after successful decryption when --auto-receipts is yes (default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import copy
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, FrozenSet, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import omemo  # noqa: E402
+from omemo.types import DeviceInformation, TrustLevel  # noqa: E402
+import oldmemo  # noqa: E402
+import oldmemo.etree as oldmemo_etree  # noqa: E402  (needs python3-xmlschema)
+from oldmemo.oldmemo import NAMESPACE as NS  # noqa: E402
+from oldmemo.oldmemo_pb2 import OMEMOKeyExchange  # noqa: E402  (protobuf framing only, for corruption tests)
+import xeddsa  # noqa: E402
+import slixmpp  # noqa: E402
+from slixmpp import JID  # noqa: E402
+from slixmpp.exceptions import IqError, IqTimeout  # noqa: E402
+from slixmpp.xmlstream.handler import Callback  # noqa: E402
+from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
+
+from omemo_storage import JsonFileStorage  # noqa: E402
+
+log = logging.getLogger("omemo_user")
+
+DEVICELIST_NODE = f"{NS}.devicelist"
+BUNDLE_NODE_PREFIX = f"{NS}.bundles:"
+PUBSUB = "http://jabber.org/protocol/pubsub"
+PUBSUB_OWNER = f"{PUBSUB}#owner"
+PUBSUB_EVENT = f"{PUBSUB}#event"
+PUBSUB_ERRORS = f"{PUBSUB}#errors"
+XDATA = "jabber:x:data"
+RECEIPTS = "urn:xmpp:receipts"
+EME = "urn:xmpp:eme:0"
+HINTS = "urn:xmpp:hints"
+DELAY = "urn:xmpp:delay"
+CLIENT = "jabber:client"
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+FALLBACK_BODY = "This message is OMEMO-encrypted; your client cannot read it."
+
+# Trust level names stored by the library (the library calls them "custom trust levels").
+TRUST_BLIND = "blind"          # trusted automatically (blind trust)
+TRUST_VERIFIED = "verified"    # trusted by a `trust` command
+TRUST_UNDECIDED = "undecided"  # the library's starting value for a new identity key
+TRUST_DISTRUSTED = "distrusted"
+TRUST_LEVELS = {
+    TRUST_BLIND: TrustLevel.TRUSTED,
+    TRUST_VERIFIED: TrustLevel.TRUSTED,
+    TRUST_UNDECIDED: TrustLevel.UNDECIDED,
+    TRUST_DISTRUSTED: TrustLevel.DISTRUSTED,
+}
+
+
+def emit(event: Dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def short_error(e: BaseException) -> str:
+    """'Type: first line of the message (CauseType: first line of the cause)', each part cut short."""
+    def line(x: BaseException) -> str:
+        text = str(x).strip()
+        return text.splitlines()[0][:160] if text else ""
+    text = line(e)
+    cause = e.__cause__ or e.__context__
+    out = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if cause is not None and cause is not e:
+        ctext = line(cause)
+        out += f" ({type(cause).__name__}{': ' + ctext if ctext else ''})"
+    return out
+
+
+def fingerprint(identity_key_ed25519: bytes) -> str:
+    """64 lowercase hex chars of the Curve25519 identity key, without the 0x05 type byte."""
+    return xeddsa.ed25519_pub_to_curve25519_pub(identity_key_ed25519).hex()
+
+
+def xdata_form(form_type: str, fields: Dict[str, str]) -> ET.Element:
+    x = ET.Element(f"{{{XDATA}}}x", {"type": "submit"})
+    ft = ET.SubElement(x, f"{{{XDATA}}}field", {"var": "FORM_TYPE", "type": "hidden"})
+    ET.SubElement(ft, f"{{{XDATA}}}value").text = form_type
+    for var, value in fields.items():
+        f = ET.SubElement(x, f"{{{XDATA}}}field", {"var": var})
+        ET.SubElement(f, f"{{{XDATA}}}value").text = value
+    return x
+
+
+def pick_item(items: List[ET.Element]) -> Optional[ET.Element]:
+    """The item with id 'current' if there is one, else the last one."""
+    if not items:
+        return None
+    for item in items:
+        if item.get("id") == "current":
+            return item
+    return items[-1]
+
+
+def parse_device_list_payload(list_el: Optional[ET.Element]) -> Dict[int, Optional[str]]:
+    if list_el is None:
+        return {}
+    # oldmemo's schema requires at least one <device/>; an empty list is valid on the wire.
+    if list_el.find(f"{{{NS}}}device") is None:
+        return {}
+    return oldmemo_etree.parse_device_list(list_el)
+
+
+class InteropSessionManager(omemo.SessionManager):
+    """python-omemo's SessionManager with its XMPP-facing methods implemented over our slixmpp client.
+
+    The library builds the instance itself in `create()` (and calls upload/download while doing so),
+    so the client is handed over as a class attribute before `create()` is called.
+    """
+
+    user: "OmemoUser"
+
+    async def _upload_bundle(self, bundle: omemo.Bundle) -> Any:  # type: ignore[override]
+        if bundle.namespace != NS:
+            raise omemo.UnknownNamespace(bundle.namespace)
+        assert isinstance(bundle, oldmemo.oldmemo.BundleImpl)
+        try:
+            await self.user.publish(f"{BUNDLE_NODE_PREFIX}{bundle.device_id}",
+                                    lambda: oldmemo_etree.serialize_bundle(bundle))
+        except (IqError, IqTimeout) as e:
+            raise omemo.BundleUploadFailed(describe_iq_failure(e)) from e
+
+    async def _download_bundle(self, namespace: str, bare_jid: str, device_id: int) -> omemo.Bundle:  # type: ignore[override]
+        if namespace != NS:
+            raise omemo.UnknownNamespace(namespace)
+        try:
+            items = await self.user.fetch_items(bare_jid, f"{BUNDLE_NODE_PREFIX}{device_id}")
+        except IqError as e:
+            self.user.note_peer_problem(bare_jid, device_id, f"bundle fetch: {describe_iq_failure(e)}")
+            if iq_condition(e) == "item-not-found":
+                raise omemo.BundleNotFound(f"{bare_jid}/{device_id}: item-not-found") from e
+            raise omemo.BundleDownloadFailed(f"{bare_jid}/{device_id}: {describe_iq_failure(e)}") from e
+        except IqTimeout as e:
+            self.user.note_peer_problem(bare_jid, device_id, "bundle fetch: timeout")
+            raise omemo.BundleDownloadFailed(f"{bare_jid}/{device_id}: timeout") from e
+        item = pick_item(items)
+        bundle_el = None if item is None else item.find(f"{{{NS}}}bundle")
+        if bundle_el is None:
+            self.user.note_peer_problem(bare_jid, device_id, "bundle fetch: no <bundle/> item")
+            raise omemo.BundleNotFound(f"{bare_jid}/{device_id}: no bundle item")
+        try:
+            bundle = oldmemo_etree.parse_bundle(bundle_el, bare_jid, device_id)
+        except Exception as e:  # schema or key format errors: the bundle is unusable
+            self.user.note_peer_problem(bare_jid, device_id, f"unusable bundle: {short_error(e)}")
+            raise omemo.BundleDownloadFailed(f"{bare_jid}/{device_id}: unusable bundle: {short_error(e)}") from e
+        self.user.peer_problems.pop(f"{bare_jid}/{device_id}", None)
+        return bundle
+
+    async def _delete_bundle(self, namespace: str, device_id: int) -> Any:  # type: ignore[override]
+        if namespace != NS:
+            raise omemo.UnknownNamespace(namespace)
+        pubsub = ET.Element(f"{{{PUBSUB_OWNER}}}pubsub")
+        ET.SubElement(pubsub, f"{{{PUBSUB_OWNER}}}delete", {"node": f"{BUNDLE_NODE_PREFIX}{device_id}"})
+        try:
+            await self.user.iq("set", self.user.own_bare, pubsub)
+        except IqError as e:
+            if iq_condition(e) != "item-not-found":
+                raise omemo.BundleDeletionFailed(describe_iq_failure(e)) from e
+        except IqTimeout as e:
+            raise omemo.BundleDeletionFailed("timeout") from e
+
+    async def _upload_device_list(self, namespace: str, device_list: Dict[int, Optional[str]]) -> Any:  # type: ignore[override]
+        if namespace != NS:
+            raise omemo.UnknownNamespace(namespace)
+        try:
+            await self.user.publish(DEVICELIST_NODE, lambda: oldmemo_etree.serialize_device_list(device_list))
+        except (IqError, IqTimeout) as e:
+            raise omemo.DeviceListUploadFailed(describe_iq_failure(e)) from e
+
+    async def _download_device_list(self, namespace: str, bare_jid: str) -> Dict[int, Optional[str]]:  # type: ignore[override]
+        if namespace != NS:
+            raise omemo.UnknownNamespace(namespace)
+        try:
+            items = await self.user.fetch_items(bare_jid, DEVICELIST_NODE)
+        except IqError as e:
+            if iq_condition(e) == "item-not-found":
+                self.user.list_fetched[bare_jid] = time.monotonic()
+                return {}
+            raise omemo.DeviceListDownloadFailed(f"{bare_jid}: {describe_iq_failure(e)}") from e
+        except IqTimeout as e:
+            raise omemo.DeviceListDownloadFailed(f"{bare_jid}: timeout") from e
+        item = pick_item(items)
+        try:
+            devices = parse_device_list_payload(None if item is None else item.find(f"{{{NS}}}list"))
+        except Exception as e:
+            raise omemo.DeviceListDownloadFailed(f"{bare_jid}: malformed device list: {short_error(e)}") from e
+        self.user.list_fetched[bare_jid] = time.monotonic()
+        return devices
+
+    async def _evaluate_custom_trust_level(self, device: DeviceInformation) -> TrustLevel:
+        try:
+            return TRUST_LEVELS[device.trust_level_name]
+        except KeyError:
+            raise omemo.UnknownTrustLevel(device.trust_level_name)
+
+    async def _make_trust_decision(self, undecided: FrozenSet[DeviceInformation], identifier: Optional[str]) -> Any:
+        if self.user.trust_mode != "blind":
+            return  # manual: decisions come only from `trust` commands; encryption then fails with StillUndecided
+        for device in undecided:
+            await self.set_trust(device.bare_jid, device.identity_key, TRUST_BLIND)
+
+    async def _send_message(self, message: omemo.Message, bare_jid: str) -> Any:  # type: ignore[override]
+        # Messages the library sends by itself: empty (key transport) messages that complete a key exchange
+        # or keep a session from going stale.
+        if message.namespace != NS:
+            raise omemo.UnknownNamespace(message.namespace)
+        try:
+            stanza_id = self.user.send_encrypted_stanza(bare_jid, oldmemo_etree.serialize_message(message),
+                                                        None, receipt=False, body=False)
+        except Exception as e:
+            raise omemo.MessageSendingFailed(short_error(e)) from e
+        emit({"event": "auto_sent", "to": bare_jid, "id": stanza_id, "kind": "empty",
+              "rids": sorted(k.device_id for k, _ in message.keys)})
+
+
+def iq_condition(e: IqError) -> str:
+    try:
+        return str(e.iq["error"]["condition"])
+    except Exception:
+        return "unknown"
+
+
+def describe_iq_failure(e: BaseException) -> str:
+    if isinstance(e, IqTimeout):
+        return "timeout"
+    if isinstance(e, IqError):
+        text = ""
+        try:
+            text = e.iq["error"]["text"]
+        except Exception:
+            pass
+        extra = ""
+        if e.iq.xml.find(f".//{{{PUBSUB_ERRORS}}}precondition-not-met") is not None:
+            extra = " (precondition-not-met)"
+        return f"{e.iq['error']['type']}/{iq_condition(e)}{extra}{': ' + text if text else ''}"
+    return short_error(e)
+
+
+class OmemoUser:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.own_bare = JID(args.jid).bare
+        self.trust_mode: str = args.trust
+        self.auto_receipts: bool = args.auto_receipts == "yes"
+        self.stale_seconds: float = args.stale_seconds
+        os.makedirs(args.state, exist_ok=True)
+        self.storage = JsonFileStorage(os.path.join(args.state, "omemo-state.json"))
+        self.sm: Optional[InteropSessionManager] = None
+        self.own_device_id: Optional[int] = None
+        self.backend: Optional[oldmemo.Oldmemo] = None
+        self.lock = asyncio.Lock()           # one OMEMO operation at a time (the library is not re-entrant)
+        self.inbox: "asyncio.Queue[ET.Element]" = asyncio.Queue()   # incoming messages, in order
+        self.commands: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        self.list_fetched: Dict[str, float] = {}
+        self.last_sent: Dict[str, Dict[str, Any]] = {}  # bare JID -> {"encrypted": Element, "receipt": bool}
+        self.peer_problems: Dict[str, str] = {}
+        self.stopping = False
+        self.ready = asyncio.Event()
+        self.started = False
+        self.features_added = False
+        self.done: "asyncio.Future[int]" = asyncio.get_event_loop().create_future()
+
+        host, _, port = args.service.rpartition(":")
+        self.address = (host or "127.0.0.1", int(port))
+        xmpp = slixmpp.ClientXMPP(f"{self.own_bare}/{args.resource}", args.password)
+        self.xmpp = xmpp
+        for plugin in ("xep_0030", "xep_0004", "xep_0128", "xep_0115", "xep_0199"):
+            xmpp.register_plugin(plugin)
+        xmpp["xep_0199"].enable_keepalive = False
+        # Tests run Prosody on loopback without TLS; allow PLAIN there too (SCRAM is preferred anyway).
+        xmpp["feature_mechanisms"].unencrypted_plain = True
+        xmpp["feature_mechanisms"].unencrypted_scram = True
+        # Subscriptions are handled below (accept, then subscribe back).
+        xmpp.auto_authorize = None
+        xmpp.auto_subscribe = False
+
+        xmpp.add_event_handler("session_start", self.on_session_start)
+        xmpp.add_event_handler("session_bind", self.on_session_bind)
+        xmpp.add_event_handler("failed_auth", self.on_failed_auth)
+        xmpp.add_event_handler("disconnected", self.on_disconnected)
+        xmpp.add_event_handler("connection_failed", self.on_connection_failed)
+        xmpp.add_event_handler("presence_subscribe", self.on_presence_subscribe)
+        xmpp.add_event_handler("presence", self.on_presence)
+        xmpp.register_handler(Callback("interop messages", MatchXPath(f"{{{CLIENT}}}message"),
+                                       lambda msg: self.inbox.put_nowait(msg.xml)))
+
+    # ---------------------------------------------------------------- XMPP plumbing
+
+    def on_session_bind(self, _jid: Any) -> None:
+        if self.features_added:
+            return
+        self.features_added = True
+        disco = self.xmpp["xep_0030"]
+        disco.add_identity(category="client", itype="bot", name="python-omemo interop test user")
+        for feature in (f"{DEVICELIST_NODE}+notify", RECEIPTS, EME):
+            disco.add_feature(feature)
+
+    async def on_session_start(self, _event: Any) -> None:
+        try:
+            await self.xmpp.get_roster()
+        except (IqError, IqTimeout) as e:
+            log.warning("roster fetch failed: %s", describe_iq_failure(e))
+        if not self.started:
+            self.started = True
+            try:
+                await self.start_omemo()
+            except Exception as e:
+                log.exception("OMEMO start failed")
+                emit({"event": "fatal", "error": f"OMEMO start failed: {short_error(e)}"})
+                self.finish(1)
+                return
+        await self.xmpp["xep_0115"].update_caps(broadcast=False)
+        self.xmpp.send_presence()
+        if self.ready.is_set():
+            emit({"event": "reconnected", "jid": self.own_bare})
+            return
+        own, _ = await self.sm.get_own_device_information()  # type: ignore[union-attr]
+        self.own_device_id = own.device_id
+        self.ready.set()
+        emit({"event": "ready", "jid": self.own_bare, "full_jid": str(self.xmpp.boundjid),
+              "device_id": own.device_id, "fingerprint": fingerprint(own.identity_key)})
+
+    async def start_omemo(self) -> None:
+        InteropSessionManager.user = self
+        self.backend = oldmemo.Oldmemo(self.storage)
+        self.sm = await InteropSessionManager.create(
+            [self.backend], self.storage, self.own_bare, None, TRUST_UNDECIDED,
+        )
+        # Make sure our device is in the published list and the bundle is there (also after a restart,
+        # and when another device of the account overwrote the list meanwhile).
+        await self.sm.ensure_data_consistency()
+        # No MAM catch-up here: leave history-sync mode at once so pre keys are deleted when used and
+        # key exchanges are answered right away.
+        await self.sm.after_history_sync()
+
+    def on_failed_auth(self, _event: Any) -> None:
+        emit({"event": "fatal", "error": "authentication failed"})
+        self.finish(1)
+
+    def on_connection_failed(self, event: Any) -> None:
+        log.warning("connection failed: %s", event)
+
+    def on_disconnected(self, reason: Any) -> None:
+        if self.stopping or self.done.done():
+            return
+        emit({"event": "disconnected", "reason": str(reason or "")})
+        # Come back (e.g. the test restarted Prosody); slixmpp keeps retrying with its own backoff.
+        self.xmpp.connect(address=self.address, force_starttls=False, disable_starttls=True)
+
+    def on_presence_subscribe(self, pres: Any) -> None:
+        who = pres["from"].bare
+        self.xmpp.send_presence(pto=who, ptype="subscribed")
+        item = self.xmpp.client_roster[who] if who in self.xmpp.client_roster else None
+        if item is None or not (item["to"] or item["pending_out"]):
+            self.xmpp.send_presence(pto=who, ptype="subscribe")
+
+    def on_presence(self, pres: Any) -> None:
+        if not self.ready.is_set():
+            return
+        emit({"event": "presence", "from": pres["from"].bare, "from_full": str(pres["from"]),
+              "type": pres["type"]})
+
+    def finish(self, code: int) -> None:
+        if not self.done.done():
+            self.done.set_result(code)
+
+    async def iq(self, typ: str, to: str, payload: ET.Element, timeout: float = 10) -> ET.Element:
+        iq = self.xmpp.make_iq(id=self.xmpp.new_id(), ito=to, itype=typ)  # type: ignore[arg-type]
+        iq.xml.append(payload)
+        result = await iq.send(timeout=timeout)
+        return result.xml
+
+    async def fetch_items(self, jid: str, node: str) -> List[ET.Element]:
+        pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
+        ET.SubElement(pubsub, f"{{{PUBSUB}}}items", {"node": node})
+        result = await self.iq("get", jid, pubsub)
+        return result.findall(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}items/{{{PUBSUB}}}item")
+
+    async def publish(self, node: str, make_payload: Any) -> None:
+        """Publishes item 'current' with publish-options access_model=open; if the server refuses the
+        options (precondition-not-met: the node exists with another access model) configure the node and
+        publish again."""
+        for attempt in range(2):
+            pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
+            publish = ET.SubElement(pubsub, f"{{{PUBSUB}}}publish", {"node": node})
+            item = ET.SubElement(publish, f"{{{PUBSUB}}}item", {"id": "current"})
+            item.append(make_payload())
+            options = ET.SubElement(pubsub, f"{{{PUBSUB}}}publish-options")
+            options.append(xdata_form(f"{PUBSUB}#publish-options", {"pubsub#access_model": "open"}))
+            try:
+                await self.iq("set", self.own_bare, pubsub)
+                return
+            except IqError as e:
+                precondition = e.iq.xml.find(f".//{{{PUBSUB_ERRORS}}}precondition-not-met") is not None
+                if attempt == 0 and precondition:
+                    log.info("%s: precondition-not-met, configuring the node to access_model=open", node)
+                    await self.configure_open(node)
+                    continue
+                raise
+
+    async def configure_open(self, node: str) -> None:
+        pubsub = ET.Element(f"{{{PUBSUB_OWNER}}}pubsub")
+        configure = ET.SubElement(pubsub, f"{{{PUBSUB_OWNER}}}configure", {"node": node})
+        configure.append(xdata_form(f"{PUBSUB}#node_config", {"pubsub#access_model": "open"}))
+        await self.iq("set", self.own_bare, pubsub)
+
+    def note_peer_problem(self, jid: str, device_id: int, problem: str) -> None:
+        self.peer_problems[f"{jid}/{device_id}"] = problem
+        log.warning("%s/%s: %s", jid, device_id, problem)
+
+    def send_encrypted_stanza(self, to: str, encrypted: ET.Element, stanza_id: Optional[str], receipt: bool,
+                              body: bool = True) -> str:
+        msg = self.xmpp.make_message(mto=to, mtype="chat")
+        msg["id"] = stanza_id or self.xmpp.new_id()
+        if body:
+            msg["body"] = FALLBACK_BODY
+        msg.xml.append(encrypted)
+        ET.SubElement(msg.xml, f"{{{EME}}}encryption", {"namespace": NS, "name": "OMEMO"})
+        ET.SubElement(msg.xml, f"{{{HINTS}}}store")
+        if receipt:
+            ET.SubElement(msg.xml, f"{{{RECEIPTS}}}request")
+        msg.send()
+        return str(msg["id"])
+
+    # ---------------------------------------------------------------- incoming
+
+    async def inbox_worker(self) -> None:
+        await self.ready.wait()
+        while True:
+            xml = await self.inbox.get()
+            try:
+                await self.handle_message(xml)
+            except Exception as e:  # never die on a peer's stanza
+                log.exception("handling a message failed")
+                emit({"event": "error", "error": f"internal error handling a message: {short_error(e)}"})
+
+    async def handle_message(self, xml: ET.Element) -> None:
+        mtype = xml.get("type", "normal")
+        frm = JID(xml.get("from") or self.own_bare)
+        base = {"from": frm.bare, "from_full": str(frm), "id": xml.get("id")}
+        if mtype == "error":
+            err = xml.find(f"{{{CLIENT}}}error")
+            cond = None
+            if err is not None:
+                cond = next((c.tag.split("}")[1] for c in err if c.tag.startswith(f"{{{STANZAS}}}")
+                             and not c.tag.endswith("}text")), None)
+            emit({"event": "message_error", **base, "condition": cond})
+            return
+        event = xml.find(f"{{{PUBSUB_EVENT}}}event")
+        if event is not None:
+            await self.handle_pep_event(frm.bare, event)
+            return
+        received = xml.find(f"{{{RECEIPTS}}}received")
+        if received is not None:
+            emit({"event": "receipt", **base, "id": received.get("id"), "stanza_id": xml.get("id")})
+        encrypted = xml.find(f"{{{NS}}}encrypted")
+        body_el = xml.find(f"{{{CLIENT}}}body")
+        wants_receipt = xml.find(f"{{{RECEIPTS}}}request") is not None and mtype != "groupchat"
+        delayed = xml.find(f"{{{DELAY}}}delay") is not None
+        if encrypted is not None:
+            await self.handle_encrypted(xml, frm, base, encrypted, wants_receipt, delayed)
+        elif body_el is not None:
+            emit({"event": "message", **base, "type": mtype, "body": body_el.text or "", "device_id": None,
+                  "encrypted": False, "trust": None, "delayed": delayed})
+            if wants_receipt and self.auto_receipts and xml.get("id"):
+                self.send_receipt(str(frm), str(xml.get("id")))
+
+    async def handle_encrypted(self, xml: ET.Element, frm: JID, base: Dict[str, Any], encrypted: ET.Element,
+                               wants_receipt: bool, delayed: bool) -> None:
+        assert self.sm is not None
+        header = encrypted.find(f"{{{NS}}}header")
+        sid = header.get("sid") if header is not None else None
+        try:
+            async with self.lock:
+                message = await oldmemo_etree.parse_message(encrypted, frm.bare, self.own_bare, self.sm)
+                plaintext, device, _key = await self.sm.decrypt(message)
+        except omemo.MessageNotForUs:
+            emit({"event": "decrypt_error", **base, "sid": sid, "error": "no key for this device"})
+            return
+        except Exception as e:
+            log.info("decryption failed for %s: %s", base, short_error(e))
+            emit({"event": "decrypt_error", **base, "sid": sid, "error": short_error(e)})
+            return
+        trust = device.trust_level_name
+        if self.trust_mode == "blind" and trust == TRUST_UNDECIDED:
+            # Blind trust: a device is trusted from the first time we see it, sending or receiving.
+            async with self.lock:
+                await self.sm.set_trust(device.bare_jid, device.identity_key, TRUST_BLIND)
+            trust = TRUST_BLIND
+        emit({"event": "message", **base, "type": xml.get("type", "normal"),
+              "body": None if plaintext is None else plaintext.decode("utf-8", errors="replace"),
+              "device_id": device.device_id, "encrypted": True, "trust": trust,
+              "fingerprint": fingerprint(device.identity_key), "delayed": delayed})
+        if wants_receipt and self.auto_receipts and xml.get("id"):
+            self.send_receipt(str(frm), str(xml.get("id")))
+
+    def send_receipt(self, to: str, acked_id: str) -> None:
+        msg = self.xmpp.make_message(mto=to, mtype="chat")
+        msg["id"] = self.xmpp.new_id()
+        ET.SubElement(msg.xml, f"{{{RECEIPTS}}}received", {"id": acked_id})
+        msg.send()
+
+    async def handle_pep_event(self, jid: str, event: ET.Element) -> None:
+        assert self.sm is not None
+        items = event.find(f"{{{PUBSUB_EVENT}}}items")
+        if items is None or items.get("node") != DEVICELIST_NODE:
+            return
+        item = pick_item(items.findall(f"{{{PUBSUB_EVENT}}}item"))
+        if item is None:
+            return
+        try:
+            devices = parse_device_list_payload(item.find(f"{{{NS}}}list"))
+            async with self.lock:
+                await self.sm.update_device_list(NS, jid, devices)
+            self.list_fetched[jid] = time.monotonic()
+            emit({"event": "devicelist", "jid": jid, "devices": sorted(devices)})
+        except Exception as e:
+            log.warning("device list event from %s not applied: %s", jid, short_error(e))
+            emit({"event": "error", "error": f"device list event from {jid}: {short_error(e)}"})
+
+    # ---------------------------------------------------------------- commands
+
+    async def stdin_reader(self) -> None:
+        loop = asyncio.get_event_loop()
+        reader = asyncio.StreamReader(limit=1 << 22)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                log.info("stdin closed: stopping")
+                await self.commands.put({"cmd": "stop"})
+                return
+            text = line.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                cmd = json.loads(text)
+                if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+                    raise ValueError("a command is a JSON object with a string 'cmd'")
+            except ValueError as e:
+                emit({"event": "error", "error": f"bad command line: {e}", "line": text[:200]})
+                continue
+            await self.commands.put(cmd)
+
+    async def command_worker(self) -> None:
+        await self.ready.wait()
+        handlers = {
+            "send": self.cmd_send, "send_plain": self.cmd_send_plain, "send_corrupted": self.cmd_send_corrupted,
+            "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "refresh": self.cmd_refresh,
+            "devices": self.cmd_devices, "trust": self.cmd_trust, "set": self.cmd_set, "info": self.cmd_info,
+        }
+        while True:
+            cmd = await self.commands.get()
+            name = cmd["cmd"]
+            ref = cmd.get("ref")
+            if name == "stop":
+                await self.stop()
+                return
+            handler = handlers.get(name)
+            if handler is None:
+                emit({"event": "error", "ref": ref, "error": f"unknown command {name!r}"})
+                continue
+            try:
+                await handler(cmd, ref)
+            except CommandError as e:
+                emit({"event": "send_error" if name.startswith(("send", "replay")) else "error",
+                      "ref": ref, "cmd": name, "error": str(e)})
+            except Exception as e:
+                log.exception("command %s failed", name)
+                emit({"event": "send_error" if name.startswith(("send", "replay")) else "error",
+                      "ref": ref, "cmd": name, "error": short_error(e)})
+
+    async def maybe_refresh(self, jid: str) -> Optional[str]:
+        """Refetches the device list of `jid` when it was never fetched or pushed in this run, or longer
+        ago than --stale-seconds (components send no PEP events). Returns the error, if any."""
+        assert self.sm is not None
+        fetched = self.list_fetched.get(jid)
+        if fetched is not None and time.monotonic() - fetched <= self.stale_seconds:
+            return None
+        try:
+            await self.sm.refresh_device_list(NS, jid)
+            return None
+        except omemo.XMPPInteractionFailed as e:
+            log.warning("device list refresh for %s failed: %s", jid, short_error(e))
+            return short_error(e)
+
+    async def encrypt_for(self, to_bare: str, body: str) -> Dict[str, Any]:
+        assert self.sm is not None
+        async with self.lock:
+            refresh_errors = [err for err in [await self.maybe_refresh(to_bare), await self.maybe_refresh(self.own_bare)] if err]
+            try:
+                messages, errors = await self.sm.encrypt(frozenset([to_bare]), {NS: body.encode("utf-8")},
+                                                         identifier=to_bare)
+            except omemo.NoEligibleDevices as e:
+                raise CommandError(f"no eligible devices for {to_bare}"
+                                   + (f" (device list: {'; '.join(refresh_errors)})" if refresh_errors else "")
+                                   + self.problems_of(to_bare)) from e
+            except omemo.StillUndecided as e:
+                undecided = [f"{d.bare_jid}/{d.device_id} {fingerprint(d.identity_key)}"
+                             for jid in (to_bare, self.own_bare) for d in await self.sm.get_device_information(jid)
+                             if d.trust_level_name == TRUST_UNDECIDED and d.device_id != self.own_device_id]
+                raise CommandError(f"undecided trust (trust mode {self.trust_mode}): {', '.join(undecided)}") from e
+        message = next(m for m in messages if m.namespace == NS)
+        rids = {k.device_id for k, _ in message.keys}
+        skipped = [{"jid": jid, "device_id": dev, "error": self.peer_problems.get(f"{jid}/{dev}", "not encrypted for")}
+                   for jid in (to_bare, self.own_bare) for dev in await self.active_listed(jid)
+                   if dev not in rids and not (jid == self.own_bare and dev == self.own_device_id)]
+        return {
+            "encrypted": oldmemo_etree.serialize_message(message),
+            "rids": sorted(k.device_id for k, _ in message.keys),
+            "prekey_rids": sorted(k.device_id for k, kex in message.keys if kex is not None),
+            "errors": [{"jid": err.bare_jid, "device_id": err.device_id, "error": short_error(err.exception)}
+                       for err in errors],
+            "skipped": skipped,
+        }
+
+    async def active_listed(self, jid: str) -> List[int]:
+        """Device ids in the library's cached device list of `jid` that are still in the published list."""
+        listed = (await self.storage.load_list(f"/devices/{jid}/list", int)).maybe([])
+        out = []
+        for dev in listed:
+            active = (await self.storage.load_dict(f"/devices/{jid}/{dev}/active", bool)).maybe({})
+            if active.get(NS, False):
+                out.append(dev)
+        return sorted(out)
+
+    def problems_of(self, jid: str) -> str:
+        found = [f"{k}: {v}" for k, v in self.peer_problems.items() if k.startswith(jid + "/")]
+        return f" [{'; '.join(found)}]" if found else ""
+
+    async def cmd_send(self, cmd: Dict[str, Any], ref: Any) -> None:
+        to, body = require_str(cmd, "to"), require_str(cmd, "body")
+        to_bare = JID(to).bare
+        result = await self.encrypt_for(to_bare, body)
+        receipt = bool(cmd.get("receipt", False))
+        kept = copy.deepcopy(result["encrypted"])
+        stanza_id = self.send_encrypted_stanza(to, result["encrypted"], cmd.get("id"), receipt)
+        self.last_sent[to_bare] = {"encrypted": kept, "receipt": receipt, "to": to}
+        emit({"event": "sent", "ref": ref, "id": stanza_id, "to": to, "rids": result["rids"],
+              "prekey_rids": result["prekey_rids"], "errors": result["errors"], "skipped": result["skipped"]})
+
+    async def cmd_send_plain(self, cmd: Dict[str, Any], ref: Any) -> None:
+        to, body = require_str(cmd, "to"), require_str(cmd, "body")
+        msg = self.xmpp.make_message(mto=to, mtype=cmd.get("type", "chat"), mbody=body)
+        msg["id"] = cmd.get("id") or self.xmpp.new_id()
+        if cmd.get("receipt"):
+            ET.SubElement(msg.xml, f"{{{RECEIPTS}}}request")
+        msg.send()
+        emit({"event": "sent", "ref": ref, "id": str(msg["id"]), "to": to})
+
+    async def cmd_send_corrupted(self, cmd: Dict[str, Any], ref: Any) -> None:
+        to, body = require_str(cmd, "to"), require_str(cmd, "body")
+        what = cmd.get("what", "payload")
+        if what not in ("payload", "key"):
+            raise CommandError("what must be 'payload' or 'key'")
+        if not body:
+            raise CommandError("send_corrupted needs a non-empty body (an empty one has no payload)")
+        result = await self.encrypt_for(JID(to).bare, body)
+        encrypted: ET.Element = result["encrypted"]
+        if what == "payload":
+            payload = encrypted.find(f"{{{NS}}}payload")
+            assert payload is not None and payload.text
+            data = bytearray(base64.b64decode(payload.text))
+            data[len(data) // 2] ^= 0x01
+            payload.text = base64.b64encode(bytes(data)).decode("ascii")
+        else:
+            for key in encrypted.iter(f"{{{NS}}}key"):
+                key.text = base64.b64encode(corrupt_key(base64.b64decode(key.text or ""),
+                                                        key.get("prekey") in ("true", "1"))).decode("ascii")
+        stanza_id = self.send_encrypted_stanza(to, encrypted, cmd.get("id"), bool(cmd.get("receipt", False)))
+        emit({"event": "sent", "ref": ref, "id": stanza_id, "to": to, "rids": result["rids"],
+              "prekey_rids": result["prekey_rids"], "errors": result["errors"], "corrupted": what})
+
+    async def cmd_replay_last(self, cmd: Dict[str, Any], ref: Any) -> None:
+        to = require_str(cmd, "to")
+        last = self.last_sent.get(JID(to).bare)
+        if last is None:
+            raise CommandError(f"nothing was sent to {JID(to).bare} yet")
+        stanza_id = self.send_encrypted_stanza(to, copy.deepcopy(last["encrypted"]), cmd.get("id"), last["receipt"])
+        emit({"event": "sent", "ref": ref, "id": stanza_id, "to": to, "replayed": True})
+
+    async def cmd_subscribe(self, cmd: Dict[str, Any], ref: Any) -> None:
+        to = JID(require_str(cmd, "to")).bare
+        self.xmpp.send_presence(pto=to, ptype="subscribe")
+        emit({"event": "result", "ref": ref, "cmd": "subscribe", "to": to})
+
+    async def cmd_refresh(self, cmd: Dict[str, Any], ref: Any) -> None:
+        assert self.sm is not None
+        jid = JID(require_str(cmd, "jid")).bare
+        async with self.lock:
+            await self.sm.refresh_device_list(NS, jid)
+        await self.cmd_devices({"jid": jid}, ref, "refresh")
+
+    async def cmd_devices(self, cmd: Dict[str, Any], ref: Any, name: str = "devices") -> None:
+        assert self.sm is not None and self.backend is not None
+        jid = JID(require_str(cmd, "jid")).bare
+        out = []
+        async with self.lock:
+            for dev in sorted(await self.sm.get_device_information(jid), key=lambda d: d.device_id):
+                session = await self.backend.load_session(jid, dev.device_id)
+                out.append({
+                    "device_id": dev.device_id,
+                    "fingerprint": fingerprint(dev.identity_key),
+                    "trust": dev.trust_level_name,
+                    "active": dict(dev.active).get(NS, False),
+                    "session": session is not None,
+                    "own": jid == self.own_bare and dev.device_id == self.own_device_id,
+                })
+            listed = await self.active_listed(jid)
+        problems = {k.split("/")[-1]: v for k, v in self.peer_problems.items() if k.startswith(jid + "/")}
+        emit({"event": "result", "ref": ref, "cmd": name, "jid": jid, "devices": out, "listed": listed,
+              "problems": problems})
+
+    async def cmd_trust(self, cmd: Dict[str, Any], ref: Any) -> None:
+        assert self.sm is not None
+        jid = JID(require_str(cmd, "jid")).bare
+        level = cmd.get("level", TRUST_VERIFIED)
+        if level not in TRUST_LEVELS:
+            raise CommandError(f"level must be one of {sorted(TRUST_LEVELS)}")
+        async with self.lock:
+            devices = await self.sm.get_device_information(jid)
+            chosen = [d for d in devices if d.device_id == cmd.get("device_id")
+                      or (cmd.get("fingerprint") and fingerprint(d.identity_key) == str(cmd["fingerprint"]).lower())]
+            if not chosen:
+                raise CommandError(f"no such device of {jid}")
+            for d in chosen:
+                await self.sm.set_trust(jid, d.identity_key, level)
+        emit({"event": "result", "ref": ref, "cmd": "trust", "jid": jid,
+              "device_ids": [d.device_id for d in chosen], "level": level})
+
+    async def cmd_set(self, cmd: Dict[str, Any], ref: Any) -> None:
+        if "auto_receipts" in cmd:
+            self.auto_receipts = bool(cmd["auto_receipts"])
+        if "trust" in cmd:
+            if cmd["trust"] not in ("blind", "manual"):
+                raise CommandError("trust must be blind or manual")
+            self.trust_mode = cmd["trust"]
+        if "stale_seconds" in cmd:
+            self.stale_seconds = float(cmd["stale_seconds"])
+        emit({"event": "result", "ref": ref, "cmd": "set", "auto_receipts": self.auto_receipts,
+              "trust": self.trust_mode, "stale_seconds": self.stale_seconds})
+
+    async def cmd_info(self, _cmd: Dict[str, Any], ref: Any) -> None:
+        assert self.sm is not None and self.backend is not None
+        async with self.lock:
+            own, others = await self.sm.get_own_device_information()
+            bundle = await self.backend.get_bundle(self.own_bare, own.device_id)
+        emit({"event": "result", "ref": ref, "cmd": "info", "jid": self.own_bare, "device_id": own.device_id,
+              "fingerprint": fingerprint(own.identity_key), "own_devices": sorted(d.device_id for d in others),
+              "prekeys": len(bundle.pre_key_ids), "signed_prekey_id": bundle.signed_pre_key_id,
+              "state_writes": self.storage.writes})
+
+    async def stop(self) -> None:
+        self.stopping = True
+        try:
+            self.xmpp.send_presence(ptype="unavailable")
+            await asyncio.wait_for(self.xmpp.disconnect(wait=2.0), timeout=5)
+        except Exception as e:
+            log.info("disconnect: %s", short_error(e))
+        self.finish(0)
+
+    # ---------------------------------------------------------------- main
+
+    async def run(self) -> int:
+        tasks = [asyncio.ensure_future(t) for t in (self.stdin_reader(), self.command_worker(), self.inbox_worker())]
+        self.xmpp.connect(address=self.address, force_starttls=False, disable_starttls=True)
+        try:
+            waiter = asyncio.ensure_future(self.ready.wait())
+            finished, _ = await asyncio.wait({waiter, self.done}, timeout=self.args.connect_timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            if not finished:
+                waiter.cancel()
+                emit({"event": "fatal", "error": f"not ready within {self.args.connect_timeout} s "
+                                                 f"(server {self.address[0]}:{self.address[1]})"})
+                self.finish(1)
+            return await self.done
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
+class CommandError(Exception):
+    pass
+
+
+def require_str(cmd: Dict[str, Any], key: str) -> str:
+    value = cmd.get(key)
+    if not isinstance(value, str):
+        raise CommandError(f"'{key}' (a string) is required")
+    return value
+
+
+def corrupt_key(raw: bytes, prekey: bool) -> bytes:
+    """Flips one bit inside the AES-CBC ciphertext of a Signal (Pre)WhisperMessage, leaving the framing
+    intact so that the receiver reaches the MAC check. WhisperMessage = 0x33 || protobuf || mac(8); the
+    protobuf's last field is the ciphertext, so the byte before the MAC belongs to it."""
+    if prekey:
+        kex = OMEMOKeyExchange.FromString(raw[1:])
+        inner = bytearray(kex.message)
+        inner[-9] ^= 0x01
+        kex.message = bytes(inner)
+        return raw[:1] + kex.SerializeToString()
+    data = bytearray(raw)
+    data[-9] ^= 0x01
+    return bytes(data)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jid", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--service", required=True, help="HOST:PORT of the server's c2s listener (plain TCP)")
+    parser.add_argument("--resource", default="dev" + secrets.token_hex(3))
+    parser.add_argument("--state", required=True, help="directory for this device's state (omemo-state.json)")
+    parser.add_argument("--trust", choices=("blind", "manual"), default="blind")
+    parser.add_argument("--auto-receipts", choices=("yes", "no"), default="yes")
+    parser.add_argument("--stale-seconds", type=float, default=30.0,
+                        help="refetch a contact's device list before sending when older than this")
+    parser.add_argument("--connect-timeout", type=float, default=30.0)
+    parser.add_argument("--log-level", default=os.environ.get("OMEMO_USER_LOG", "INFO"))
+    args = parser.parse_args()
+
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format=f"%(asctime)s {args.jid}/{args.resource} %(levelname)s %(name)s: %(message)s")
+    if args.log_level.upper() != "DEBUG":
+        for noisy in ("slixmpp", "omemo", "oldmemo", "x3dh", "doubleratchet"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    async def amain() -> int:
+        return await OmemoUser(args).run()
+
+    try:
+        return asyncio.run(amain())
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
