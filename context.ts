@@ -145,7 +145,16 @@ export class Gateway {
       bots: config.bots.map((b) => ({ jid: this.addressing.botJid(b.localpart), name: b.localpart })),
     });
     this.presence = new PresenceService({ send, subs: this.subscriptions, disco: this.disco, caps, addressing: this.addressing, log: log.child({ subsystem: 'presence' }) });
-    this.pubsub = new PubsubService({ store: new PubsubStore(this.keystore), presence: this.presence, send, request, log: log.child({ subsystem: 'pubsub' }) });
+    this.pubsub = new PubsubService({
+      store: new PubsubStore(this.keystore),
+      presence: this.presence,
+      send,
+      request,
+      log: log.child({ subsystem: 'pubsub' }),
+      beforeRead: async (owner, node) => {
+        for (const e of this.engines.all()) if (e.ownsNode?.(node)) await e.ensureIdentity(owner);
+      },
+    });
     pubsubRef = this.pubsub;
     const pgp = this.pgp;
     if (pgp) {
@@ -369,6 +378,12 @@ export class Gateway {
 
   async #onOnline(): Promise<void> {
     for (const e of this.engines.all()) e.onConnectionChange?.(true);
+    // Bots exist from the start: their identities (device lists, bundles, keys) are published now.
+    for (const b of this.config.bots) {
+      for (const e of this.engines.all()) {
+        await e.ensureIdentity(this.addressing.botJid(b.localpart)).catch((err) => this.log.error({ err, bot: b.localpart, protocol: e.id }, 'identity creation failed'));
+      }
+    }
     await this.presence.onConnected();
     this.sender.kick();
   }

@@ -15,7 +15,11 @@ const REDACT = [
 
 /** A stanza as a log field: routing facts and the namespace of its payload, never its content. */
 export function stanzaSummary(el: Element): Record<string, unknown> {
-  const payload = el.getChildElements().map((c) => c.attrs.xmlns ?? c.name);
+  const payload = el.getChildElements().map((c) => {
+    const ns = c.attrs.xmlns ?? c.name;
+    const node = c.getChild('items')?.attrs.node; // pubsub node names are public protocol facts
+    return node ? `${ns} ${node}` : ns;
+  });
   return { name: el.name, id: el.attrs.id, type: el.attrs.type, from: el.attrs.from, to: el.attrs.to, payload };
 }
 

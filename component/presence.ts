@@ -87,9 +87,14 @@ export class PresenceService {
         }
         return;
       }
-      case 'subscribed':
+      case 'subscribed': {
+        const before = this.#subs.get(local, fromBare);
         this.#subs.update(local, fromBare, { to: true, pendingOut: false });
+        // Now that the contact's server lets us follow them, send our presence (with caps) again:
+        // their PEP service takes our +notify interest from presence received under a subscription.
+        if (!before.to && before.from) await this.#send(await this.presenceFor(local, fromBare));
         return;
+      }
       case 'unsubscribe':
         // RFC 6121 §3.3.3: the contact's side updates its state and goes unavailable for the user.
         this.#subs.update(local, fromBare, { from: false });

@@ -25,6 +25,11 @@ export interface PubsubDeps {
   request: (iq: Element, timeoutMs?: number) => Promise<Element>;
   log: Logger;
   fetchTimeoutMs?: number;
+  /**
+   * Called before serving a read of `node` on hosted JID `owner`: identities are created on first
+   * use, and a peer fetching a proxy's device list is such a use.
+   */
+  beforeRead?: (owner: string, node: string) => Promise<void>;
 }
 
 const NOT_OFFERED = new Set(['item-not-found', 'service-unavailable', 'feature-not-implemented', 'forbidden', 'not-authorized', 'not-allowed', 'registration-required', 'subscription-required']);
@@ -42,7 +47,11 @@ export class PubsubService implements PubsubPort {
   }
 
   register(router: Router): void {
-    router.iq('get', NS_PUBSUB, 'pubsub', (ctx) => this.#handleGet(ctx));
+    router.iq('get', NS_PUBSUB, 'pubsub', async (ctx) => {
+      const node = ctx.payload.getChild('items')?.attrs.node;
+      if (node && ctx.address.kind !== 'domain') await this.#d.beforeRead?.(ctx.address.local, String(node));
+      return this.#handleGet(ctx);
+    });
     router.iq('set', NS_PUBSUB, 'pubsub', (ctx) => this.#handleSet(ctx));
   }
 

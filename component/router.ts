@@ -63,6 +63,7 @@ export class Router {
 
   /** Handles one inbound stanza; never throws. */
   async handle(el: Element): Promise<void> {
+    if (this.#log.isLevelEnabled('trace')) this.#log.trace({ stanza: stanzaSummary(el) }, 'stanza in');
     try {
       await this.#dispatch(el);
     } catch (e) {

@@ -65,7 +65,7 @@ export class TestGateway {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'gw-test-'));
     const config = validateConfig(rawConfig(server, dir, opts));
     const logs = new LogCapture();
-    const gateway = new Gateway(config, { log: createLogger('debug', logs), keystore: { kdf: TEST_KDF } });
+    const gateway = new Gateway(config, { log: createLogger(process.env.GW_TEST_LEVEL ?? 'debug', logs), keystore: { kdf: TEST_KDF } });
     await gateway.start();
     const t = new TestGateway(gateway, config, dir, logs, !opts.dir);
     await t.waitOnline();
