@@ -116,6 +116,17 @@ describe('python-omemo user and a bot through Prosody and the gateway', () => {
     }
   });
 
+  test('the `fingerprints` command lists the bots a user is subscribed to, matching what the user sees', async () => {
+    await bob.sendPlain(gw.domain, 'fingerprints');
+    const reply = await bob.waitForMessage((m) => m.from === gw.domain && /OMEMO device/.test(m.body ?? ''), 10000, 'fingerprints reply');
+    assert.equal(reply.encrypted, false);
+    const [dev] = await bob.devices(bot);
+    assert.match(reply.body!, new RegExp(bot.replace(/[.]/g, '\\.')));
+    const grouped = dev!.fingerprint.replace(/^05/, '').replace(/(.{8})(?!$)/g, '$1 ');
+    assert.ok(reply.body!.includes(`OMEMO device ${dev!.device_id}: ${grouped}`), reply.body!);
+    assert.match(reply.body!, /OpenPGP \(XEP-0027\): [0-9A-F]{40}/);
+  });
+
   test('corrupted messages are rejected without harm, a replay is not delivered twice', async () => {
     const before = hook.messages().length;
     await bob.sendCorrupted(bot, 'corrupted payload', 'payload', { id: 'bad-payload' });
