@@ -3,6 +3,7 @@
 import { fastCryptoInstalled } from '../bridges/omemo/crypto-provider.js';
 import { benchLibrary, type Samples, type Sizes } from './omemo-library.js';
 import { fmtMs, summarize, table, type Stat } from './stats.js';
+import { pythonFigure, runPythonBench, type PythonResult } from './omemo-python.js';
 
 interface Row {
   label: string;
@@ -11,17 +12,20 @@ interface Row {
   devices: number;
   /** Target for ours, ms per message per device (median). */
   target?: number;
+  /** The same operation in python-omemo's benchmark, if it measures it. */
+  python?: { op: PythonResult['op']; mode: PythonResult['mode']; perDevice: boolean };
 }
 
 const ROWS: Row[] = [
-  { label: 'session build, initiator (bundle -> first PreKey msg)', key: 'buildInitiator', devices: 1, target: 10 },
+  { label: 'session build, initiator (bundle -> first PreKey msg)', key: 'buildInitiator', devices: 1, target: 10, python: { op: 'session_build', mode: '-', perDevice: false } },
   { label: 'session build, responder (first PreKey msg in)', key: 'buildResponder', devices: 1, target: 10 },
-  { label: 'encrypt, 1 device, steady (same chain)', key: 'encrypt1', devices: 1, target: 0.1 },
-  { label: 'decrypt, 1 device, steady (same chain)', key: 'decrypt1', devices: 1, target: 0.1 },
-  { label: 'encrypt, 3 devices, steady, per device', key: 'encrypt3', devices: 3, target: 0.1 },
-  { label: 'decrypt, 3 devices, steady, per device', key: 'decrypt3', devices: 3, target: 0.1 },
-  { label: 'encrypt, ping-pong (new sending chain)', key: 'encryptTurn', devices: 1, target: 1 },
-  { label: 'decrypt, ping-pong (ratchet turn)', key: 'decryptTurn', devices: 1, target: 1 },
+  { label: 'encrypt, 1 device, steady (same chain)', key: 'encrypt1', devices: 1, target: 0.1, python: { op: 'encrypt', mode: 'steady', perDevice: false } },
+  { label: 'decrypt, 1 device, steady (same chain)', key: 'decrypt1', devices: 1, target: 0.1, python: { op: 'decrypt', mode: 'steady', perDevice: false } },
+  { label: 'encrypt, 3 devices, steady, per device', key: 'encrypt3', devices: 3, target: 0.1, python: { op: 'encrypt', mode: 'steady', perDevice: true } },
+  // python's decrypt with 3 devices is already one device's decrypt.
+  { label: 'decrypt, 3 devices, steady, per device', key: 'decrypt3', devices: 3, target: 0.1, python: { op: 'decrypt', mode: 'steady', perDevice: false } },
+  { label: 'encrypt, ping-pong (new sending chain)', key: 'encryptTurn', devices: 1, target: 1, python: { op: 'encrypt', mode: 'ping-pong', perDevice: false } },
+  { label: 'decrypt, ping-pong (ratchet turn)', key: 'decryptTurn', devices: 1, target: 1, python: { op: 'decrypt', mode: 'ping-pong', perDevice: false } },
 ];
 
 const cell = (s: Stat): string => `${fmtMs(s.median)} / ${fmtMs(s.p90)}`;
@@ -38,6 +42,8 @@ export async function runOmemoBench(): Promise<boolean> {
   const { benchEngine } = await import('./omemo-engine.js');
   const ours = await benchEngine(oursSizes);
   const t2 = performance.now();
+  const py = runPythonBench();
+  const t3 = performance.now();
 
   let allMet = true;
   const rows = ROWS.map((r) => {
@@ -45,18 +51,21 @@ export async function runOmemoBench(): Promise<boolean> {
     const o = summarize(ours[r.key], r.devices);
     const met = r.target === undefined ? undefined : o.median <= r.target;
     if (met === false) allMet = false;
+    const p = py.bench && r.python ? pythonFigure(py.bench, r.python.op, r.devices, r.python.mode, r.python.perDevice) : null;
     return [
       r.label,
       cell(l),
       cell(o),
       `${(l.median / o.median).toFixed(1)}x`,
+      p ? `${fmtMs(p.median)} / ${fmtMs(p.p90)}` : '-',
+      p ? `${(p.median / o.median).toFixed(1)}x` : '-',
       r.target === undefined ? '' : `<= ${fmtMs(r.target)}`,
       met === undefined ? '' : met ? 'yes' : 'NO',
       `${l.n}/${o.n}`,
     ];
   });
   console.log('\nOMEMO (eu.siacs.conversations.axolotl) — median / p90 per operation');
-  console.log(table(['operation', 'library as shipped', 'gateway engine', 'speed-up', 'target', 'met', 'samples lib/ours'], rows));
+  console.log(table(['operation', 'library as shipped', 'gateway engine', 'speed-up', 'python-omemo', 'python/ours', 'target', 'met', 'samples lib/ours'], rows));
   console.log(`
 What the columns include:
   library as shipped: @privacyresearch/libsignal-protocol-typescript with its default WebCrypto (async)
@@ -70,8 +79,10 @@ What the columns include:
     curve, which dominates) from an in-memory pubsub (no network), and on the responder side the
     prekey replacement, bundle republication and the completion key transport. Ping-pong decrypts
     include the ratchet turn (2 X25519 + key generation).
+  python-omemo: ${py.bench ? `${py.bench.implementation} (Debian), test/interop/omemo_bench.py: SessionManager + oldmemo,
+    in-memory storage, no XML, no network; its session build is the initiator's from a parsed bundle.` : `not measured (${py.why ?? 'unavailable'}); install python3-omemo python3-oldmemo.`}
   3 devices: encrypt = one message to three devices; decrypt = each device decrypting it; per device = /3.
-  Wall time: library ${fmtMs(t1 - t0)}, engine ${fmtMs(t2 - t1)}. Times vary with machine load; medians over many samples.`);
+  Wall time: library ${fmtMs(t1 - t0)}, engine ${fmtMs(t2 - t1)}, python ${fmtMs(t3 - t2)}. Times vary with machine load; medians over many samples.`);
   console.log(allMet ? 'All OMEMO targets met.' : 'Some OMEMO targets NOT met.');
   return allMet;
 }
