@@ -44,6 +44,24 @@ export interface InboundRoutes {
   plaintextAllowed(local: string): boolean;
 }
 
+/** Payloads of end-to-end encryption this gateway does not run: their <body> is only a fallback notice. */
+const FOREIGN_E2EE: Array<[string, string, string]> = [
+  ['encrypted', 'urn:xmpp:omemo:2', 'OMEMO 2'],
+  ['encrypted', 'urn:xmpp:omemo:1', 'OMEMO 1'],
+  ['encrypted', 'eu.siacs.conversations.axolotl', 'OMEMO'],
+  ['openpgp', 'urn:xmpp:openpgp:0', 'OpenPGP for XMPP (OX)'],
+  ['x', 'jabber:x:encrypted', 'XEP-0027 OpenPGP'],
+];
+
+/** The name of an end-to-end encryption the stanza carries but no engine recognized, if any. */
+function foreignEncryption(stanza: Element): string | null {
+  for (const [name, ns, label] of FOREIGN_E2EE) if (stanza.getChild(name, ns)) return label;
+  const eme = stanza.getChild('encryption', 'urn:xmpp:eme:0');
+  if (eme) return String(eme.attrs.name ?? eme.attrs.namespace ?? 'an unknown encryption');
+  if (/^\?OTR/.test(stanza.getChildText('body') ?? '')) return 'OTR';
+  return null;
+}
+
 /** Failures the sender is told about; the others are quiet (not for us, replays). */
 const TELL_SENDER: ReadonlySet<DecryptFailure> = new Set(['malformed', 'no-session', 'unknown-prekey', 'bad-mac', 'unknown-key', 'wrong-key', 'bad-signature', 'distrusted', 'internal']);
 
@@ -137,6 +155,13 @@ export class BridgeCore {
       this.#contacts.setLastProtocol(local, fromBare, engine.id);
       msg = this.#message(ctx, local, result.body, engine.id, result.sender, receiptRequested);
     } else {
+      const foreign = foreignEncryption(stanza);
+      if (foreign) {
+        // Its body is a fallback notice, never the message: refuse, whatever the plaintext setting.
+        this.#metrics.messages.inc({ protocol: 'none', direction: 'in', result: 'unsupported_encryption' });
+        await this.#sendQuietly(errorReply(stanza, 'not-acceptable', `This gateway cannot decrypt ${foreign}. Use OMEMO (eu.siacs.conversations.axolotl) or XEP-0027 OpenPGP.`));
+        return;
+      }
       const body = stanza.getChildText('body');
       if (body === null) return; // chat states, receipts, markers: nothing to deliver
       if (!this.#routes.plaintextAllowed(local)) {

@@ -148,6 +148,13 @@ describe('identities, contacts and trust', () => {
     const proxy = await call('get', `/v1/identities/${encodeURIComponent('bob%example.org@gw.example.org')}`, { token: ADMIN });
     assert.equal(proxy.status, 200);
     assert.equal(proxy.body.jid, 'bob\\40example.org@gw.example.org');
+    // Created on first use: an OMEMO device and an OpenPGP key whose user ID is the escaped JID.
+    assert.equal(proxy.body.omemo.length, 1);
+    assert.match(proxy.body.omemo[0].fingerprint, /^[0-9a-f]{64}$/);
+    assert.match(proxy.body.pgp.fingerprint, /^[0-9A-F]{40}$/);
+    assert.match(proxy.body.pgp.public_key, /^-----BEGIN PGP PUBLIC KEY BLOCK-----/);
+    const again = await call('get', `/v1/identities/${encodeURIComponent('bob\\40example.org@gw.example.org')}`, { token: BOT });
+    assert.deepEqual(again.body, proxy.body, 'the same identity on the next call');
     assert.equal((await call('get', `/v1/identities/${encodeURIComponent('gw.example.org')}`, { token: BOT })).status, 404);
     assert.equal((await call('get', `/v1/identities/${encodeURIComponent('nobody@gw.example.org')}`, { token: BOT })).status, 404);
     assert.equal((await call('get', `/v1/identities/${encodeURIComponent('eve\\40evil.test@gw.example.org')}`, { token: BOT })).status, 403);
