@@ -9,6 +9,7 @@ import { GatewayError, toGatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import type { OutboxMessage, OutboxStore } from '../keystore/outbox-store.js';
 import type { OutboundSender, Encryption } from './outbound.js';
+import { KeyedWorker } from '../keyed-worker.js';
 
 /** Codes that retrying will not cure. */
 const PERMANENT = new Set([
@@ -45,84 +46,34 @@ export interface OutboxSenderOptions {
 export class OutboxSender {
   readonly #o: OutboxSenderOptions;
   readonly #bots: Map<string, BotConfig>;
-  readonly #busy = new Set<string>();
-  readonly #inflight = new Set<Promise<void>>();
-  #running = false;
-  #wake: (() => void) | null = null;
-  #loop: Promise<void> | null = null;
+  readonly #worker: KeyedWorker<OutboxMessage>;
 
   constructor(o: OutboxSenderOptions) {
     this.#o = o;
     this.#bots = new Map(o.bots.map((b) => [b.localpart, b]));
+    this.#worker = new KeyedWorker({
+      name: 'outbox',
+      // A line per (bot, recipient): a message waits while an earlier one to the same recipient retries.
+      pending: () => o.store.queued(1000).map((m) => ({ key: `${m.bot}\0${m.to}`, dueAt: m.nextAttemptAt, item: m })),
+      process: (m) => this.#send(m),
+      ready: o.isOnline,
+      concurrency: o.concurrency ?? 32,
+      log: o.log,
+    });
   }
 
   start(): void {
-    this.#running = true;
-    this.#loop = this.#run();
+    this.#worker.start();
   }
 
   /** Wakes the loop: a message was queued, or the component came online. */
   kick(): void {
-    this.#wake?.();
+    this.#worker.kick();
   }
 
   /** Stops taking new work and waits for sends in flight. */
-  async stop(): Promise<void> {
-    this.#running = false;
-    this.kick();
-    await this.#loop;
-    await Promise.allSettled([...this.#inflight]);
-  }
-
-  async #run(): Promise<void> {
-    const limit = this.#o.concurrency ?? 32;
-    while (this.#running) {
-      let nextAt = Infinity;
-      if (this.#o.isOnline()) {
-        try {
-          nextAt = this.#startDue(limit);
-        } catch (e) {
-          this.#o.log.error({ err: e }, 'outbox read failed');
-          nextAt = Date.now() + 1000;
-        }
-      }
-      if (!this.#running) break;
-      const wait = Number.isFinite(nextAt) ? Math.max(5, nextAt - Date.now()) : 30000;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(wait, 30000));
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#wake = null;
-    }
-  }
-
-  /** Starts every message that is the head of its (bot, recipient) line and due; returns when to look again. */
-  #startDue(limit: number): number {
-    const now = Date.now();
-    let nextAt = Infinity;
-    const seen = new Set<string>();
-    for (const m of this.#o.store.queued(1000)) {
-      const key = `${m.bot}\0${m.to}`;
-      if (seen.has(key)) continue; // only the head of each line
-      seen.add(key);
-      if (this.#busy.has(key)) continue;
-      if (m.nextAttemptAt > now) {
-        nextAt = Math.min(nextAt, m.nextAttemptAt);
-        continue;
-      }
-      if (this.#busy.size >= limit) return now + 5;
-      this.#busy.add(key);
-      const p = this.#send(m).finally(() => {
-        this.#busy.delete(key);
-        this.#inflight.delete(p);
-        this.kick();
-      });
-      this.#inflight.add(p);
-    }
-    return nextAt;
+  stop(): Promise<void> {
+    return this.#worker.stop();
   }
 
   async #send(m: OutboxMessage): Promise<void> {

@@ -7,6 +7,7 @@ import type { BotConfig } from '../config.js';
 import type { WebhookStore, Delivery } from '../keystore/webhook-store.js';
 import type { Metrics } from './metrics.js';
 import { signatureHeaders, signingKey } from './webhook-signing.js';
+import { KeyedWorker } from '../keyed-worker.js';
 
 export interface DispatcherOptions {
   store: WebhookStore;
@@ -20,83 +21,44 @@ export interface DispatcherOptions {
   baseDelayMs?: number;
   /** Deliveries in flight per bot (different senders). */
   concurrency?: number;
-  now?: () => number;
 }
 
 class BotWorker {
   readonly bot: BotConfig;
   readonly #d: DispatcherOptions;
   readonly #key: Buffer;
-  readonly #busy = new Set<string>();
-  readonly #inflight = new Set<Promise<void>>();
-  #running = false;
-  #wake: (() => void) | null = null;
-  #loop: Promise<void> | null = null;
+  readonly #worker: KeyedWorker<Delivery>;
 
   constructor(bot: BotConfig, d: DispatcherOptions) {
     this.bot = bot;
     this.#d = d;
     this.#key = signingKey(bot.webhook!.secret);
+    this.#worker = new KeyedWorker({
+      name: `webhook:${bot.localpart}`,
+      // A line per sender: only the head of each sender's line is attempted, so order is kept.
+      pending: () => d.store.heads(bot.localpart, 256).map((h) => ({ key: h.orderingKey, dueAt: h.nextAttemptAt, item: h })),
+      process: (h) => this.#attempt(h),
+      concurrency: d.concurrency ?? 8,
+      idleMs: 60000,
+      log: d.log,
+    });
   }
 
   start(): void {
-    this.#running = true;
-    this.#loop = this.#run();
+    this.#worker.start();
   }
 
   kick(): void {
-    this.#wake?.();
+    this.#worker.kick();
   }
 
-  async stop(): Promise<void> {
-    this.#running = false;
-    this.kick();
-    await this.#loop;
-    await Promise.allSettled([...this.#inflight]);
-  }
-
-  async #run(): Promise<void> {
-    const d = this.#d;
-    const limit = d.concurrency ?? 8;
-    while (this.#running) {
-      let nextAt = Infinity;
-      try {
-        const now = (d.now ?? Date.now)();
-        for (const h of d.store.heads(this.bot.localpart, 256)) {
-          if (this.#busy.has(h.orderingKey)) continue;
-          if (h.nextAttemptAt > now) {
-            nextAt = Math.min(nextAt, h.nextAttemptAt);
-            continue;
-          }
-          if (this.#busy.size >= limit) break;
-          this.#busy.add(h.orderingKey);
-          const p = this.#attempt(h).finally(() => {
-            this.#busy.delete(h.orderingKey);
-            this.#inflight.delete(p);
-            this.kick();
-          });
-          this.#inflight.add(p);
-        }
-      } catch (e) {
-        d.log.error({ err: e, bot: this.bot.localpart }, 'webhook queue read failed');
-        nextAt = Date.now() + 1000;
-      }
-      if (!this.#running) break;
-      const wait = Number.isFinite(nextAt) ? Math.max(10, nextAt - (d.now ?? Date.now)()) : 60000;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(wait, 60000));
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#wake = null;
-    }
+  stop(): Promise<void> {
+    return this.#worker.stop();
   }
 
   async #attempt(h: Delivery): Promise<void> {
     const d = this.#d;
-    const now = (d.now ?? Date.now)();
+    const now = Date.now();
     const body = d.store.payload(h.id);
     if (body === null) {
       d.store.markDead(h.id, 'payload missing');

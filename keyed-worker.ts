@@ -1,0 +1,109 @@
+// A worker for durable queues whose items form lines by key (a bot and a recipient; a bot and a
+// sender): items of one line go strictly in order, one at a time, while different lines proceed
+// concurrently up to a limit. The loop sleeps until the earliest retry time or until kick().
+import type { Logger } from 'pino';
+
+export interface QueuedItem<T> {
+  key: string;
+  /** When it may be attempted (ms since epoch). */
+  dueAt: number;
+  item: T;
+}
+
+export interface KeyedWorkerOptions<T> {
+  /** Pending items oldest first; only the first of each key is considered (the head of its line). */
+  pending: () => Array<QueuedItem<T>>;
+  process: (item: T) => Promise<void>;
+  /** Whether work may be done now (e.g. the component is connected). */
+  ready?: () => boolean;
+  concurrency: number;
+  /** Longest sleep with nothing due (a safety net; kick() is the normal wake-up). */
+  idleMs?: number;
+  log: Logger;
+  name: string;
+}
+
+export class KeyedWorker<T> {
+  readonly #o: KeyedWorkerOptions<T>;
+  readonly #busy = new Set<string>();
+  readonly #inflight = new Set<Promise<void>>();
+  #running = false;
+  #wake: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+
+  constructor(o: KeyedWorkerOptions<T>) {
+    this.#o = o;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** New work, or the conditions changed: look again now. */
+  kick(): void {
+    this.#wake?.();
+  }
+
+  /** Stops taking work and waits for what is in flight. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.kick();
+    await this.#loop;
+    await Promise.allSettled([...this.#inflight]);
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      let nextAt = Infinity;
+      if (this.#o.ready?.() ?? true) {
+        try {
+          nextAt = this.#startDue();
+        } catch (e) {
+          this.#o.log.error({ err: e, worker: this.#o.name }, 'queue read failed');
+          nextAt = Date.now() + 1000;
+        }
+      }
+      if (!this.#running) break;
+      const idle = this.#o.idleMs ?? 30000;
+      const wait = Number.isFinite(nextAt) ? Math.min(idle, Math.max(5, nextAt - Date.now())) : idle;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wait);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  /** Starts every due head of a line that is not busy; returns when to look again. */
+  #startDue(): number {
+    const now = Date.now();
+    let nextAt = Infinity;
+    const seen = new Set<string>();
+    for (const q of this.#o.pending()) {
+      if (seen.has(q.key)) continue;
+      seen.add(q.key);
+      if (this.#busy.has(q.key)) continue;
+      if (q.dueAt > now) {
+        nextAt = Math.min(nextAt, q.dueAt);
+        continue;
+      }
+      if (this.#busy.size >= this.#o.concurrency) return now + 5;
+      this.#busy.add(q.key);
+      const p = this.#o
+        .process(q.item)
+        .catch((e) => this.#o.log.error({ err: e, worker: this.#o.name }, 'queue item failed'))
+        .finally(() => {
+          this.#busy.delete(q.key);
+          this.#inflight.delete(p);
+          this.kick();
+        });
+      this.#inflight.add(p);
+    }
+    return nextAt;
+  }
+}
