@@ -1,7 +1,13 @@
 // `npm run bench`: runs every benchmark in turn (bounded: each well under a minute on 2 cores).
 import { runOmemoBench } from './omemo.js';
+import { runPgpBench } from './pgp.js';
+import { runBridgeBench } from './bridge.js';
 
-const benches: Array<{ name: string; run: () => Promise<boolean> }> = [{ name: 'omemo', run: () => runOmemoBench() }];
+const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
+  { name: 'omemo', run: () => runOmemoBench() },
+  { name: 'pgp', run: async () => (await runPgpBench(), true) },
+  { name: 'bridge', run: () => runBridgeBench() },
+];
 
 const only = process.argv.slice(2);
 let ok = true;

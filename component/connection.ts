@@ -168,6 +168,9 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     } finally {
       clearTimeout(timer);
     }
+    // Every write is a whole stanza, often the answer to one just read: Nagle's algorithm only holds
+    // it back until the server acknowledges the previous one, which a delayed ACK makes up to 40 ms.
+    entity.socket?.setNoDelay(true);
     this.#online = true;
     this.lastError = null;
     this.#opts.metrics.componentConnected.set(1);

@@ -27,6 +27,8 @@ declare module '@xmpp/component-core' {
     timeout: number;
     options: { service: string; domain: string };
     jid: { toString(): string } | null;
+    /** The TCP socket while connected (@xmpp/connection). */
+    socket: import('node:net').Socket | null;
     start(): Promise<unknown>;
     stop(): Promise<unknown>;
     connect(service: string): Promise<void>;

@@ -52,6 +52,8 @@ export interface OmemoUserOptions {
   /** Refetch a contact's device list before sending when it is older than this (default 30 s). */
   staleSeconds?: number;
   readyTimeoutMs?: number;
+  /** Another entry point speaking the same protocol and command line (e.g. bench/bridge_omemo_user.py). */
+  script?: string;
 }
 
 export interface OmemoEvent {
@@ -137,7 +139,7 @@ export class PythonOmemoUser {
     const ownsState = !opts.stateDir;
     const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), `omemo-${localpart}-${resource}-`));
     const args = [
-      OMEMO_USER_SCRIPT,
+      opts.script ?? OMEMO_USER_SCRIPT,
       '--jid', jid,
       '--password', password,
       '--service', `127.0.0.1:${server.c2sPort}`,

@@ -13,6 +13,8 @@ export interface ProsodyOptions {
   extraDomains?: string[];
   componentDomain?: string;
   componentSecret?: string;
+  /** Prosody's network_settings.nagle; unset leaves Prosody's default (Nagle's algorithm on). */
+  nagle?: boolean;
 }
 
 const PROSODY = process.env.PROSODY_BIN ?? '/usr/bin/prosody';
@@ -30,6 +32,7 @@ export class Prosody {
   readonly domains: string[];
   readonly componentDomain: string;
   readonly componentSecret: string;
+  readonly nagle: boolean | undefined;
   c2sPort = 0;
   componentPort = 0;
   #proc: ChildProcess | null = null;
@@ -41,6 +44,7 @@ export class Prosody {
     this.domains = [this.domain, ...(opts.extraDomains ?? [])];
     this.componentDomain = opts.componentDomain ?? `gw.${this.domain}`;
     this.componentSecret = opts.componentSecret ?? 'component-secret-for-tests';
+    this.nagle = opts.nagle;
   }
 
   static async start(opts: ProsodyOptions = {}): Promise<Prosody> {
@@ -92,6 +96,7 @@ storage = "internal"
 modules_enabled = { "roster"; "saslauth"; "disco"; "pep"; "ping"; "carbons"; "blocklist"; "vcard_legacy"; "offline" }
 modules_disabled = { "s2s"; "tls"; "posix" }
 limits = { c2s = { rate = "10mb/s"; burst = "10mb" }; component = { rate = "10mb/s"; burst = "10mb" } }
+${this.nagle === undefined ? '' : `network_settings = { nagle = ${this.nagle} }`}
 ${hosts}
 Component "${this.componentDomain}"
   component_secret = "${this.componentSecret}"
