@@ -1,7 +1,7 @@
 // `npm run bench`: runs every benchmark in turn (bounded: each well under a minute on 2 cores).
 import { runOmemoBench } from './omemo.js';
 
-const benches: Array<{ name: string; run: () => Promise<boolean> }> = [{ name: 'omemo', run: () => runOmemoBench() }];
+const benches: Array<{ name: string; run: () => Promise<boolean> }> = [{ name: 'omemo', run: () => runOmemoBench() }, { name: 'bots', run: async () => (await import('./bots.js')).runBotsBench() }];
 
 const only = process.argv.slice(2);
 let ok = true;
