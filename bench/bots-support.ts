@@ -1,0 +1,189 @@
+// Helpers for the bots benchmark: processes seen through /proc (pid, CPU time, RSS), the gateway's
+// Prometheus text parsed into numbers, histogram quantiles, a least-squares slope, and a keep-alive
+// HTTP poster for POST /v1/messages.
+import { Agent, request } from 'node:http';
+import { readdirSync, readFileSync } from 'node:fs';
+
+// ---- /proc ----
+
+/** The pid of the first process whose command line contains `needle` (not this process), or null. */
+export function findPid(needle: string): number | null {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (cmd.includes(needle)) return Number(name);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return null;
+}
+
+const CLK_TCK = 100; // USER_HZ on Linux
+
+/** User + system CPU seconds used so far by `pid` (null if it is gone). */
+export function cpuSeconds(pid: number | null): number | null {
+  if (pid === null) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 (utime, stime)
+  } catch {
+    return null;
+  }
+}
+
+/** Busy and total CPU time of the whole machine so far (all cores, in USER_HZ ticks), from /proc/stat. */
+export function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const sum = f.reduce((a, b) => a + b, 0);
+  return { busy: (sum - idle) / CLK_TCK, total: sum / CLK_TCK };
+}
+
+/** Resident set size of `pid` in bytes (VmRSS), or null. */
+export function rssBytes(pid: number | null): number | null {
+  if (pid === null) return null;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---- Prometheus text ----
+
+export type Samples = Map<string, number>;
+
+/** `name{labels} value` lines into a map keyed by `name{labels}` exactly as written. */
+export function parseProm(text: string): Samples {
+  const out: Samples = new Map();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+  }
+  return out;
+}
+
+export async function scrape(baseUrl: string): Promise<Samples> {
+  const r = await fetch(`${baseUrl}/metrics`);
+  return parseProm(await r.text());
+}
+
+/** Sum of every series of metric `name` (any labels) that matches `labelFilter`. */
+export function total(s: Samples, name: string, labelFilter = ''): number {
+  let n = 0;
+  for (const [k, v] of s) if ((k === name || k.startsWith(`${name}{`)) && k.includes(labelFilter)) n += v;
+  return n;
+}
+
+export interface Histogram {
+  /** Cumulative counts per upper bound, ascending (+Inf last). */
+  buckets: Array<{ le: number; count: number }>;
+  sum: number;
+  count: number;
+}
+
+export function histogram(s: Samples, name: string): Histogram {
+  const buckets: Array<{ le: number; count: number }> = [];
+  for (const [k, v] of s) {
+    const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\}$`).exec(k);
+    if (m) buckets.push({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: v });
+  }
+  buckets.sort((a, b) => a.le - b.le);
+  return { buckets, sum: s.get(`${name}_sum`) ?? 0, count: s.get(`${name}_count`) ?? 0 };
+}
+
+/** `after - before`, bucket by bucket: the observations made between two scrapes. */
+export function histDiff(after: Histogram, before: Histogram): Histogram {
+  return {
+    buckets: after.buckets.map((b, i) => ({ le: b.le, count: b.count - (before.buckets[i]?.count ?? 0) })),
+    sum: after.sum - before.sum,
+    count: after.count - before.count,
+  };
+}
+
+/** The q-quantile, interpolated linearly inside its bucket (as Prometheus' histogram_quantile). */
+export function histQuantile(h: Histogram, q: number): number {
+  if (h.count <= 0) return NaN;
+  const rank = q * h.count;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const b of h.buckets) {
+    if (b.count >= rank) {
+      if (b.le === Infinity) return prevLe;
+      return prevLe + ((b.le - prevLe) * (rank - prevCount)) / Math.max(1, b.count - prevCount);
+    }
+    prevLe = b.le;
+    prevCount = b.count;
+  }
+  return prevLe;
+}
+
+// ---- numbers ----
+
+/** Least-squares slope of y over x. */
+export function slope(points: Array<{ x: number; y: number }>): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  const mx = points.reduce((a, p) => a + p.x, 0) / n;
+  const my = points.reduce((a, p) => a + p.y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.x - mx) * (p.y - my);
+    den += (p.x - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+/** The q-quantile of already sorted numbers (nearest rank). */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+// ---- HTTP ----
+
+/** POSTs JSON over kept-alive connections (node:http: lighter per request than fetch). */
+export class Poster {
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  readonly #host: string;
+  readonly #port: number;
+
+  constructor(baseUrl: string) {
+    const u = new URL(baseUrl);
+    this.#host = u.hostname;
+    this.#port = Number(u.port);
+  }
+
+  /** Resolves with the status code (0 on a network error). The answer's body is read and dropped. */
+  post(path: string, token: string, json: string): Promise<number> {
+    return new Promise((resolve) => {
+      const req = request(
+        {
+          agent: this.#agent,
+          host: this.#host,
+          port: this.#port,
+          method: 'POST',
+          path,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+          res.on('error', () => resolve(0));
+        },
+      );
+      req.on('error', () => resolve(0));
+      req.end(json);
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
