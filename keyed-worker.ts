@@ -14,6 +14,11 @@ export interface KeyedWorkerOptions<T> {
   /** Pending items oldest first; only the first of each key is considered (the head of its line). */
   pending: () => Array<QueuedItem<T>>;
   process: (item: T) => Promise<void>;
+  /**
+   * The next pending item of one line, looked up directly (an indexed query): lets a line with a
+   * backlog go on without a rescan of every pending item after each one.
+   */
+  nextInLine?: (key: string) => QueuedItem<T> | undefined;
   /** Whether work may be done now (e.g. the component is connected). */
   ready?: () => boolean;
   concurrency: number;
@@ -94,16 +99,29 @@ export class KeyedWorker<T> {
       }
       if (this.#busy.size >= this.#o.concurrency) return now + 5;
       this.#busy.add(q.key);
-      const p = this.#o
-        .process(q.item)
-        .catch((e) => this.#o.log.error({ err: e, worker: this.#o.name }, 'queue item failed'))
-        .finally(() => {
-          this.#busy.delete(q.key);
-          this.#inflight.delete(p);
-          this.kick();
-        });
+      const p = this.#drainLine(q).finally(() => {
+        this.#busy.delete(q.key);
+        this.#inflight.delete(p);
+        this.kick();
+      });
       this.#inflight.add(p);
     }
     return nextAt;
+  }
+
+  /** Processes `first`, then the rest of its line while items are due (the line stays busy). */
+  async #drainLine(first: QueuedItem<T>): Promise<void> {
+    let q: QueuedItem<T> | undefined = first;
+    while (q) {
+      try {
+        await this.#o.process(q.item);
+      } catch (e) {
+        this.#o.log.error({ err: e, worker: this.#o.name }, 'queue item failed');
+        return;
+      }
+      if (!this.#running || !this.#o.nextInLine || !(this.#o.ready?.() ?? true)) return;
+      const next = this.#o.nextInLine(q.key);
+      q = next && next.dueAt <= Date.now() ? next : undefined;
+    }
   }
 }

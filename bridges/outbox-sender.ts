@@ -56,6 +56,11 @@ export class OutboxSender {
       // A line per (bot, recipient): a message waits while an earlier one to the same recipient retries.
       pending: () => o.store.queued(1000).map((m) => ({ key: `${m.bot}\0${m.to}`, dueAt: m.nextAttemptAt, item: m })),
       process: (m) => this.#send(m),
+      nextInLine: (key) => {
+        const [bot, to] = key.split('\0') as [string, string];
+        const m = o.store.nextInLine(bot, to);
+        return m ? { key, dueAt: m.nextAttemptAt, item: m } : undefined;
+      },
       ready: o.isOnline,
       concurrency: o.concurrency ?? 32,
       log: o.log,

@@ -38,6 +38,10 @@ class BotWorker {
       // A line per sender: only the head of each sender's line is attempted, so order is kept.
       pending: () => d.store.heads(bot.localpart, 256).map((h) => ({ key: h.orderingKey, dueAt: h.nextAttemptAt, item: h })),
       process: (h) => this.#attempt(h),
+      nextInLine: (key) => {
+        const h = d.store.nextInLine(bot.localpart, key);
+        return h ? { key, dueAt: h.nextAttemptAt, item: h } : undefined;
+      },
       concurrency: d.concurrency ?? 8,
       idleMs: 60000,
       log: d.log,

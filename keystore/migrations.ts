@@ -101,6 +101,7 @@ export const MIGRATIONS: Migration[] = [
       );
       CREATE UNIQUE INDEX outbox_idempotency ON outbox (bot, idempotency_key) WHERE idempotency_key IS NOT NULL;
       CREATE INDEX outbox_queued ON outbox (status, seq);
+      CREATE INDEX outbox_line ON outbox (bot, recipient, status, seq);
 
       -- Webhook deliveries (decrypted messages and status changes), in order per (bot, sender).
       CREATE TABLE webhook_queue (

@@ -75,6 +75,7 @@ export class OutboxStore {
   readonly #byId;
   readonly #byIdem;
   readonly #queued;
+  readonly #nextInLine;
   readonly #body;
   readonly #markSent;
   readonly #markFailed;
@@ -96,6 +97,9 @@ export class OutboxStore {
     this.#byIdem = db.prepare<[string, string], Row>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
     this.#queued = db.prepare<[number], Row>(
       "SELECT id, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
+    );
+    this.#nextInLine = db.prepare<[string, string], Row>(
+      "SELECT id, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT 1",
     );
     this.#body = db.prepare<[string], { body: Buffer | null }>('SELECT body FROM outbox WHERE id = ?');
     this.#markSent = db.prepare("UPDATE outbox SET status = 'sent', encryption = ?, body = NULL, sent_at = ?, updated_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'queued'");
@@ -149,6 +153,12 @@ export class OutboxStore {
   /** Queued messages, oldest first (without bodies); the sender picks the head of each line. */
   queued(limit: number): OutboxMessage[] {
     return this.#queued.all(limit).map(toMessage);
+  }
+
+  /** The oldest queued message from `bot` to `to`, if any. */
+  nextInLine(bot: string, to: string): OutboxMessage | undefined {
+    const r = this.#nextInLine.get(bot, to);
+    return r ? toMessage(r) : undefined;
   }
 
   /** The sealed body of a queued message, opened. */

@@ -52,6 +52,7 @@ export class WebhookStore {
   readonly #ks: Keystore;
   readonly #insert;
   readonly #heads;
+  readonly #nextInLine;
   readonly #payload;
   readonly #delivered;
   readonly #retry;
@@ -74,6 +75,9 @@ export class WebhookStore {
     this.#heads = db.prepare<[string, number], Row>(
       `SELECT id, bot, ordering_key, min(seq) AS seq, status, attempts, next_attempt_at, first_attempt_at, last_error, created_at
          FROM webhook_queue WHERE bot = ? AND status = 'pending' GROUP BY ordering_key ORDER BY seq LIMIT ?`,
+    );
+    this.#nextInLine = db.prepare<[string, string], Row>(
+      `SELECT ${COLS} FROM webhook_queue WHERE bot = ? AND status = 'pending' AND ordering_key = ? ORDER BY seq LIMIT 1`,
     );
     this.#payload = db.prepare<[string], { payload: Buffer | null }>('SELECT payload FROM webhook_queue WHERE id = ?');
     this.#delivered = db.prepare("UPDATE webhook_queue SET status = 'delivered', payload = NULL, delivered_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'pending'");
@@ -103,6 +107,12 @@ export class WebhookStore {
   /** For each sender with pending deliveries, its oldest one (only heads may be sent, to keep order). */
   heads(bot: string, limit: number): Delivery[] {
     return this.#heads.all(bot, limit).map(toDelivery);
+  }
+
+  /** The oldest pending delivery of one sender's line. */
+  nextInLine(bot: string, orderingKey: string): Delivery | undefined {
+    const r = this.#nextInLine.get(bot, orderingKey);
+    return r ? toDelivery(r) : undefined;
   }
 
   payload(id: string): string | null {
