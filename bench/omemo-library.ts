@@ -7,31 +7,10 @@ import {
   SessionCipher,
   SignalProtocolAddress,
   type DeviceType,
-  type KeyPairType,
-  type StorageType,
 } from '@privacyresearch/libsignal-protocol-typescript';
+import { MemStore } from '../test/harness/libsignal-memstore.js';
 import { randomBytes } from 'node:crypto';
 import { sample } from './stats.js';
-
-class MemStore implements StorageType {
-  readonly m = new Map<string, unknown>();
-  constructor(
-    readonly ik: KeyPairType,
-    readonly rid: number,
-  ) {}
-  getIdentityKeyPair = async () => this.ik;
-  getLocalRegistrationId = async () => this.rid;
-  isTrustedIdentity = async () => true;
-  saveIdentity = async () => false;
-  loadPreKey = async (id: string | number) => this.m.get(`pk${id}`) as KeyPairType | undefined;
-  storePreKey = async (id: string | number, kp: KeyPairType) => void this.m.set(`pk${id}`, kp);
-  removePreKey = async (id: string | number) => void this.m.delete(`pk${id}`);
-  loadSignedPreKey = async (id: string | number) => this.m.get(`spk${id}`) as KeyPairType | undefined;
-  storeSignedPreKey = async (id: string | number, kp: KeyPairType) => void this.m.set(`spk${id}`, kp);
-  removeSignedPreKey = async (id: string | number) => void this.m.delete(`spk${id}`);
-  storeSession = async (a: string, r: string) => void this.m.set(`s${a}`, r);
-  loadSession = async (a: string) => this.m.get(`s${a}`) as string | undefined;
-}
 
 interface LibPeer {
   store: MemStore;

@@ -6,7 +6,7 @@
 import { randomInt } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { KeyHelper, type KeyPairType } from '@privacyresearch/libsignal-protocol-typescript';
+import { KeyHelper, type KeyPairType, type SignedPreKeyPairType } from '@privacyresearch/libsignal-protocol-typescript';
 import type { ProtocolStore } from '../../keystore/protocol-store.js';
 import type { PubsubPort } from '../engine.js';
 import { b64, buf, fromB64, hex } from './bytes.js';
@@ -139,12 +139,7 @@ export class Keyring {
       const existing = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
       if (existing) return;
       this.#store.putJson(local, K_IDENTITY, SELF, row);
-      this.#store.putJson(local, K_SPK, String(spk.keyId), {
-        pub: b64(spk.keyPair.pubKey),
-        priv: b64(spk.keyPair.privKey),
-        sig: b64(spk.signature),
-        createdAt: now,
-      } satisfies SignedPreKeyRow);
+      this.#store.putJson(local, K_SPK, String(spk.keyId), signedPreKeyRow(spk, now));
       for (const p of preKeys) this.#store.putJson(local, K_PREKEY, String(p.keyId), { pub: b64(p.keyPair.pubKey), priv: b64(p.keyPair.privKey) } satisfies PreKeyRow);
       this.#store.put(INDEX_OWNER, K_LOCALS, local, '1');
     });
@@ -257,12 +252,7 @@ export class Keyring {
       const spk = await KeyHelper.generateSignedPreKey(identity, row.nextSignedPreKeyId);
       this.#store.transaction(() => {
         if (cur) this.#store.putJson(local, K_SPK, String(row.signedPreKeyId), { ...cur, retiredAt: now });
-        this.#store.putJson(local, K_SPK, String(spk.keyId), {
-          pub: b64(spk.keyPair.pubKey),
-          priv: b64(spk.keyPair.privKey),
-          sig: b64(spk.signature),
-          createdAt: now,
-        } satisfies SignedPreKeyRow);
+        this.#store.putJson(local, K_SPK, String(spk.keyId), signedPreKeyRow(spk, now));
         this.#store.putJson(local, K_IDENTITY, SELF, { ...row, signedPreKeyId: spk.keyId, nextSignedPreKeyId: spk.keyId + 1 });
       });
       this.#log.info({ local, signedPreKeyId: spk.keyId }, 'omemo signed prekey rotated');
@@ -295,4 +285,8 @@ export class Keyring {
     }
     return { unused: unused.sort((a, b) => a - b), used: used.sort((a, b) => a - b) };
   }
+}
+
+function signedPreKeyRow(spk: SignedPreKeyPairType, now: number): SignedPreKeyRow {
+  return { pub: b64(spk.keyPair.pubKey), priv: b64(spk.keyPair.privKey), sig: b64(spk.signature), createdAt: now };
 }

@@ -9,32 +9,11 @@ import {
   SessionBuilder,
   SessionCipher,
   SignalProtocolAddress,
-  type KeyPairType,
-  type StorageType,
 } from '@privacyresearch/libsignal-protocol-typescript';
+import { MemStore } from '../../harness/libsignal-memstore.js';
 import { NODE_DEVICELIST, bundleNode } from '../../../bridges/omemo/constants.js';
 import { buildBundle, buildEncrypted, parseBundle, parseEncrypted, type Bundle } from '../../../bridges/omemo/wire.js';
 import { reparse, type FakeNetwork } from './omemo-net.js';
-
-class MemStore implements StorageType {
-  readonly m = new Map<string, unknown>();
-  constructor(
-    readonly ik: KeyPairType,
-    readonly rid: number,
-  ) {}
-  getIdentityKeyPair = async () => this.ik;
-  getLocalRegistrationId = async () => this.rid;
-  isTrustedIdentity = async () => true;
-  saveIdentity = async () => false;
-  loadPreKey = async (id: string | number) => this.m.get(`pk${id}`) as KeyPairType | undefined;
-  storePreKey = async (id: string | number, kp: KeyPairType) => void this.m.set(`pk${id}`, kp);
-  removePreKey = async (id: string | number) => void this.m.delete(`pk${id}`);
-  loadSignedPreKey = async (id: string | number) => this.m.get(`spk${id}`) as KeyPairType | undefined;
-  storeSignedPreKey = async (id: string | number, kp: KeyPairType) => void this.m.set(`spk${id}`, kp);
-  removeSignedPreKey = async (id: string | number) => void this.m.delete(`spk${id}`);
-  storeSession = async (a: string, r: string) => void this.m.set(`s${a}`, r);
-  loadSession = async (a: string) => this.m.get(`s${a}`) as string | undefined;
-}
 
 export interface RawSendOptions {
   ivLength?: 12 | 16;
