@@ -249,11 +249,9 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     this.#wake?.();
     const entity = this.#entity;
     if (entity) {
-      try {
-        await entity.stop();
-      } catch {
-        /* the server may be gone already */
-      }
+      // Close the stream politely, but do not wait long for a server that may be gone too.
+      entity.timeout = 2000;
+      await Promise.race([entity.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
     }
     this.#wentOffline('stopped');
     await this.#loop;

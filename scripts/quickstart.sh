@@ -77,9 +77,14 @@ bots:
     token: \${ALERTS_BOT_TOKEN}
 YAML
 
+npm run --silent build
 prosody --config "$QS/prosody/prosody.cfg.lua" -F >"$QS/prosody/stdout.log" 2>&1 &
 PROSODY_PID=$!
-trap 'kill $PROSODY_PID 2>/dev/null || true' EXIT
+GW_PID=""
+# Whatever ends this script (Ctrl-C, SIGTERM, an error) stops the gateway and Prosody with it.
+cleanup() { [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; kill "$PROSODY_PID" 2>/dev/null; wait 2>/dev/null; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 1 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$COMPONENT_PORT") 2>/dev/null && break
   kill -0 $PROSODY_PID 2>/dev/null || { echo "prosody failed to start:"; tail -20 "$QS/prosody/prosody.log"; exit 1; }
@@ -93,4 +98,6 @@ The gateway's API is http://127.0.0.1:$HTTP_PORT  (readiness: curl http://127.0.
   admin token: .quickstart/admin.token
 Ctrl-C stops the gateway and Prosody.
 INFO
-npm start --silent -- --config "$QS/gateway.yaml"
+node dist/main.js --config "$QS/gateway.yaml" &
+GW_PID=$!
+wait "$GW_PID"

@@ -32,7 +32,7 @@ interface Run {
   stderr: string;
 }
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: RegExp; signal?: NodeJS.Signals; timeoutMs?: number } = {}): Promise<Run> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: RegExp; signal?: NodeJS.Signals; timeoutMs?: number; onSignal?: () => void } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -46,6 +46,7 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: Reg
       if (opts.untilLog && opts.signal && opts.untilLog.test(stdout)) {
         opts.untilLog = undefined;
         child.kill(opts.signal);
+        opts.onSignal?.();
       }
     });
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
@@ -128,6 +129,23 @@ test('the server down at startup is not fatal: the gateway waits and connects wh
     await other.start();
     const r = await running;
     assert.equal(r.code, 0, r.stderr);
+  } finally {
+    await other.destroy();
+  }
+});
+
+test('SIGTERM while the server goes away at the same moment still ends in a clean exit 0', async () => {
+  const other = await Prosody.start();
+  try {
+    const cfg = rawConfig(other, dir);
+    (cfg.keystore as Record<string, unknown>).path = join(dir, 'both.db');
+    (cfg.http as Record<string, unknown>).port = await freePort();
+    (cfg.log as Record<string, unknown>).level = 'info';
+    let killedServer: Promise<void> | null = null;
+    const r = await run(['--config', writeConfig('both.yaml', cfg)], {}, { untilLog: /component connected/, signal: 'SIGTERM', timeoutMs: 20000, onSignal: () => (killedServer = other.stop()) });
+    await killedServer;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /"msg":"stopped"/);
   } finally {
     await other.destroy();
   }
