@@ -252,6 +252,8 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
       // Close the stream politely, but do not wait long for a server that may be gone too.
       entity.timeout = 2000;
       await Promise.race([entity.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 3000).unref())]);
+      // A server that stopped answering never closes its side: drop the socket ourselves.
+      entity.socket?.destroy();
     }
     this.#wentOffline('stopped');
     await this.#loop;

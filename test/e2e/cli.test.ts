@@ -32,7 +32,7 @@ interface Run {
   stderr: string;
 }
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: RegExp; signal?: NodeJS.Signals; timeoutMs?: number; onSignal?: () => void } = {}): Promise<Run> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: RegExp; signal?: NodeJS.Signals; timeoutMs?: number; beforeSignal?: () => void } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -45,8 +45,8 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, opts: { untilLog?: Reg
       stdout += b.toString();
       if (opts.untilLog && opts.signal && opts.untilLog.test(stdout)) {
         opts.untilLog = undefined;
+        opts.beforeSignal?.();
         child.kill(opts.signal);
-        opts.onSignal?.();
       }
     });
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
@@ -134,19 +134,20 @@ test('the server down at startup is not fatal: the gateway waits and connects wh
   }
 });
 
-test('SIGTERM while the server goes away at the same moment still ends in a clean exit 0', async () => {
+// Not a speed test: the bound catches a shutdown that hangs on a server that no longer answers
+// (it used to wait 10 s for the stream close, then 10 s more for the socket).
+test('SIGTERM while the server has stopped answering still ends in a clean exit 0, without hanging', async () => {
   const other = await Prosody.start();
   try {
     const cfg = rawConfig(other, dir);
-    (cfg.keystore as Record<string, unknown>).path = join(dir, 'both.db');
+    (cfg.keystore as Record<string, unknown>).path = join(dir, 'frozen.db');
     (cfg.http as Record<string, unknown>).port = await freePort();
     (cfg.log as Record<string, unknown>).level = 'info';
-    let killedServer: Promise<void> | null = null;
-    const r = await run(['--config', writeConfig('both.yaml', cfg)], {}, { untilLog: /component connected/, signal: 'SIGTERM', timeoutMs: 20000, onSignal: () => (killedServer = other.stop()) });
-    await killedServer;
+    const r = await run(['--config', writeConfig('frozen.yaml', cfg)], {}, { untilLog: /component connected/, signal: 'SIGTERM', timeoutMs: 8000, beforeSignal: () => other.freeze() });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /"msg":"stopped"/);
   } finally {
+    other.thaw();
     await other.destroy();
   }
 });

@@ -143,11 +143,22 @@ Component "${this.componentDomain}"
   async stop(): Promise<void> {
     const proc = this.#proc;
     if (!proc || proc.exitCode !== null) return;
+    proc.kill('SIGCONT'); // in case it is frozen
     proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
     await this.#exited;
     clearTimeout(timer);
     this.#proc = null;
+  }
+
+  /** Freezes the server (SIGSTOP): connections stay open but nothing is answered. */
+  freeze(): void {
+    this.#proc?.kill('SIGSTOP');
+  }
+
+  /** Lets a frozen server run again (SIGCONT). */
+  thaw(): void {
+    this.#proc?.kill('SIGCONT');
   }
 
   async restart(): Promise<void> {
