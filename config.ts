@@ -19,7 +19,7 @@ export interface BotConfig {
 }
 
 export interface Config {
-  component: { service: string; domain: string; secret: string; reconnectMaxDelayMs: number };
+  component: { service: string; domain: string; secret: string; reconnectMaxDelayMs: number; keepaliveMs: number };
   http: { host: string; port: number; adminToken: string; bodyLimitBytes: number };
   keystore: { path: string; passphrase: string };
   bridge: {
@@ -227,12 +227,13 @@ export function validateConfig(raw: unknown): Config {
   root.only('component', 'http', 'keystore', 'bridge', 'bots', 'outbox', 'webhooks', 'log');
 
   const c = root.section('component', true);
-  c.only('service', 'domain', 'secret', 'reconnect_max_delay');
+  c.only('service', 'domain', 'secret', 'reconnect_max_delay', 'keepalive');
   const component = {
     service: checkService('component.service', c.string('service', 'xmpp://127.0.0.1:5347')),
     domain: checkDomain('component.domain', c.string('domain')),
     secret: c.secret('secret', 8),
     reconnectMaxDelayMs: c.seconds('reconnect_max_delay', 60) * 1000,
+    keepaliveMs: c.seconds('keepalive', 30) * 1000,
   };
 
   const h = root.section('http');

@@ -104,6 +104,7 @@ export class Gateway {
       domain: config.component.domain,
       secret: config.component.secret,
       maxDelayMs: config.component.reconnectMaxDelayMs,
+      keepaliveMs: config.component.keepaliveMs,
       log: log.child({ subsystem: 'component' }),
       metrics: this.metrics,
     });

@@ -21,6 +21,12 @@ export interface ConnectionOptions {
   maxDelayMs?: number;
   /** How long one connect + handshake may take. */
   attemptTimeoutMs?: number;
+  /**
+   * Every so often, a XEP-0199 ping from the component's domain to itself, which the server must
+   * route back: a server that stopped answering is noticed and the connection dropped (and
+   * retried) instead of looking connected forever. 0 turns it off.
+   */
+  keepaliveMs?: number;
 }
 
 /** Stream errors that mean the configuration is wrong, not that the server is away. */
@@ -59,7 +65,7 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   constructor(opts: ConnectionOptions) {
     super();
     this.domain = opts.domain;
-    this.#opts = { initialDelayMs: 500, maxDelayMs: 60000, attemptTimeoutMs: 15000, ...opts };
+    this.#opts = { initialDelayMs: 500, maxDelayMs: 60000, attemptTimeoutMs: 15000, keepaliveMs: 30000, ...opts };
   }
 
   get online(): boolean {
@@ -93,8 +99,11 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
         entity = await this.#connectOnce();
         this.#attempt = 0;
         firstOutcome(true);
+        const keepalive = this.#keepalive(entity);
         await new Promise<void>((resolve) => entity!.once('disconnect', () => resolve()));
-        this.#wentOffline('connection to the XMPP server lost');
+        clearInterval(keepalive);
+        this.#wentOffline(this.#silent ? 'the XMPP server stopped answering' : 'connection to the XMPP server lost');
+        this.#silent = false;
       } catch (e) {
         const fatal = e instanceof GatewayError && e.code === 'component_auth_failed';
         this.lastError = e instanceof GatewayError ? e.userText : `cannot connect to ${this.#opts.service}: ${(e as Error).message}`;
@@ -125,6 +134,30 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
       });
       this.#wake = null;
     }
+  }
+
+  #silent = false;
+
+  #keepalive(entity: Component): NodeJS.Timeout | undefined {
+    const every = this.#opts.keepaliveMs;
+    if (!every) return undefined;
+    let busy = false;
+    const t = setInterval(() => {
+      if (busy || this.#entity !== entity) return;
+      busy = true;
+      const ping = xml('iq', { type: 'get', from: this.domain, to: this.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' }));
+      this.request(ping, Math.min(10000, every))
+        .catch((e) => {
+          if (!(e instanceof GatewayError && e.code === 'remote_timeout') || this.#entity !== entity) return;
+          this.#silent = true;
+          this.#opts.log.warn({ timeoutMs: Math.min(10000, every) }, 'the XMPP server did not answer a ping; reconnecting');
+          this.#opts.metrics.errors.inc({ kind: 'component_keepalive' });
+          entity.socket?.destroy();
+        })
+        .finally(() => (busy = false));
+    }, every);
+    t.unref();
+    return t;
   }
 
   #backoff(): number {

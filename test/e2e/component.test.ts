@@ -199,4 +199,26 @@ describe('gateway component on a real Prosody', () => {
       await alice.stop();
     }
   });
+
+  test('a server that stops answering is noticed by the keepalive ping: /readyz 503, then ready again when it answers', async () => {
+    const other = await Prosody.start();
+    try {
+      // The default keepalive is 30 s; this gateway pings every second.
+      const fast = await TestGateway.start(other, { component: { keepalive: '1s' } });
+      try {
+        assert.equal((await fetch(`${fast.url}/readyz`)).status, 200);
+        other.freeze();
+        await waitUntil(async () => (await fetch(`${fast.url}/readyz`)).status === 503, 15000, 'readyz 503 while the server is frozen');
+        const body = (await (await fetch(`${fast.url}/readyz`)).json()) as { checks: { component: { reason: string } } };
+        assert.match(body.checks.component.reason, /stopped answering|cannot connect|no handshake|lost/);
+        other.thaw();
+        await waitUntil(async () => (await fetch(`${fast.url}/readyz`)).status === 200, 20000, 'ready again after the server thawed');
+      } finally {
+        other.thaw();
+        await fast.destroy();
+      }
+    } finally {
+      await other.destroy();
+    }
+  });
 });

@@ -13,6 +13,8 @@ import type { Prosody } from './prosody.js';
 export const TEST_KDF = { N: 1024, r: 8, p: 1 };
 
 export interface GatewayHarnessOptions {
+  /** Extra component keys (e.g. keepalive). */
+  component?: Record<string, unknown>;
   bots?: Array<Record<string, unknown>>;
   bridge?: Record<string, unknown>;
   extra?: Record<string, unknown>;
@@ -22,7 +24,7 @@ export interface GatewayHarnessOptions {
 /** A raw config object for `server`, as the YAML would give it. */
 export function rawConfig(server: Prosody, dir: string, opts: GatewayHarnessOptions = {}): Record<string, unknown> {
   return {
-    component: { service: server.componentService, domain: server.componentDomain, secret: server.componentSecret, reconnect_max_delay: '2s' },
+    component: { service: server.componentService, domain: server.componentDomain, secret: server.componentSecret, reconnect_max_delay: '2s', ...(opts.component ?? {}) },
     http: { host: '127.0.0.1', port: 0, admin_token: 'admin-token-for-tests-0001' },
     keystore: { path: join(dir, 'gateway.db'), passphrase: 'keystore-passphrase-for-tests' },
     bridge: { allowed_domains: [server.domain], ...(opts.bridge ?? {}) },

@@ -49,7 +49,7 @@ test('config.example.yaml carries every key the loader accepts, each with a comm
         : [];
   const present = new Set(keys(doc));
   const expected = [
-    'component.service', 'component.domain', 'component.secret', 'component.reconnect_max_delay',
+    'component.service', 'component.domain', 'component.secret', 'component.reconnect_max_delay', 'component.keepalive',
     'http.host', 'http.port', 'http.admin_token', 'http.body_limit',
     'keystore.path', 'keystore.passphrase',
     'bridge.allowed_domains', 'bridge.trust', 'bridge.outbound_preference', 'bridge.allow_plaintext',
