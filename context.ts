@@ -24,15 +24,13 @@ import { PresenceService } from './component/presence.js';
 import { PubsubService } from './component/pubsub.js';
 import { EngineRegistry } from './bridges/registry.js';
 import type { EnginePorts, ProtocolId } from './bridges/engine.js';
-import xml from '@xmpp/xml';
 import { BridgeCore, type InboundRoutes } from './bridges/core.js';
 import { OutboundSender } from './bridges/outbound.js';
 import { ProxyBridge } from './bridges/proxy-bridge.js';
 import { createEngines } from './bridges/engines.js';
 import type { PgpEngine } from './bridges/pgp/engine.js';
 import type { OmemoEngine } from './bridges/omemo/engine.js';
-import { presenceSignature, signedPresenceElement } from './bridges/pgp/wire.js';
-import { LRUCache } from 'lru-cache';
+import { hookSignedPresence, pgpKeyRegistry } from './bridges/pgp/gateway-hooks.js';
 import { OutboxStore } from './keystore/outbox-store.js';
 import { WebhookStore } from './keystore/webhook-store.js';
 import { OutboxSender, type StatusChange } from './bridges/outbox-sender.js';
@@ -158,30 +156,8 @@ export class Gateway {
     });
     pubsubRef = this.pubsub;
     const pgp = this.pgp;
-    if (pgp) {
-      // XEP-0027: hosted JIDs sign their presence status; contacts' signatures are checked against
-      // their registered key and a mismatch is reported to them (once a day per key).
-      this.presence.addExtras(async (local, status) => [signedPresenceElement(await pgp.signPresence(local, status))]);
-      const reported = new LRUCache<string, true>({ max: 10000, ttl: 86400_000 });
-      this.presence.addListener({
-        contactPresence: (local, full, stanza) => {
-          const sig = presenceSignature(stanza);
-          if (!sig) return;
-          const contact = full.split('/')[0]!;
-          void pgp.checkPresence(contact, sig.status, sig.signed).then((check) => {
-            if (check.ok && check.matchesRegistered) return;
-            const key = `${contact}\0${check.keyId ?? '?'}`;
-            if (reported.has(key)) return;
-            reported.set(key, true);
-            const registered = this.contacts.get(contact)?.pgpFingerprint;
-            const text = registered
-              ? `Your signed presence (to ${local}) was made with OpenPGP key ${check.keyId ?? 'unknown'}, but the key registered for you is ${registered}. Messages from the gateway are encrypted to the registered key. Send "register" with your current public key to change it.`
-              : `Your presence (to ${local}) is signed with OpenPGP key ${check.keyId ?? 'unknown'}, but no key is registered for you, so proxies cannot encrypt to you. Send "register" followed by your armored public key to ${this.addressing.domain}.`;
-            send(xml('message', { from: this.addressing.domain, to: full, type: 'chat', id: `pgpchk-${Date.now().toString(36)}` }, xml('body', {}, text))).catch(() => undefined);
-          });
-        },
-      });
-    }
+    const pgpKeys = pgp ? pgpKeyRegistry(pgp, this.contacts) : null;
+    if (pgp) hookSignedPresence(pgp, { presence: this.presence, contacts: this.contacts, domain: this.addressing.domain, send });
 
     this.outbound = new OutboundSender({
       engines: this.engines,
@@ -237,17 +213,11 @@ export class Gateway {
       addressing: this.addressing,
       subs: this.subscriptions,
       facts: { fingerprints: (local) => this.#fingerprintLines(local) },
-      pgp: pgp
-        ? {
-            publicKey: async (local) => ({ armored: await pgp.publicKeyArmored(local), fingerprint: (await pgp.identity(local)).pgp!.fingerprint }),
-            register: async (contact, armored) => ({ fingerprint: await pgp.registerContactKey(contact, armored, { viaAdmin: false }) }),
-            remove: async (contact) => {
-              if (!this.contacts.get(contact)?.pgpKey) return false;
-              await pgp.removeContactKey(contact);
-              return true;
-            },
-          }
-        : null,
+      pgp: pgpKeys && {
+        publicKey: (local) => pgpKeys.publicKey(local),
+        register: (contact, armored) => pgpKeys.register(contact, armored, { viaAdmin: false }),
+        remove: (contact) => pgpKeys.remove(contact),
+      },
       log: log.child({ subsystem: 'commands' }),
     });
 
@@ -288,18 +258,9 @@ export class Gateway {
           addressing: this.addressing,
           trust: this.trust,
           contacts: this.contacts,
-          ...(pgp
-            ? {
-                pgp: {
-                  register: async (contact: string, armored: string) => ({ fingerprint: await pgp.registerContactKey(contact, armored, { viaAdmin: true }) }),
-                  remove: async (contact: string) => {
-                    if (!this.contacts.get(contact)?.pgpKey) return false;
-                    await pgp.removeContactKey(contact);
-                    return true;
-                  },
-                },
-              }
-            : {}),
+          ...(pgpKeys && {
+            pgp: { register: (contact: string, armored: string) => pgpKeys.register(contact, armored, { viaAdmin: true }), remove: (contact: string) => pgpKeys.remove(contact) },
+          }),
         }),
         webhookAdminRoutes({ store: this.webhookStore, kick: (bot) => this.webhooks.kick(bot) }),
         ...(opts.api ?? []),

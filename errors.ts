@@ -67,8 +67,6 @@ export class ConfigError extends GatewayError {
   }
 }
 
-export const isGatewayError = (e: unknown): e is GatewayError => e instanceof GatewayError;
-
 /** Normalises anything thrown into a GatewayError; unknown errors become `internal` (the cause kept for logs). */
 export function toGatewayError(e: unknown): GatewayError {
   if (e instanceof GatewayError) return e;

@@ -68,12 +68,6 @@ export class Addressing {
     return { kind: 'proxy', local: `${escapeLocal(remoteBare)}@${this.domain}`, remote: remoteBare };
   }
 
-  /** Hosted bare JID (bot or proxy) for an address, or null for the domain. */
-  hostedJid(jid: string): string | null {
-    const a = this.classify(jid);
-    return a.kind === 'domain' ? null : a.local;
-  }
-
   #remoteOf(local: string): string | null {
     const unescaped = unescapeLocal(local);
     if (unescaped.includes('@')) return unescaped;

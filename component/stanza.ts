@@ -40,7 +40,3 @@ export function iqResult(iq: Element, ...children: Element[]): Element {
   return xml('iq', { type: 'result', from: iq.attrs.to, to: iq.attrs.from, id: iq.attrs.id }, ...children);
 }
 
-/** The first child element of an iq (its payload), if any. */
-export function iqPayload(iq: Element): Element | undefined {
-  return iq.getChildElements()[0];
-}

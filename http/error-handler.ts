@@ -25,8 +25,3 @@ export function errorHandler(log: Logger) {
     res.status(g.http).json({ error: { code: g.code, message } });
   };
 }
-
-export function sendError(res: Response, code: ConstructorParameters<typeof GatewayError>[0], message?: string): void {
-  const g = new GatewayError(code, message);
-  res.status(g.http).json({ error: { code: g.code, message: g.userText } });
-}
