@@ -30,6 +30,8 @@ export interface Config {
     allowUnverifiedPgpKeys: boolean;
     pgpKeyType: 'curve25519' | 'rsa';
     replayWindowDays: number;
+    /** How long a message to an OTR contact waits for the AKE before it fails (no_otr_session). */
+    otrSessionTimeoutSeconds: number;
   };
   outbox: { messageTtlSeconds: number; maxBodyBytes: number };
   webhooks: { retryForSeconds: number; timeoutMs: number; maxAttemptDelaySeconds: number };
@@ -250,7 +252,7 @@ export function validateConfig(raw: unknown): Config {
   const keystore = { path: k.string('path', './data/gateway.db'), passphrase: k.secret('passphrase', 12) };
 
   const b = root.section('bridge');
-  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window');
+  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout');
   const allowedDomains = b.strings('allowed_domains', []).map((d, i) => checkDomain(`bridge.allowed_domains[${i}]`, d));
   const outboundPreference = b.strings('outbound_preference', [...PROTOCOLS]).map((p, i) => {
     if (!(PROTOCOLS as readonly string[]).includes(p)) throw new ConfigError(`bridge.outbound_preference[${i}]`, `must be one of ${PROTOCOLS.join(', ')}`);
@@ -266,6 +268,7 @@ export function validateConfig(raw: unknown): Config {
     allowUnverifiedPgpKeys: b.bool('allow_unverified_pgp_keys', false),
     pgpKeyType: b.oneOf('pgp_key_type', ['curve25519', 'rsa'] as const, 'curve25519'),
     replayWindowDays: Math.round(b.seconds('replay_window', 30 * 86400) / 86400),
+    otrSessionTimeoutSeconds: b.seconds('otr_session_timeout', 120),
   };
 
   const o = root.section('outbox');

@@ -43,7 +43,7 @@ import { contactsRoutes } from './http/routes/contacts.js';
 import { webhookAdminRoutes } from './http/routes/webhooks-admin.js';
 import { openapiRoutes } from './http/openapi.js';
 import { ChatCommands } from './component/commands.js';
-import { GatewayError } from './errors.js';
+import { GatewayError, type ErrorCode } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
 import type { ReadinessCheck } from './http/health.js';
@@ -168,12 +168,15 @@ export class Gateway {
       metrics: this.metrics,
       log: log.child({ subsystem: 'outbound' }),
     });
+    this.outbox = new OutboxStore(this.keystore);
     this.proxies = new ProxyBridge({
       addressing: this.addressing,
       outbound: this.outbound,
+      outbox: this.outbox,
+      ttlMs: config.outbox.messageTtlSeconds * 1000,
+      queued: () => this.sender.kick(),
       send,
       resource: RESOURCE,
-      allowPlaintext: config.bridge.allowPlaintext,
       log: log.child({ subsystem: 'proxy' }),
     });
     this.core = new BridgeCore({
@@ -186,7 +189,6 @@ export class Gateway {
       log: log.child({ subsystem: 'bridge' }),
     });
 
-    this.outbox = new OutboxStore(this.keystore);
     this.webhookStore = new WebhookStore(this.keystore);
     this.webhooks = new WebhookDispatcher({
       store: this.webhookStore,
@@ -207,6 +209,7 @@ export class Gateway {
       metrics: this.metrics,
       log: log.child({ subsystem: 'outbox' }),
       onStatus: (c) => this.#statusChanged(c),
+      otrSessionTimeoutMs: config.bridge.otrSessionTimeoutSeconds * 1000,
     });
     this.commands = new ChatCommands({
       send,
@@ -282,6 +285,10 @@ export class Gateway {
 
   /** Status changes of bot messages, posted to the bot's webhook as type "status" (delivered, failed). */
   #statusChanged(c: StatusChange): void {
+    if (c.message.kind === 'bridge') {
+      if (c.status === 'failed') this.#track(this.proxies.failed(c.message, new GatewayError((c.message.error?.code ?? 'internal') as ErrorCode, c.message.error?.message)));
+      return;
+    }
     if (c.status === 'sent' || !this.webhooks.hasWebhook(c.message.bot)) return;
     const m = c.message;
     this.webhooks.enqueue(m.bot, `status\0${m.to}`, {
@@ -318,8 +325,8 @@ export class Gateway {
     return {
       toBot: async (localpart, msg) => this.#toBot(localpart, msg),
       toProxy: (remote, msg) => this.proxies.forward(remote, msg),
-      receipt: async (_local, from, id) => {
-        if (await this.proxies.receipt(from, id)) return;
+      receipt: async (local, from, id) => {
+        if (await this.proxies.receipt(local, from, id)) return;
         if (this.outbox.markDelivered(id, from)) {
           const m = this.outbox.get(id);
           if (m) this.#statusChanged({ message: m, status: 'delivered' });

@@ -27,6 +27,7 @@ export const ERRORS = {
   no_trusted_devices: { http: 409, condition: 'not-acceptable', text: 'The recipient has no trusted device to encrypt to.' },
   bot_not_receiving: { http: 409, condition: 'service-unavailable', text: 'This bot does not receive messages.' },
   plaintext_refused: { http: 400, condition: 'not-acceptable', text: 'This gateway accepts only end-to-end encrypted messages.' },
+  no_otr_session: { http: 409, condition: 'recipient-unavailable', text: 'No OTR session with the recipient could be set up in time.' },
   expired: { http: 409, condition: 'remote-server-timeout', text: 'The message could not be sent before it expired.' },
   remote_timeout: { http: 504, condition: 'remote-server-timeout', text: 'The remote entity did not answer in time.' },
   remote_error: { http: 502, condition: 'remote-server-not-found', text: 'The remote entity answered with an error.' },

@@ -125,3 +125,14 @@ export interface ProtocolEngine {
    */
   onConnectionChange?(connected: boolean): void;
 }
+
+/**
+ * Extra for protocols with a handshake (OTR): encrypt throws GatewayError `no_otr_session` while no
+ * session exists, and startSession returns the stanzas that begin one (an OTR query to the contact's
+ * last known full JID), or none when one is already being set up.
+ */
+export interface HandshakeEngine extends ProtocolEngine {
+  startSession(local: string, peer: string): Promise<Element[]>;
+}
+
+export const hasHandshake = (e: ProtocolEngine): e is HandshakeEngine => 'startSession' in e;

@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import type { ContactStore } from '../keystore/contact-store.js';
 import type { Metrics } from '../http/metrics.js';
 import type { EngineRegistry } from './registry.js';
-import type { ProtocolEngine } from './engine.js';
+import { hasHandshake, type ProtocolEngine } from './engine.js';
 
 export const NS_RECEIPTS = 'urn:xmpp:receipts';
 
@@ -114,6 +114,11 @@ export class OutboundSender {
         children = enc.children;
         if (enc.to) to = enc.to;
       } catch (e) {
+        if (e instanceof GatewayError && e.code === 'no_otr_session' && hasHandshake(engine)) {
+          // The message waits in the outbox (retried) while the handshake runs.
+          for (const el of await engine.startSession(req.from, req.to)) await this.#send(el);
+          throw e;
+        }
         this.#metrics.messages.inc({ protocol: engine.id, direction: 'out', result: e instanceof GatewayError ? e.code : 'internal' });
         throw e;
       }

@@ -1,8 +1,9 @@
-// Sends the bot outbox while the component is connected: queued -> sent (-> delivered on a XEP-0184
-// receipt) or failed with a reason a user can act on. Messages to one recipient from one bot go in
-// order (a message waits while an earlier one to the same recipient is being retried); different
+// Sends the outbox (bot messages and bridged ones) while the component is connected: queued -> sent
+// (-> delivered on a XEP-0184 receipt) or failed with a reason a user can act on. Messages to one
+// recipient from one bot (or one proxy JID) go in order (a message waits while an earlier one to the same recipient is being retried); different
 // recipients are sent concurrently. Transient failures (server away, remote timeouts) are retried
-// with backoff until the message expires.
+// with backoff until the message expires. A message waiting for an OTR session (the engine has
+// started the AKE) is retried every second, and fails with no_otr_session after otrSessionTimeoutMs.
 import type { Logger } from 'pino';
 import type { BotConfig } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
@@ -39,6 +40,8 @@ export interface OutboxSenderOptions {
   log: Logger;
   onStatus: (change: StatusChange) => void;
   concurrency?: number;
+  /** How long a message may wait for an OTR session (bridge.otr_session_timeout). */
+  otrSessionTimeoutMs?: number;
   /** Tries for an unexpected (internal) error before the message fails. */
   maxInternalAttempts?: number;
 }
@@ -88,21 +91,24 @@ export class OutboxSender {
       this.#fail(m, new GatewayError('expired', `The message could not be sent within its time to live (last problem: ${m.error?.code ?? 'none'}).`));
       return;
     }
-    const bot = this.#bots.get(m.bot);
+    const bridged = m.kind === 'bridge';
+    const bot = bridged ? undefined : this.#bots.get(m.bot);
+    const origin = bridged ? store.origin(m.id) : null;
     const body = store.body(m.id);
-    if (!bot || body === null) {
+    if ((bridged ? !origin : !bot) || body === null) {
       this.#fail(m, new GatewayError('internal', 'The message can no longer be sent (its bot or body is gone).'));
       return;
     }
     try {
       const res = await this.#o.outbound.send({
-        from: this.#o.botJid(m.bot),
+        // A bridged message goes out from the sender's proxy JID, stored as its "bot".
+        from: bridged ? m.bot : this.#o.botJid(m.bot),
         to: m.to,
         body,
         id: m.id,
         encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined,
-        requestReceipt: true,
-        allowPlaintext: this.#o.allowPlaintext || bot.allowPlaintext,
+        requestReceipt: origin ? origin.receiptRequested : true,
+        allowPlaintext: this.#o.allowPlaintext || (bot?.allowPlaintext ?? false),
       });
       if (store.markSent(m.id, res.encryption)) {
         metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
@@ -113,6 +119,14 @@ export class OutboxSender {
       if (PERMANENT.has(g.code) || (g.code === 'internal' && m.attempts + 1 >= (this.#o.maxInternalAttempts ?? 5))) {
         if (g.code === 'internal') log.error({ err: e, id: m.id }, 'outbox message failed');
         this.#fail(m, g);
+        return;
+      }
+      if (g.code === 'no_otr_session') {
+        if (now - m.createdAt >= (this.#o.otrSessionTimeoutMs ?? 120_000)) {
+          this.#fail(m, new GatewayError('no_otr_session', `No OTR session with ${m.to} could be set up in time.`));
+        } else {
+          store.retryLater(m.id, Date.now() + 1000, g.code, g.userText);
+        }
         return;
       }
       const delay = Math.min(60000, 1000 * 2 ** Math.min(m.attempts, 6));

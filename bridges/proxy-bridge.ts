@@ -1,95 +1,105 @@
-// Bridging through proxy JIDs: a message from remote user A to the proxy of B is re-encrypted to B
+// Bridging through proxy JIDs: a message from remote user A to the proxy of B is committed to the
+// durable outbox (body sealed) as soon as it is decrypted, and the outbox sender re-encrypts it to B
 // from the proxy of A, in the protocol chosen for B (explicit preference, reply in kind, then what B
-// supports). XEP-0184 receipts are bridged both ways: A's request travels on, and B's ack comes back
-// to A from B's proxy with A's original id. When nothing fits, A gets an error reply from B's proxy
-// saying why (and, where possible, an encrypted notice it can read); nothing goes out in plaintext.
+// supports). So a bridged message waits, like a bot's, for a session (OTR), a slow key lookup or a
+// reconnect, and survives a restart. XEP-0184 receipts are bridged both ways: A's request travels on,
+// and B's ack comes back to A from B's proxy with A's original id (the origin is kept in the outbox
+// row, so this works after a restart too). When the message cannot be sent, A gets an error reply
+// from B's proxy saying why (and, where possible, an encrypted notice it can read); nothing goes out
+// in plaintext.
 import { randomBytes } from 'node:crypto';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { toGatewayError } from '../errors.js';
+import type { GatewayError } from '../errors.js';
 import type { Addressing } from '../component/addressing.js';
 import { NS_STANZAS } from '../component/stanza.js';
+import type { BridgeOrigin, OutboxMessage, OutboxStore } from '../keystore/outbox-store.js';
 import type { InboundMessage } from './core.js';
-import { NS_RECEIPTS, type OutboundSender } from './outbound.js';
-
-interface PendingReceipt {
-  /** A's full JID and the id of A's message. */
-  to: string;
-  id: string;
-  /** B's proxy, which acknowledges to A. */
-  from: string;
-}
+import { NS_RECEIPTS, type Encryption, type OutboundSender } from './outbound.js';
 
 export class ProxyBridge {
   readonly #addressing: Addressing;
   readonly #outbound: OutboundSender;
+  readonly #outbox: OutboxStore;
+  readonly #ttlMs: number;
+  readonly #queued: () => void;
   readonly #send: (el: Element) => Promise<void>;
   readonly #resource: string;
-  readonly #allowPlaintext: boolean;
   readonly #log: Logger;
-  /** Bridged message id -> whom to acknowledge when the recipient's receipt arrives. */
-  readonly #receipts = new LRUCache<string, PendingReceipt>({ max: 100000, ttl: 7 * 86400 * 1000 });
 
-  constructor(deps: { addressing: Addressing; outbound: OutboundSender; send: (el: Element) => Promise<void>; resource: string; allowPlaintext: boolean; log: Logger }) {
+  constructor(deps: {
+    addressing: Addressing;
+    outbound: OutboundSender;
+    outbox: OutboxStore;
+    /** How long a bridged message may wait to be sent (outbox.message_ttl). */
+    ttlMs: number;
+    /** Wakes the outbox sender. */
+    queued: () => void;
+    send: (el: Element) => Promise<void>;
+    resource: string;
+    log: Logger;
+  }) {
     this.#addressing = deps.addressing;
     this.#outbound = deps.outbound;
+    this.#outbox = deps.outbox;
+    this.#ttlMs = deps.ttlMs;
+    this.#queued = deps.queued;
     this.#send = deps.send;
     this.#resource = deps.resource;
-    this.#allowPlaintext = deps.allowPlaintext;
     this.#log = deps.log;
   }
 
-  /** Forwards `msg` (from A, decrypted at B's proxy) to B, the user `remote`. */
+  /** Commits `msg` (from A, decrypted at B's proxy) to the outbox, to be sent to B, the user `remote`. */
   async forward(remote: string, msg: InboundMessage): Promise<void> {
-    const fromProxy = this.#addressing.proxyFor(msg.from);
-    const id = `br-${randomBytes(9).toString('base64url')}`;
-    try {
-      const res = await this.#outbound.send({
-        from: fromProxy,
-        to: remote,
-        body: msg.body,
-        id,
-        requestReceipt: msg.receiptRequested,
-        allowPlaintext: this.#allowPlaintext,
-      });
-      if (msg.receiptRequested && msg.stanzaId) this.#receipts.set(id, { to: msg.fromFull, id: msg.stanzaId, from: msg.local });
-      this.#log.debug({ from: msg.from, to: remote, in: msg.encryption, out: res.encryption }, 'message bridged');
-    } catch (e) {
-      const g = toGatewayError(e);
-      if (g.code === 'internal') this.#log.error({ err: e }, 'bridging failed');
-      else this.#log.info({ from: msg.from, to: remote, code: g.code }, 'message not bridged');
-      await this.#tellSender(msg, remote, g.condition, `Your message was not delivered to ${remote}: ${g.code === 'internal' ? 'the gateway failed to process it.' : g.userText}`);
-    }
+    const origin: BridgeOrigin = {
+      local: msg.local,
+      from: msg.from,
+      fromFull: msg.fromFull,
+      stanzaId: msg.stanzaId,
+      encryption: msg.encryption,
+      receiptRequested: msg.receiptRequested,
+    };
+    const { message } = this.#outbox.enqueue({ bot: this.#addressing.proxyFor(msg.from), to: remote, body: msg.body, encryption: null, idempotencyKey: null, ttlMs: this.#ttlMs, origin });
+    this.#log.debug({ from: msg.from, to: remote, in: msg.encryption, id: message.id }, 'message queued for bridging');
+    this.#queued();
   }
 
-  /** A receipt from B for a bridged message: acknowledge to A from B's proxy. Returns whether it was ours. */
-  async receipt(from: string, id: string): Promise<boolean> {
-    const p = this.#receipts.get(id);
-    if (!p) return false;
-    // Only the recipient of the bridged message may acknowledge it.
-    const expectedProxy = this.#addressing.proxyFor(from);
-    if (p.from !== expectedProxy) return false;
-    this.#receipts.delete(id);
-    await this.#send(xml('message', { from: `${p.from}/${this.#resource}`, to: p.to, id: `rcpt-${id}` }, xml('received', { xmlns: NS_RECEIPTS, id: p.id })));
+  /**
+   * A receipt from `from` to hosted JID `local` for outbox message `id`. If it acknowledges a bridged
+   * message (and comes from its recipient to the proxy that sent it), the original sender is
+   * acknowledged from the recipient's proxy. Returns whether the id was a bridged message.
+   */
+  async receipt(local: string, from: string, id: string): Promise<boolean> {
+    const m = this.#outbox.get(id);
+    if (!m || m.kind !== 'bridge') return false;
+    if (m.bot !== local || !this.#outbox.markDelivered(id, from)) return true;
+    const o = this.#outbox.origin(id);
+    if (o?.receiptRequested && o.stanzaId) {
+      await this.#send(xml('message', { from: `${o.local}/${this.#resource}`, to: o.fromFull, id: `rcpt-${id}` }, xml('received', { xmlns: NS_RECEIPTS, id: o.stanzaId })));
+    }
     return true;
   }
 
-  async #tellSender(msg: InboundMessage, remote: string, condition: string, text: string): Promise<void> {
+  /** A bridged message failed for good: tell its original sender why. */
+  async failed(m: OutboxMessage, g: GatewayError): Promise<void> {
+    const o = this.#outbox.origin(m.id);
+    if (!o) return;
+    this.#log.info({ from: o.from, to: m.to, code: g.code }, 'message not bridged');
+    const text = `Your message was not delivered to ${m.to}: ${g.code === 'internal' ? 'the gateway failed to process it.' : g.userText}`;
     // The error reply every client understands as "this message failed", with the reason.
     const error = xml(
       'message',
-      { type: 'error', from: `${msg.local}/${this.#resource}`, to: msg.fromFull, ...(msg.stanzaId ? { id: msg.stanzaId } : {}) },
-      xml('error', { type: 'cancel' }, xml(condition, { xmlns: NS_STANZAS }), xml('text', { xmlns: NS_STANZAS, 'xml:lang': 'en' }, text)),
+      { type: 'error', from: `${o.local}/${this.#resource}`, to: o.fromFull, ...(o.stanzaId ? { id: o.stanzaId } : {}) },
+      xml('error', { type: 'cancel' }, xml(g.condition, { xmlns: NS_STANZAS }), xml('text', { xmlns: NS_STANZAS, 'xml:lang': 'en' }, text)),
     );
     await this.#send(error).catch(() => undefined);
     // And a notice from the proxy the sender can read in their chat, encrypted the way they wrote.
-    if (msg.encryption === 'none') return;
+    if (o.encryption === 'none') return;
     try {
-      await this.#outbound.send({ from: msg.local, to: msg.from, body: `[gateway] ${text}`, id: `ntc-${randomBytes(6).toString('base64url')}`, encryption: msg.encryption });
+      await this.#outbound.send({ from: o.local, to: o.from, body: `[gateway] ${text}`, id: `ntc-${randomBytes(6).toString('base64url')}`, encryption: o.encryption as Encryption });
     } catch (e) {
-      this.#log.debug({ err: e, remote }, 'could not send the failure notice');
+      this.#log.debug({ err: e, remote: m.to }, 'could not send the failure notice');
     }
   }
 }

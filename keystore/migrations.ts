@@ -121,4 +121,15 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX webhook_pending ON webhook_queue (bot, status, ordering_key, seq);
     `,
   },
+  {
+    version: 3,
+    name: 'bridged messages in the outbox',
+    sql: `
+      -- Bridged messages share the outbox with bot messages: kind 'bridge' rows carry in 'bot' the
+      -- hosted JID they are sent from (a proxy JID) and in 'origin' (sealed JSON) whom to tell about
+      -- a receipt or a failure: the original sender's full JID, stanza id and protocol.
+      ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'bot';
+      ALTER TABLE outbox ADD COLUMN origin BLOB;
+    `,
+  },
 ];

@@ -1,12 +1,28 @@
-// The durable outbox of bot messages. A message is committed here (body sealed) before the API
+// The durable outbox of bot and bridged messages. A message is committed here (body sealed) before the API
 // answers 202, so it survives a crash; its body is wiped once it has been sent.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Keystore } from './keystore.js';
 
 export type OutboxStatus = 'queued' | 'sent' | 'delivered' | 'failed';
 
+/** A bridged message's origin: whom to acknowledge (XEP-0184) or tell about a failure. */
+export interface BridgeOrigin {
+  /** The hosted JID the original was addressed to (the recipient's proxy): acks come from it. */
+  local: string;
+  /** The original sender's bare and full JIDs, its stanza id and the protocol it wrote in. */
+  from: string;
+  fromFull: string;
+  stanzaId: string | null;
+  encryption: string;
+  receiptRequested: boolean;
+}
+
+export type OutboxKind = 'bot' | 'bridge';
+
 export interface OutboxMessage {
   id: string;
+  kind: OutboxKind;
+  /** A bot's localpart, or for a bridged message the hosted JID it is sent from. */
   bot: string;
   to: string;
   encryptionRequested: string | null;
@@ -23,6 +39,7 @@ export interface OutboxMessage {
 
 interface Row {
   id: string;
+  kind: OutboxKind;
   bot: string;
   recipient: string;
   body: Buffer | null;
@@ -44,6 +61,7 @@ interface Row {
 
 const toMessage = (r: Row): OutboxMessage => ({
   id: r.id,
+  kind: r.kind,
   bot: r.bot,
   to: r.recipient,
   encryptionRequested: r.encryption_requested,
@@ -65,6 +83,8 @@ export interface NewMessage {
   encryption: string | null;
   idempotencyKey: string | null;
   ttlMs: number;
+  /** Set for a bridged message (kind 'bridge'); `bot` is then the hosted JID it is sent from. */
+  origin?: BridgeOrigin;
 }
 
 export type EnqueueResult = { created: true; message: OutboxMessage } | { created: false; message: OutboxMessage; sameRequest: boolean };
@@ -77,6 +97,7 @@ export class OutboxStore {
   readonly #queued;
   readonly #nextInLine;
   readonly #body;
+  readonly #origin;
   readonly #markSent;
   readonly #markFailed;
   readonly #retry;
@@ -90,17 +111,18 @@ export class OutboxStore {
     this.#ks = ks;
     const db = ks.db;
     this.#insert = db.prepare(
-      `INSERT INTO outbox (id, bot, recipient, body, encryption_requested, status, idempotency_key, request_hash, seq, created_at, updated_at, next_attempt_at, expires_at)
-       VALUES (@id, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at)`,
+      `INSERT INTO outbox (id, kind, bot, recipient, body, encryption_requested, status, idempotency_key, request_hash, seq, created_at, updated_at, next_attempt_at, expires_at, origin)
+       VALUES (@id, @kind, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at, @origin)`,
     );
     this.#byId = db.prepare<[string], Row>('SELECT * FROM outbox WHERE id = ?');
     this.#byIdem = db.prepare<[string, string], Row>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
     this.#queued = db.prepare<[number], Row>(
-      "SELECT id, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
+      "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
     );
     this.#nextInLine = db.prepare<[string, string], Row>(
-      "SELECT id, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT 1",
+      "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT 1",
     );
+    this.#origin = db.prepare<[string], { origin: Buffer | null }>('SELECT origin FROM outbox WHERE id = ?');
     this.#body = db.prepare<[string], { body: Buffer | null }>('SELECT body FROM outbox WHERE id = ?');
     this.#markSent = db.prepare("UPDATE outbox SET status = 'sent', encryption = ?, body = NULL, sent_at = ?, updated_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'queued'");
     this.#markFailed = db.prepare("UPDATE outbox SET status = 'failed', error_code = ?, error_message = ?, body = NULL, updated_at = ? WHERE id = ? AND status IN ('queued', 'sent')");
@@ -131,6 +153,7 @@ export class OutboxStore {
       const id = OutboxStore.newId();
       this.#insert.run({
         id,
+        kind: m.origin ? 'bridge' : 'bot',
         bot: m.bot,
         recipient: m.to,
         body: this.#ks.sealer.seal(m.body, `outbox\0${id}`),
@@ -140,6 +163,7 @@ export class OutboxStore {
         seq: ++this.#seq,
         now,
         expires_at: now + m.ttlMs,
+        origin: m.origin ? this.#ks.sealer.seal(JSON.stringify(m.origin), `outbox-origin\0${id}`) : null,
       });
       return { created: true, message: toMessage(this.#byId.get(id)!) };
     });
@@ -165,6 +189,12 @@ export class OutboxStore {
   body(id: string): string | null {
     const r = this.#body.get(id);
     return r?.body ? this.#ks.sealer.open(r.body, `outbox\0${id}`).toString('utf8') : null;
+  }
+
+  /** A bridged message's origin (kept after the body is wiped, for receipts), opened. */
+  origin(id: string): BridgeOrigin | null {
+    const r = this.#origin.get(id);
+    return r?.origin ? (JSON.parse(this.#ks.sealer.open(r.origin, `outbox-origin\0${id}`).toString('utf8')) as BridgeOrigin) : null;
   }
 
   markSent(id: string, encryption: string, now = Date.now()): boolean {
