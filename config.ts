@@ -32,6 +32,8 @@ export interface Config {
     replayWindowDays: number;
     /** How long a message to an OTR contact waits for the AKE before it fails (no_otr_session). */
     otrSessionTimeoutSeconds: number;
+    /** OX: how far a message's <time> may be from now (or from its <delay> stamp). */
+    oxMaxClockSkewMs: number;
   };
   outbox: { messageTtlSeconds: number; maxBodyBytes: number };
   webhooks: { retryForSeconds: number; timeoutMs: number; maxAttemptDelaySeconds: number };
@@ -252,7 +254,7 @@ export function validateConfig(raw: unknown): Config {
   const keystore = { path: k.string('path', './data/gateway.db'), passphrase: k.secret('passphrase', 12) };
 
   const b = root.section('bridge');
-  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout');
+  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew');
   const allowedDomains = b.strings('allowed_domains', []).map((d, i) => checkDomain(`bridge.allowed_domains[${i}]`, d));
   const outboundPreference = b.strings('outbound_preference', [...PROTOCOLS]).map((p, i) => {
     if (!(PROTOCOLS as readonly string[]).includes(p)) throw new ConfigError(`bridge.outbound_preference[${i}]`, `must be one of ${PROTOCOLS.join(', ')}`);
@@ -269,6 +271,7 @@ export function validateConfig(raw: unknown): Config {
     pgpKeyType: b.oneOf('pgp_key_type', ['curve25519', 'rsa'] as const, 'curve25519'),
     replayWindowDays: Math.round(b.seconds('replay_window', 30 * 86400) / 86400),
     otrSessionTimeoutSeconds: b.seconds('otr_session_timeout', 120),
+    oxMaxClockSkewMs: b.seconds('ox_max_clock_skew', 600) * 1000,
   };
 
   const o = root.section('outbox');

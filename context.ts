@@ -30,6 +30,7 @@ import { ProxyBridge } from './bridges/proxy-bridge.js';
 import { createEngines } from './bridges/engines.js';
 import type { PgpEngine } from './bridges/pgp/engine.js';
 import type { OmemoEngine } from './bridges/omemo/engine.js';
+import type { OxEngine } from './bridges/ox/engine.js';
 import { hookSignedPresence, pgpKeyRegistry } from './bridges/pgp/gateway-hooks.js';
 import { OutboxStore } from './keystore/outbox-store.js';
 import { WebhookStore } from './keystore/webhook-store.js';
@@ -73,6 +74,7 @@ export class Gateway {
   readonly engines: EngineRegistry;
   readonly pgp: PgpEngine | null;
   readonly omemo: OmemoEngine | null;
+  readonly ox: OxEngine | null;
   readonly core: BridgeCore;
   readonly outbound: OutboundSender;
   readonly proxies: ProxyBridge;
@@ -135,6 +137,7 @@ export class Gateway {
     this.engines = new EngineRegistry(engines.all);
     this.pgp = engines.pgp;
     this.omemo = engines.omemo;
+    this.ox = engines.ox;
     // Not connected yet: engines that keep state across reconnects (OMEMO prekeys) start offline.
     for (const e of engines.all) e.onConnectionChange?.(false);
 

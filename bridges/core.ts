@@ -63,7 +63,7 @@ function foreignEncryption(stanza: Element): string | null {
 }
 
 /** Failures the sender is told about; the others are quiet (not for us, replays). */
-const TELL_SENDER: ReadonlySet<DecryptFailure> = new Set(['malformed', 'no-session', 'unknown-prekey', 'bad-mac', 'unknown-key', 'wrong-key', 'bad-signature', 'distrusted', 'internal']);
+const TELL_SENDER: ReadonlySet<DecryptFailure> = new Set(['malformed', 'no-session', 'unknown-prekey', 'bad-mac', 'unknown-key', 'wrong-key', 'bad-signature', 'distrusted', 'wrong-recipient', 'stale-time', 'plaintext', 'internal']);
 
 export class BridgeCore {
   readonly #engines: EngineRegistry;
@@ -152,8 +152,8 @@ export class BridgeCore {
         return;
       }
       if (result.body === null) return; // key transport, heartbeat
-      this.#contacts.setLastProtocol(local, fromBare, engine.id);
-      msg = this.#message(ctx, local, result.body, engine.id, result.sender, receiptRequested);
+      if (!result.plaintext) this.#contacts.setLastProtocol(local, fromBare, engine.id);
+      msg = this.#message(ctx, local, result.body, result.plaintext ? 'none' : engine.id, result.sender, receiptRequested);
     } else {
       const foreign = foreignEncryption(stanza);
       if (foreign) {

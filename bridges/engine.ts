@@ -25,6 +25,9 @@ export type DecryptFailure =
   | 'wrong-key' // encrypted to a key that is not ours
   | 'bad-signature'
   | 'distrusted' // from a key an admin has distrusted
+  | 'wrong-recipient' // OX: no <to> names the hosted JID (surreptitious forwarding)
+  | 'stale-time' // OX: <time> too far from now and from the <delay> stamp
+  | 'plaintext' // OX <sign>: signed but not encrypted, and plaintext is not allowed
   | 'internal';
 
 export interface SenderInfo {
@@ -37,7 +40,7 @@ export interface SenderInfo {
 
 export type Decrypted =
   /** body is null for protocol-only messages (key transport, heartbeats): nothing to deliver. */
-  | { ok: true; body: string | null; sender: SenderInfo; replies: Element[] }
+  | { ok: true; body: string | null; sender: SenderInfo; replies: Element[]; /** Signed only, never encrypted (OX <sign>): delivered as encryption 'none'. */ plaintext?: boolean }
   | { ok: false; reason: DecryptFailure; replies: Element[] };
 
 export interface Encrypted {
@@ -52,7 +55,7 @@ export type Reachability = 'ready' | 'needs-session' | 'no';
 export interface IdentityFacts {
   omemo?: Array<{ device_id: number; fingerprint: string }>;
   pgp?: { fingerprint: string; public_key: string };
-  ox?: { fingerprint: string };
+  ox?: { fingerprint: string; public_key: string };
   otr?: { fingerprint: string };
 }
 

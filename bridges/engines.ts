@@ -1,21 +1,36 @@
 // The protocol engines this build runs, created from config. Explicit on purpose (see STYLE.md).
 import type { Config } from '../config.js';
+import { ReplayStore } from '../keystore/replay-store.js';
 import type { EnginePorts, ProtocolEngine, ProtocolId } from './engine.js';
 import { createPgpEngine, type PgpEngine } from './pgp/engine.js';
+import { ReplayGuard } from './pgp/replay-guard.js';
 import { createOmemoEngine, type OmemoEngine } from './omemo/engine.js';
+import { createOxEngine, type OxEngine } from './ox/engine.js';
 
 export interface Engines {
   all: ProtocolEngine[];
   pgp: PgpEngine | null;
   omemo: OmemoEngine | null;
+  ox: OxEngine | null;
 }
 
 export function createEngines(config: Config, portsFor: (id: ProtocolId) => EnginePorts): Engines {
-  const pgp = createPgpEngine(portsFor('pgp'), {
+  const pgpPorts = portsFor('pgp');
+  // One replay store for both OpenPGP protocols (rows kept under 'pgp', as before OX existed): the
+  // same ciphertext sent once as XEP-0027 and once as OX is a replay too.
+  const replay = new ReplayGuard(new ReplayStore(pgpPorts.keystore), 'pgp', config.bridge.replayWindowDays, () => pgpPorts.now());
+  const pgp = createPgpEngine(pgpPorts, {
     keyType: config.bridge.pgpKeyType,
     allowUnverifiedKeys: config.bridge.allowUnverifiedPgpKeys,
     replayWindowDays: config.bridge.replayWindowDays,
+    replay,
   });
   const omemo = createOmemoEngine(portsFor('omemo'));
-  return { all: [omemo, pgp], pgp, omemo };
+  const plaintextBots = new Set(config.bots.filter((b) => b.allowPlaintext).map((b) => `${b.localpart}@${config.component.domain}`));
+  const ox = createOxEngine(portsFor('ox'), {
+    replay,
+    maxClockSkewMs: config.bridge.oxMaxClockSkewMs,
+    plaintextAllowed: (local) => config.bridge.allowPlaintext || plaintextBots.has(local),
+  });
+  return { all: [omemo, ox, pgp], pgp, omemo, ox };
 }

@@ -29,6 +29,8 @@ export interface PgpEngineOptions {
   replayWindowDays: number;
   /** Refuse unsigned messages ('bad-signature') instead of delivering them as untrusted. Default false. */
   requireSignedMessages?: boolean;
+  /** A replay guard shared with another OpenPGP engine (OX): one ciphertext is accepted once, in either. */
+  replay?: ReplayGuard;
 }
 
 /** The XEP-0027 engine: the ProtocolEngine contract plus signed presence and key registration. */
@@ -69,7 +71,7 @@ export function createPgpEngine(ports: EnginePorts, opts: PgpEngineOptions): Pgp
   const log = ports.log.child({ engine: 'pgp' });
   const keys = new LocalKeys(ports.store, opts.keyType, now);
   const contactKeys = new ContactKeys(ports.contacts, now);
-  const replay = new ReplayGuard(new ReplayStore(ports.keystore), 'pgp', opts.replayWindowDays, now);
+  const replay = opts.replay ?? new ReplayGuard(new ReplayStore(ports.keystore), 'pgp', opts.replayWindowDays, now);
   replay.prune();
   const inbound: InboundDeps = {
     keys,
