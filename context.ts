@@ -160,7 +160,7 @@ export class Gateway {
     pubsubRef = this.pubsub;
     const pgp = this.pgp;
     const pgpKeys = pgp ? pgpKeyRegistry(pgp, this.contacts) : null;
-    if (pgp) hookSignedPresence(pgp, { presence: this.presence, contacts: this.contacts, domain: this.addressing.domain, send });
+    if (pgp) hookSignedPresence(pgp, { presence: this.presence, contacts: this.contacts, domain: this.addressing.domain, send, log: log.child({ subsystem: 'pgp-presence' }) });
 
     this.outbound = new OutboundSender({
       engines: this.engines,
@@ -343,9 +343,22 @@ export class Gateway {
     };
   }
 
+  /** No stanza or connection handler is running (for tests that wait for the gateway to settle). */
+  idle(): boolean {
+    return this.#inflight.size === 0;
+  }
+
   #track<T>(p: Promise<T>): void {
     this.#inflight.add(p);
-    void p.finally(() => this.#inflight.delete(p));
+    p.then(
+      () => this.#inflight.delete(p),
+      (err: unknown) => {
+        this.#inflight.delete(p);
+        // Handlers turn peer input into values; reaching this is a bug, never a reason to stop.
+        this.log.error({ err }, 'stanza or connection handler failed');
+        this.metrics.errors.inc({ kind: 'handler_failed' });
+      },
+    );
   }
 
   async #onOnline(): Promise<void> {

@@ -7,6 +7,7 @@ import { loadConfig } from './config.js';
 import { ConfigError, GatewayError } from './errors.js';
 import { createLogger, errorSummary } from './log.js';
 import { Gateway } from './context.js';
+import { installProcessPolicy } from './process-policy.js';
 
 const USAGE = 'usage: npm start -- --config FILE   (or set GATEWAY_CONFIG=FILE)';
 
@@ -25,6 +26,8 @@ function fail(code: number, message: string): never {
 }
 
 async function main(): Promise<void> {
+  // Before anything else can fail: our handlers, and none of a dependency's (process-policy.ts).
+  const policy = installProcessPolicy();
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
@@ -60,10 +63,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('unhandledRejection', (reason) => {
-    gateway.log.error({ err: reason }, 'unhandled rejection');
-    gateway.metrics.errors.inc({ kind: 'unhandled_rejection' });
-  });
+  policy.bind({ log: gateway.log, count: (kind) => gateway.metrics.errors.inc({ kind }) });
+  if (policy.removed > 0) gateway.log.info({ removed: policy.removed }, "dependencies' process-wide error handlers removed");
 
   try {
     await gateway.start();

@@ -93,9 +93,10 @@ export class BridgeCore {
     const prev = this.#chains.get(key) ?? Promise.resolve();
     const next = prev.then(() => this.#handle(ctx)).catch((e) => this.#failed(ctx, e));
     this.#chains.set(key, next);
-    void next.finally(() => {
+    const done = () => {
       if (this.#chains.get(key) === next) this.#chains.delete(key);
-    });
+    };
+    void next.then(done, done);
     return next;
   }
 

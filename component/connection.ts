@@ -154,7 +154,8 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
           this.#opts.metrics.errors.inc({ kind: 'component_keepalive' });
           entity.socket?.destroy();
         })
-        .finally(() => (busy = false));
+        .finally(() => (busy = false))
+        .catch((e: unknown) => this.#opts.log.error({ err: e }, 'keepalive failed'));
     }, every);
     t.unref();
     return t;

@@ -140,7 +140,7 @@ export class PresenceService {
       if (!m?.has(full)) return; // went offline meanwhile
       m.set(full, features ?? EMPTY);
       this.#notifyOnline(local, full, features ?? EMPTY);
-    });
+    }).catch((e: unknown) => this.#log.warn({ err: e }, 'caps resolution failed'));
   }
 
   #notifyOnline(local: string, full: string, features: ReadonlySet<string>): void {

@@ -192,7 +192,8 @@ export function installFastCrypto(): void {
   const target = libraryCrypto as unknown as Record<string, unknown>;
   // Only if the library still has the shape we know; otherwise the WebCrypto shim alone is used.
   if (Object.keys(directMethods).every((m) => typeof target[m] === 'function')) Object.assign(target, directMethods);
-  void libraryCurve();
+  // Warm-up only: a load failure is reported by the first signature that needs the curve.
+  libraryCurve().catch(() => undefined);
   installed = true;
 }
 

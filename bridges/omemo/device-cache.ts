@@ -93,7 +93,8 @@ export class DeviceLists {
       this.#log.debug({ contact, err: errorSummary(err) }, 'omemo device list refresh failed'),
     );
     this.#background.add(p);
-    void p.finally(() => this.#background.delete(p));
+    const done = () => this.#background.delete(p);
+    void p.then(done, done);
   }
 
   /** Waits for background refreshes (tests, shutdown). */

@@ -4,6 +4,7 @@
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { LRUCache } from 'lru-cache';
+import type { Logger } from '../../log.js';
 import type { ContactStore } from '../../keystore/contact-store.js';
 import type { PresenceService } from '../../component/presence.js';
 import type { PgpEngine } from './engine.js';
@@ -30,26 +31,32 @@ export function pgpKeyRegistry(pgp: PgpEngine, contacts: ContactStore): PgpKeyRe
 
 export function hookSignedPresence(
   pgp: PgpEngine,
-  deps: { presence: PresenceService; contacts: ContactStore; domain: string; send: (el: Element) => Promise<void> },
+  deps: { presence: PresenceService; contacts: ContactStore; domain: string; send: (el: Element) => Promise<void>; log: Logger },
 ): void {
   deps.presence.addExtras(async (local, status) => [signedPresenceElement(await pgp.signPresence(local, status))]);
   const reported = new LRUCache<string, true>({ max: 10000, ttl: 86400_000 });
+
+  /** Tells a contact, once a day per key, that their signed presence does not match their registration. */
+  async function check(local: string, full: string, sig: { status: string; signed: string }): Promise<void> {
+    const contact = full.split('/')[0]!;
+    const check = await pgp.checkPresence(contact, sig.status, sig.signed);
+    // Unreadable signatures name no key to tell anyone about.
+    if ((check.ok && check.matchesRegistered) || check.reason === 'malformed') return;
+    const key = `${contact}\0${check.keyId ?? '?'}`;
+    if (reported.has(key)) return;
+    reported.set(key, true);
+    const registered = deps.contacts.get(contact)?.pgpFingerprint;
+    const text = registered
+      ? `Your signed presence (to ${local}) was made with OpenPGP key ${check.keyId ?? 'unknown'}, but the key registered for you is ${registered}. Messages from the gateway are encrypted to the registered key. Send "register" with your current public key to change it.`
+      : `Your presence (to ${local}) is signed with OpenPGP key ${check.keyId ?? 'unknown'}, but no key is registered for you, so proxies cannot encrypt to you. Send "register" followed by your armored public key to ${deps.domain}.`;
+    await deps.send(xml('message', { from: deps.domain, to: full, type: 'chat', id: `pgpchk-${Date.now().toString(36)}` }, xml('body', {}, text)));
+  }
+
   deps.presence.addListener({
     contactPresence: (local, full, stanza) => {
       const sig = presenceSignature(stanza);
       if (!sig) return;
-      const contact = full.split('/')[0]!;
-      void pgp.checkPresence(contact, sig.status, sig.signed).then((check) => {
-        if (check.ok && check.matchesRegistered) return;
-        const key = `${contact}\0${check.keyId ?? '?'}`;
-        if (reported.has(key)) return;
-        reported.set(key, true);
-        const registered = deps.contacts.get(contact)?.pgpFingerprint;
-        const text = registered
-          ? `Your signed presence (to ${local}) was made with OpenPGP key ${check.keyId ?? 'unknown'}, but the key registered for you is ${registered}. Messages from the gateway are encrypted to the registered key. Send "register" with your current public key to change it.`
-          : `Your presence (to ${local}) is signed with OpenPGP key ${check.keyId ?? 'unknown'}, but no key is registered for you, so proxies cannot encrypt to you. Send "register" followed by your armored public key to ${deps.domain}.`;
-        deps.send(xml('message', { from: deps.domain, to: full, type: 'chat', id: `pgpchk-${Date.now().toString(36)}` }, xml('body', {}, text))).catch(() => undefined);
-      });
+      check(local, full, sig).catch((err: unknown) => deps.log.warn({ err, contact: full.split('/')[0] }, 'signed presence check failed'));
     },
   });
 }

@@ -26,7 +26,7 @@ import type { Metrics } from '../../http/metrics.js';
 import { bare } from '../../component/jid.js';
 import { parseStripped } from './armor.js';
 import { CLOCK_SKEW_MS, FULL_CONFIG, PGP_CONFIG } from './openpgp-config.js';
-import { keyIdHex } from './keys.js';
+import { keyIdHex, readableKeyIds } from './keys.js';
 import type { LocalKeys } from './local-keys.js';
 import type { ContactKeys } from './contact-keys.js';
 import { encryptedDataBody } from './packets.js';
@@ -146,9 +146,9 @@ async function judge(d: InboundDeps, local: string, from: string, message: openp
   // new addresses must not make the gateway generate keys.
   const me = await d.keys.peek(local);
   if (!me) throw new Refused('wrong-key', 'no key for this JID yet');
-  const recipients = message.getEncryptionKeyIDs();
+  const recipients = readableKeyIds(message.getEncryptionKeyIDs());
   // A wildcard id (gpg --throw-keyids) may be anyone: then only decryption can tell.
-  if (!recipients.map(keyIdHex).some((id) => id === WILDCARD || me.keyIds.has(id))) throw new Refused('wrong-key');
+  if (!recipients.some((id) => id === WILDCARD || me.keyIds.has(id))) throw new Refused('wrong-key');
   const date = new Date(d.now() + CLOCK_SKEW_MS);
   const decrypted = await d.metrics
     .timeCrypto('pgp', 'decrypt', () => message.decrypt([me.privateKey], undefined, undefined, date, FULL_CONFIG))
@@ -159,7 +159,7 @@ async function judge(d: InboundDeps, local: string, from: string, message: openp
   if (!(data instanceof Uint8Array)) throw new Refused('malformed', 'no literal data');
   const body = catching('malformed', () => toBody(data, literalFormat(decrypted)));
 
-  const signers = decrypted.getSigningKeyIDs().map(keyIdHex);
+  const signers = readableKeyIds(decrypted.getSigningKeyIDs());
   if (signers.length === 0) {
     if (d.requireSignedMessages) throw new Refused('bad-signature', 'unsigned');
     return { body, sender: { jid: from, trust: 'untrusted' } };
@@ -171,7 +171,7 @@ async function judge(d: InboundDeps, local: string, from: string, message: openp
   const signedAt = await d.metrics.timeCrypto('pgp', 'verify', async () => {
     // openpgp hands back one promise per signature; the work happens when they are awaited.
     for (const r of await decrypted.verify([ck.key], date, FULL_CONFIG)) {
-      if (!ck.keyIds.has(keyIdHex(r.keyID))) continue;
+      if (!r.keyID || !ck.keyIds.has(keyIdHex(r.keyID))) continue;
       try {
         await r.verified;
         return (await r.signature).packets[0]?.created ?? null;
@@ -191,16 +191,30 @@ async function judge(d: InboundDeps, local: string, from: string, message: openp
   return { body, sender: { jid: from, fingerprint: ck.fingerprint, trust } };
 }
 
-/** Checks the detached signature of a presence's <status> text against the contact's registered key. */
+/**
+ * Checks the detached signature of a presence's <status> text against the contact's registered key.
+ * Never throws: whatever the peer sent (garbage, a packet of another version, a signature openpgp
+ * keeps unparsed) is a value, since the caller runs on a presence listener with nobody to catch.
+ */
 export async function checkPresence(d: InboundDeps, contact: string, status: string, signedText: string): Promise<PresenceCheck> {
+  try {
+    return await checkPresenceUnsafe(d, contact, status, signedText);
+  } catch (e) {
+    d.log.info({ contact, detail: e instanceof Error ? `${e.name}: ${e.message}`.slice(0, 200) : undefined }, 'pgp signed presence unreadable');
+    return { ok: false, keyId: null, matchesRegistered: false, reason: 'malformed' };
+  }
+}
+
+async function checkPresenceUnsafe(d: InboundDeps, contact: string, status: string, signedText: string): Promise<PresenceCheck> {
   let signature: openpgp.Signature;
   try {
     signature = await openpgp.readSignature({ binarySignature: parseStripped(signedText).bytes, config: PGP_CONFIG });
   } catch {
     return { ok: false, keyId: null, matchesRegistered: false, reason: 'malformed' };
   }
-  const issuers = signature.getSigningKeyIDs().map(keyIdHex);
-  const keyId = issuers[0] ?? null;
+  const issuers = readableKeyIds(signature.getSigningKeyIDs());
+  if (issuers.length === 0) return { ok: false, keyId: null, matchesRegistered: false, reason: 'malformed' };
+  const keyId = issuers[0]!;
   const lookup = await d.contactKeys.get(contact);
   if (lookup.status !== 'ok') return { ok: false, keyId, matchesRegistered: false, reason: 'unknown-key' };
   const ck = lookup.key;
@@ -212,7 +226,7 @@ export async function checkPresence(d: InboundDeps, contact: string, status: str
     try {
       const date = new Date(d.now() + CLOCK_SKEW_MS);
       const { signatures } = await openpgp.verify({ message, signature, verificationKeys: [ck.key], date, config: PGP_CONFIG });
-      const mine = signatures.find((r) => ck.keyIds.has(keyIdHex(r.keyID)));
+      const mine = signatures.find((r) => r.keyID && ck.keyIds.has(keyIdHex(r.keyID)));
       if (!mine) return null;
       await mine.verified;
       return (await mine.signature).packets[0]?.created ?? new Date(0);

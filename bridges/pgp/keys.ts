@@ -56,6 +56,13 @@ export interface KeyInfo {
 
 export const fingerprintOf = (k: openpgp.Key): string => k.getFingerprint().toUpperCase();
 export const keyIdHex = (id: openpgp.KeyID): string => id.toHex().toUpperCase();
+/**
+ * The readable ids among what openpgp reports for a peer's packets. A packet of a version openpgp
+ * cannot parse (a v2, v3 or v5 signature, a v6 PKESK) is kept as an unparseable packet whose
+ * issuer is undefined: such an entry names nobody and is left out instead of throwing.
+ */
+export const readableKeyIds = (ids: ReadonlyArray<openpgp.KeyID | undefined | null>): string[] =>
+  ids.filter((id): id is openpgp.KeyID => typeof id?.toHex === 'function').map(keyIdHex);
 /** The ids of the primary key and every subkey (a signature or PKESK names one of them). */
 export const keyIdsOf = (k: openpgp.Key): string[] => k.getKeyIDs().map(keyIdHex);
 

@@ -86,3 +86,24 @@ test('wire helpers: a signed presence round-trips through XML with its status te
   assert.equal(presenceSignature(noStatus)!.status, '');
   assert.equal(presenceSignature(parseXml('<presence/>')), null);
 });
+
+/** A stripped signature with the signature packet's version byte replaced. */
+function withSignatureVersion(stripped: string, version: number): string {
+  const b = Buffer.from(stripped.split('\n=')[0]!.replace(/\s/g, ''), 'base64');
+  const headerLength = b[0]! & 0x40 ? (b[1]! < 192 ? 2 : b[1]! < 224 ? 3 : 6) : 1 + [1, 2, 4][b[0]! & 3]!;
+  b[headerLength] = version;
+  return b.toString('base64');
+}
+
+test('issue 15 bug 1: a signed presence with a v2, v3, v5 or v6 signature packet is a value (malformed), never a throw', async () => {
+  const rig = makeRig();
+  await rig.engine.registerContactKey(CAROL, await carol.exportPublic(), { viaAdmin: false });
+  const sig = await carol.signDetached('Online');
+  for (const v of [2, 3, 5, 6, 0, 255]) {
+    const r = await rig.engine.checkPresence(CAROL, 'Online', withSignatureVersion(sig, v));
+    assert.equal(r.ok, false, `version ${v}`);
+    assert.equal(r.reason, 'malformed', `version ${v}: ${JSON.stringify(r)}`);
+  }
+  // the unmodified signature still verifies
+  assert.equal((await rig.engine.checkPresence(CAROL, 'Online', sig)).ok, true);
+});
