@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
+import { LIMITS, LIMITS_SECTION_KEYS, type LimitName, type Limits, type LimitSpec } from './limits.js';
 
 export type ProtocolName = 'omemo' | 'ox' | 'pgp' | 'otr';
 export const PROTOCOLS: readonly ProtocolName[] = ['omemo', 'ox', 'pgp', 'otr'];
@@ -39,6 +40,8 @@ export interface Config {
   webhooks: { retryForSeconds: number; timeoutMs: number; maxAttemptDelaySeconds: number };
   log: { level: string };
   bots: BotConfig[];
+  /** Every limit of limits.ts (its `limits:` keys, bridge.max_hosted_identities and the older ones). */
+  limits: Limits;
 }
 
 type Raw = Record<string, unknown>;
@@ -162,6 +165,22 @@ class Reader {
     return Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
   }
 
+  /** Short durations such as `500ms`, `2s` or plain milliseconds. */
+  millis(key: string, dflt: number): number {
+    const v = this.obj[key];
+    if (v === undefined || v === null || v === '') return dflt;
+    const m = /^(\d+)\s*(ms|s)?$/i.exec(String(v));
+    if (!m) throw new ConfigError(this.at(key), 'must be a duration such as 500ms or 2s');
+    return Number(m[1]) * ((m[2] ?? 'ms').toLowerCase() === 's' ? 1000 : 1);
+  }
+
+  /** A limit of limits.ts, with the table's default. */
+  limit(key: string, s: LimitSpec): number {
+    if (s.kind === 'bytes') return this.bytes(key, s.value);
+    if (s.kind === 'millis') return this.millis(key, s.value);
+    return this.int(key, s.value, 0, 1_000_000_000);
+  }
+
   /** Durations such as `30s`, `15m`, `24h`, `7d` or plain seconds. */
   seconds(key: string, dflt: number): number {
     const v = this.obj[key];
@@ -228,7 +247,7 @@ function checkToken(path: string, v: string): string {
 
 export function validateConfig(raw: unknown): Config {
   const root = Reader.root(raw);
-  root.only('component', 'http', 'keystore', 'bridge', 'bots', 'outbox', 'webhooks', 'log');
+  root.only('component', 'http', 'keystore', 'bridge', 'bots', 'outbox', 'webhooks', 'log', 'limits');
 
   const c = root.section('component', true);
   c.only('service', 'domain', 'secret', 'reconnect_max_delay', 'keepalive');
@@ -246,7 +265,7 @@ export function validateConfig(raw: unknown): Config {
     host: h.string('host', '127.0.0.1'),
     port: h.int('port', 8080, 0, 65535),
     adminToken: checkToken('http.admin_token', h.secret('admin_token', 16)),
-    bodyLimitBytes: h.bytes('body_limit', 256 * 1024),
+    bodyLimitBytes: h.bytes('body_limit', LIMITS.http_body_limit.value),
   };
 
   const k = root.section('keystore', true);
@@ -254,7 +273,7 @@ export function validateConfig(raw: unknown): Config {
   const keystore = { path: k.string('path', './data/gateway.db'), passphrase: k.secret('passphrase', 12) };
 
   const b = root.section('bridge');
-  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew');
+  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew', 'max_hosted_identities');
   const allowedDomains = b.strings('allowed_domains', []).map((d, i) => checkDomain(`bridge.allowed_domains[${i}]`, d));
   const outboundPreference = b.strings('outbound_preference', [...PROTOCOLS]).map((p, i) => {
     if (!(PROTOCOLS as readonly string[]).includes(p)) throw new ConfigError(`bridge.outbound_preference[${i}]`, `must be one of ${PROTOCOLS.join(', ')}`);
@@ -276,7 +295,7 @@ export function validateConfig(raw: unknown): Config {
 
   const o = root.section('outbox');
   o.only('message_ttl', 'max_body');
-  const outbox = { messageTtlSeconds: o.seconds('message_ttl', 86400), maxBodyBytes: o.bytes('max_body', 64 * 1024) };
+  const outbox = { messageTtlSeconds: o.seconds('message_ttl', 86400), maxBodyBytes: o.bytes('max_body', LIMITS.outbox_max_body.value) };
   if (outbox.maxBodyBytes > http.bodyLimitBytes) throw new ConfigError('outbox.max_body', 'must not exceed http.body_limit');
 
   const w = root.section('webhooks');
@@ -310,12 +329,25 @@ export function validateConfig(raw: unknown): Config {
       localpart,
       token: checkToken(`bots[${i}].token`, bot.secret('token', 16)),
       webhook,
-      rateLimit: { perSecond: rl.int('per_second', 50, 1, 100000), burst: rl.int('burst', 100, 1, 1000000) },
+      rateLimit: { perSecond: rl.int('per_second', LIMITS.bot_rate_per_second.value, 1, 100000), burst: rl.int('burst', LIMITS.bot_rate_burst.value, 1, 1000000) },
       allowPlaintext: bot.bool('allow_plaintext', false),
     };
   });
 
-  return deepFreeze({ component, http, keystore, bridge, outbox, webhooks, log, bots });
+  const lim = root.section('limits');
+  lim.only(...LIMITS_SECTION_KEYS);
+  const limits = Object.fromEntries(
+    (Object.entries(LIMITS) as Array<[LimitName, LimitSpec]>).map(([name, s]) => {
+      if (s.key.startsWith('limits.')) return [name, lim.limit(s.key.slice('limits.'.length), s)];
+      if (s.key === 'bridge.max_hosted_identities') return [name, b.limit('max_hosted_identities', s)];
+      return [name, s.value];
+    }),
+  ) as { -readonly [K in LimitName]: number };
+  // The older limits are read in their own sections; the table mirrors what was read.
+  limits.http_body_limit = http.bodyLimitBytes;
+  limits.outbox_max_body = outbox.maxBodyBytes;
+
+  return deepFreeze({ component, http, keystore, bridge, outbox, webhooks, log, bots, limits });
 }
 
 function deepFreeze<T>(o: T): T {

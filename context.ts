@@ -154,7 +154,7 @@ export class Gateway {
       request,
       log: log.child({ subsystem: 'pubsub' }),
       beforeRead: async (owner, node) => {
-        for (const e of this.engines.all()) if (e.ownsNode?.(node)) await e.ensureIdentity(owner);
+        for (const e of this.engines.all()) if (e.ownsNode?.(node)) await (e.prepareNode ? e.prepareNode(owner, node) : e.ensureIdentity(owner));
       },
     });
     pubsubRef = this.pubsub;

@@ -119,6 +119,12 @@ export interface ProtocolEngine {
   onPepEvent?(local: string, from: string, node: string, items: Element[]): Promise<void>;
   /** Whether `node` (a PEP node of a contact) belongs to this engine. */
   ownsNode?(node: string): boolean;
+  /**
+   * Before a peer reads `node` of hosted JID `local` from our pubsub service: create what that read
+   * needs and no more (a device list read: the identity; a bundle read: the bundle). Without it,
+   * ensureIdentity() is called.
+   */
+  prepareNode?(local: string, node: string): Promise<void>;
   /** Periodic upkeep (signed prekey rotation, pruning). */
   maintain?(): Promise<void>;
   /**

@@ -56,6 +56,24 @@ export class Metrics {
   readonly webhookDeadLetters = new Gauge({ name: 'gateway_webhook_dead_letters', help: 'Dead-lettered webhook deliveries, by bot', labelNames: ['bot'] as const, registers: [this.registry] });
   readonly httpRequests = new Counter({ name: 'gateway_http_requests_total', help: 'HTTP API requests by route and status', labelNames: ['route', 'status'] as const, registers: [this.registry] });
 
+  // limits (limits.ts): refusals by limit, per-peer map sizes, event-loop lag, hosted identities
+  readonly limited = new Counter({ name: 'gateway_limited_total', help: 'Work refused by a limit, by limit (see the README, "Limits")', labelNames: ['limit'] as const, registers: [this.registry] });
+  readonly cacheEntries = new Gauge({ name: 'gateway_cache_entries', help: 'Entries of each bounded in-memory per-peer map', labelNames: ['cache'] as const, registers: [this.registry] });
+  readonly eventLoopLag = new Gauge({ name: 'gateway_event_loop_lag_seconds', help: 'Event-loop lag: the longest delay of a timer over the last second', registers: [this.registry] });
+  readonly hostedIdentities = new Gauge({ name: 'gateway_hosted_identities', help: 'Hosted JIDs with an identity (bridge.max_hosted_identities)', registers: [this.registry] });
+  /** Sizes of bounded per-peer maps, read at each scrape into gateway_cache_entries. */
+  readonly #caches = new Map<string, () => number>();
+
+  /** Registers a bounded per-peer map: its size is exported as gateway_cache_entries{cache=name}. */
+  registerCache(name: string, size: () => number): void {
+    this.#caches.set(name, size);
+  }
+
+  /** The registered maps and their sizes now (tests check every one stays within its bound). */
+  cacheSizes(): Record<string, number> {
+    return Object.fromEntries([...this.#caches].map(([n, f]) => [n, f()]));
+  }
+
   readonly #collectors: Array<() => void> = [];
 
   constructor(opts: { processMetrics?: boolean } = {}) {
@@ -68,6 +86,7 @@ export class Metrics {
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
+    for (const [name, size] of this.#caches) this.cacheEntries.set({ cache: name }, size());
     for (const fn of this.#collectors) {
       try {
         fn();

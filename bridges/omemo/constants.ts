@@ -1,4 +1,5 @@
 // XEP-0384 v0.3.0 (legacy OMEMO, eu.siacs.conversations.axolotl): names and defaults.
+import { LIMITS } from '../../limits.js';
 
 export const NS_OMEMO = 'eu.siacs.conversations.axolotl';
 export const NODE_DEVICELIST = `${NS_OMEMO}.devicelist`;
@@ -40,8 +41,16 @@ export interface OmemoOptions {
    * between, we send an empty message so its ratchet turns (same threshold as python-omemo / OMEMO 2).
    */
   heartbeatAfter: number;
+  /** Hosted JIDs' identities kept parsed in memory. */
+  identityCacheSize: number;
   /** Session records kept parsed in memory. */
   sessionCacheSize: number;
+  /** Bundle fetches per contact per minute (a token bucket): junk device ids must not each cost a query. */
+  bundleFetchesPerMinute: number;
+  /** A contact's device list is re-read in the background at most this often (unknown device ids). */
+  listRefreshIntervalMs: number;
+  /** Entries of each per-peer in-memory map (device lists, failed bundles, repairs, heartbeats, buckets). */
+  peerCacheEntries: number;
   /** Text of the plaintext <body> fallback (never on key-transport messages). */
   fallbackBody: string;
 }
@@ -54,6 +63,10 @@ export const DEFAULT_OPTIONS: OmemoOptions = {
   missingListTtlMs: 2 * 60_000,
   repairIntervalMs: 10 * 60_000,
   heartbeatAfter: 53,
+  identityCacheSize: 10_000,
   sessionCacheSize: 10_000,
   fallbackBody: DEFAULT_FALLBACK_BODY,
+  bundleFetchesPerMinute: LIMITS.bundle_fetches_per_contact_per_minute.value,
+  listRefreshIntervalMs: 10_000,
+  peerCacheEntries: LIMITS.peer_cache_entries.value,
 };

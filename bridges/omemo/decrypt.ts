@@ -56,7 +56,7 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
 
   // A device we do not know: its list may have changed without an event reaching us.
   const list = ctx.devices.cached(from);
-  if (!list || !list.includes(enc.sid)) ctx.devices.refreshInBackground(local, from);
+  if (!list || !list.includes(enc.sid)) ctx.devices.refreshForUnknownDevice(local, from);
 
   const job: Job = { ctx, id, from, enc, key, replies };
   const r = key.prekey ? await preKeyMessage(job) : await whisperMessage(job);

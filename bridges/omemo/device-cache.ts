@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import type { PubsubPort } from '../engine.js';
 import type { TrustStore } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
+import { GatewayError } from '../../errors.js';
+import { perMinute, type KeyedBuckets } from '../../limits.js';
 import { NODE_DEVICELIST, PROTOCOL, bundleNode, type OmemoOptions } from './constants.js';
 import { parseBundle, parseDeviceList, type Bundle } from './wire.js';
 
@@ -23,14 +25,20 @@ export class DeviceLists {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #opts: OmemoOptions;
-  readonly #lists = new LRUCache<string, ListEntry>({ max: 50_000 });
+  readonly #lists: LRUCache<string, ListEntry>;
   readonly #inflight = new Map<string, Promise<number[] | null>>();
   readonly #bundles = new Map<string, Promise<Bundle | null>>();
   /** Bundles that could not be read (missing, unusable, timeout), not asked for again for a while. */
-  readonly #failed = new LRUCache<string, { at: number; error: unknown }>({ max: 50_000 });
+  readonly #failed: LRUCache<string, { at: number; error: unknown }>;
+  /** Bundle fetches per contact (limits.bundle_fetches_per_contact_per_minute). */
+  readonly #bundleBudget: KeyedBuckets;
+  /** When each contact's list was last refreshed in the background (at most one per listRefreshIntervalMs). */
+  readonly #refreshedAt: LRUCache<string, number>;
+  /** Called when a bundle fetch is refused by the per-contact budget (metrics). */
+  onLimited: () => void = () => undefined;
   readonly #background = new Set<Promise<unknown>>();
   /** Bundle and list reads sent, by node kind: lets tests check when we touch the network. */
-  readonly fetches = { lists: 0, bundles: 0 };
+  readonly fetches = { lists: 0, bundles: 0, refused: 0 };
 
   constructor(pubsub: PubsubPort, trust: TrustStore, log: Logger, now: () => number, opts: OmemoOptions) {
     this.#pubsub = pubsub;
@@ -38,6 +46,15 @@ export class DeviceLists {
     this.#log = log;
     this.#now = now;
     this.#opts = opts;
+    this.#lists = new LRUCache({ max: opts.peerCacheEntries });
+    this.#failed = new LRUCache({ max: opts.peerCacheEntries });
+    this.#refreshedAt = new LRUCache({ max: opts.peerCacheEntries });
+    this.#bundleBudget = perMinute(opts.bundleFetchesPerMinute, opts.peerCacheEntries);
+  }
+
+  /** Entries of the per-contact maps, for gateway_cache_entries. */
+  sizes(): Record<string, number> {
+    return { omemo_device_lists: this.#lists.size, omemo_failed_bundles: this.#failed.size, omemo_bundle_budget: this.#bundleBudget.size, omemo_list_refreshes: this.#refreshedAt.size };
   }
 
   /** The cached list (even if stale), undefined if never read. */
@@ -97,6 +114,17 @@ export class DeviceLists {
     void p.then(done, done);
   }
 
+  /**
+   * A message came from a device id not in the contact's list: re-read the list, at most once per
+   * contact per listRefreshIntervalMs (junk device ids arrive by the thousand).
+   */
+  refreshForUnknownDevice(local: string, contact: string): void {
+    const last = this.#refreshedAt.get(contact);
+    if (last !== undefined && this.#now() - last < this.#opts.listRefreshIntervalMs) return;
+    this.#refreshedAt.set(contact, this.#now());
+    this.refreshInBackground(local, contact);
+  }
+
   /** Waits for background refreshes (tests, shutdown). */
   async settled(): Promise<void> {
     while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
@@ -128,6 +156,11 @@ export class DeviceLists {
     }
     let p = this.#bundles.get(key);
     if (!p) {
+      if (this.#bundleBudget.take(contact, this.#now()) > 0) {
+        this.fetches.refused++;
+        this.onLimited();
+        return Promise.reject(new GatewayError('rate_limited', 'Too many OMEMO bundle fetches for this contact; retry later.'));
+      }
       this.fetches.bundles++;
       p = this.#pubsub
         .fetch(local, contact, bundleNode(deviceId))

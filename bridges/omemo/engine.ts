@@ -9,7 +9,7 @@ import type Element from 'ltx/lib/Element.js';
 import type { EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
 import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
-import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
+import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, bundleNode, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
 import { OmemoMetrics, type OmemoContext } from './context.js';
 import { installFastCrypto } from './crypto-provider.js';
 import { decryptStanza } from './decrypt.js';
@@ -77,10 +77,15 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     sessions,
     devices,
     seen: new LRUCache({ max: 20_000 }),
-    repairs: new LRUCache({ max: 20_000 }),
-    heartbeats: new LRUCache({ max: 20_000 }),
+    repairs: new LRUCache({ max: opts.peerCacheEntries }),
+    heartbeats: new LRUCache({ max: opts.peerCacheEntries }),
     building: new Map(),
   };
+  devices.onLimited = () => ports.metrics.limited.inc({ limit: 'bundle_fetches' });
+  for (const [name, size] of Object.entries({ omemo_repairs: () => ctx.repairs.size, omemo_heartbeats: () => ctx.heartbeats.size, omemo_seen: () => ctx.seen.size, omemo_identities: () => keyring.cachedCount })) {
+    ports.metrics.registerCache(name, size);
+  }
+  for (const name of Object.keys(devices.sizes())) ports.metrics.registerCache(name, () => devices.sizes()[name]!);
   let connected = true;
   let connectedSince = ports.now();
 
@@ -96,7 +101,15 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     recognizes: (stanza: Element) => stanza.getChild('encrypted', NS_OMEMO) !== undefined,
 
     async ensureIdentity(local) {
-      await keyring.ensure(local);
+      await keyring.ensureBundle(local);
+    },
+
+    async prepareNode(local, node) {
+      // A device list read needs only the device id and identity key; the bundle is made when read.
+      if (node !== NODE_DEVICELIST && !node.startsWith(NODE_BUNDLES_PREFIX)) return;
+      const id = await keyring.ensure(local);
+      // Only a read of our own device's bundle node completes it (not a made-up device id).
+      if (node === bundleNode(id.deviceId)) await keyring.ensureBundle(local);
     },
 
     async identity(local): Promise<IdentityFacts> {

@@ -32,6 +32,11 @@ interface IdentityRow {
   nextPreKeyId: number;
   signedPreKeyId: number;
   nextSignedPreKeyId: number;
+  /**
+   * Created lazily: true until the signed prekey and the one-time prekeys exist (signedPreKeyId is
+   * then 0 and no bundle is published). Absent on rows written complete.
+   */
+  pending?: true;
 }
 interface PreKeyRow {
   pub: string;
@@ -57,6 +62,11 @@ const SELF = 'self';
 /** Fingerprint shown to users: hex of the Curve25519 public key without the 0x05 type byte. */
 export const fingerprintOf = (pub33: ArrayBuffer | Uint8Array): string => hex(buf(pub33).subarray(1));
 
+/** Completions of lazily created bundles running at once, and one-time prekeys made between yields. */
+const COMPLETE_AT_ONCE = 2;
+const PREKEY_SLICE = 10;
+const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 const keyPairOf = (r: { pub: string; priv: string }): KeyPairType => ({ pubKey: fromB64(r.pub), privKey: fromB64(r.priv) });
 
 export class Keyring {
@@ -65,10 +75,17 @@ export class Keyring {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #opts: OmemoOptions;
-  readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
+  readonly #cache: LRUCache<string, LocalIdentity>;
   readonly #creating = new Map<string, Promise<LocalIdentity>>();
-  /** Hosted JIDs whose published items were checked by this process. */
-  readonly #checked = new Set<string>();
+  /** Bundles being completed (signed prekey + one-time prekeys), per hosted JID. */
+  readonly #completing = new Map<string, Promise<void>>();
+  /** Completions waiting for a slot: at most COMPLETE_AT_ONCE run at a time. */
+  readonly #completeQueue: Array<() => void> = [];
+  #completeRunning = 0;
+  /** Hosted JIDs whose published items were checked by this process (bounded: a miss only re-checks). */
+  readonly #checked: LRUCache<string, true>;
+  /** Identities created / bundles completed by this process (tests, bench). */
+  readonly created = { identities: 0, bundles: 0 };
 
   constructor(store: ProtocolStore, pubsub: PubsubPort, log: Logger, now: () => number, opts: OmemoOptions) {
     this.#store = store;
@@ -76,9 +93,15 @@ export class Keyring {
     this.#log = log;
     this.#now = now;
     this.#opts = opts;
+    this.#cache = new LRUCache({ max: opts.identityCacheSize });
+    this.#checked = new LRUCache({ max: opts.identityCacheSize });
   }
 
-  /** The hosted JID's identity, created and published on first use. */
+  /**
+   * The hosted JID's identity, created and its device list published on first use. Cheap: only the
+   * identity key and ids (~1 ms); the bundle (signed prekey, one-time prekeys) is made by
+   * ensureBundle(), on the first bundle read or for a JID that must be ready at once (bots).
+   */
   async ensure(local: string): Promise<LocalIdentity> {
     const hit = this.#cache.get(local);
     if (hit && this.#checked.has(local)) return hit;
@@ -88,6 +111,11 @@ export class Keyring {
       this.#creating.set(local, p);
     }
     return p;
+  }
+
+  /** Identities held in memory (bounded by identityCacheSize). */
+  get cachedCount(): number {
+    return Math.max(this.#cache.size, this.#checked.size);
   }
 
   /** Cached identity only (no store access). */
@@ -113,38 +141,104 @@ export class Keyring {
     this.#cache.set(local, id);
     if (!this.#checked.has(local)) {
       this.#publishIfChanged(local, row);
-      this.#checked.add(local);
+      this.#checked.set(local, true);
     }
     return id;
   }
 
   async #create(local: string): Promise<IdentityRow> {
     const keyPair = await KeyHelper.generateIdentityKeyPair();
-    const spk = await KeyHelper.generateSignedPreKey(keyPair, 1);
-    const preKeys = await Promise.all(Array.from({ length: this.#opts.preKeyCount }, (_, i) => KeyHelper.generatePreKey(i + 1)));
-    const now = this.#now();
     const row: IdentityRow = {
       v: 1,
       deviceId: randomInt(1, MAX_DEVICE_ID + 1),
       registrationId: randomInt(1, 16381),
       pub: b64(keyPair.pubKey),
       priv: b64(keyPair.privKey),
-      createdAt: now,
-      nextPreKeyId: preKeys.length + 1,
-      signedPreKeyId: 1,
-      nextSignedPreKeyId: 2,
+      createdAt: this.#now(),
+      nextPreKeyId: 1,
+      signedPreKeyId: 0,
+      nextSignedPreKeyId: 1,
+      pending: true,
     };
+    let created = false;
     this.#store.transaction(() => {
       // Another task may have created it while we generated keys: keep the first.
-      const existing = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
-      if (existing) return;
+      if (this.#store.get(local, K_IDENTITY, SELF)) return;
       this.#store.putJson(local, K_IDENTITY, SELF, row);
+      this.#store.put(INDEX_OWNER, K_LOCALS, local, '1');
+      created = true;
+    });
+    if (created) {
+      this.created.identities++;
+      this.#log.info({ local, deviceId: row.deviceId }, 'omemo identity created');
+    }
+    return this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
+  }
+
+  /** Whether the hosted JID's bundle exists (false for a lazily created identity not yet read). */
+  hasBundle(local: string): boolean {
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    return row !== undefined && row.pending !== true;
+  }
+
+  /**
+   * Creates the identity if needed, then its signed prekey and one-time prekeys, and publishes the
+   * bundle. The prekeys are made in slices with a yield to the event loop between them, and at most
+   * COMPLETE_AT_ONCE hosted JIDs are completed at a time, so a burst of first bundle reads never
+   * holds the loop for long. Coalesced per hosted JID.
+   */
+  async ensureBundle(local: string): Promise<LocalIdentity> {
+    const id = await this.ensure(local);
+    if (!this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)?.pending) return id;
+    let p = this.#completing.get(local);
+    if (!p) {
+      p = this.#slot(() => this.#complete(local)).finally(() => this.#completing.delete(local));
+      this.#completing.set(local, p);
+    }
+    await p;
+    return id;
+  }
+
+  async #slot<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.#completeRunning >= COMPLETE_AT_ONCE) await new Promise<void>((r) => this.#completeQueue.push(r));
+    this.#completeRunning++;
+    try {
+      return await fn();
+    } finally {
+      this.#completeRunning--;
+      this.#completeQueue.shift()?.();
+    }
+  }
+
+  async #complete(local: string): Promise<void> {
+    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+    if (!row?.pending) return;
+    const spk = await KeyHelper.generateSignedPreKey(keyPairOf(row), row.nextSignedPreKeyId);
+    await yieldToLoop();
+    const preKeys: Array<{ keyId: number; keyPair: KeyPairType }> = [];
+    for (let i = 0; i < this.#opts.preKeyCount; i++) {
+      preKeys.push(await KeyHelper.generatePreKey(row.nextPreKeyId + i));
+      if ((i + 1) % PREKEY_SLICE === 0) await yieldToLoop();
+    }
+    const now = this.#now();
+    const done = this.#store.transaction(() => {
+      const cur = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
+      if (!cur?.pending) return false;
       this.#store.putJson(local, K_SPK, String(spk.keyId), signedPreKeyRow(spk, now));
       for (const p of preKeys) this.#store.putJson(local, K_PREKEY, String(p.keyId), { pub: b64(p.keyPair.pubKey), priv: b64(p.keyPair.privKey) } satisfies PreKeyRow);
-      this.#store.put(INDEX_OWNER, K_LOCALS, local, '1');
+      const { pending: _, ...rest } = cur;
+      this.#store.putJson(local, K_IDENTITY, SELF, {
+        ...rest,
+        signedPreKeyId: spk.keyId,
+        nextSignedPreKeyId: spk.keyId + 1,
+        nextPreKeyId: cur.nextPreKeyId + preKeys.length,
+      } satisfies IdentityRow);
+      return true;
     });
-    this.#log.info({ local, deviceId: row.deviceId }, 'omemo identity created');
-    return this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
+    if (!done) return;
+    this.created.bundles++;
+    this.#log.debug({ local, deviceId: row.deviceId }, 'omemo bundle created');
+    this.publishBundle(local);
   }
 
   // ---- what libsignal asks for ----
@@ -200,6 +294,7 @@ export class Keyring {
   bundle(local: string): Bundle {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row) throw new Error('no identity');
+    if (row.pending) throw new Error('no bundle yet');
     const spk = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId))!;
     const preKeys = this.#store
       .list(local, K_PREKEY)
@@ -216,7 +311,7 @@ export class Keyring {
 
   publishBundle(local: string): void {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
-    if (!row) return;
+    if (!row || row.pending) return;
     this.#pubsub.publish(local, bundleNode(row.deviceId), ITEM_CURRENT, buildBundle(this.bundle(local)), { accessModel: 'open' });
   }
 
@@ -225,6 +320,7 @@ export class Keyring {
     const list = buildDeviceList([row.deviceId]);
     const haveList = this.#pubsub.localItems(local, NODE_DEVICELIST)[0]?.payload.toString();
     if (haveList !== list.toString()) this.#pubsub.publish(local, NODE_DEVICELIST, ITEM_CURRENT, list, { accessModel: 'open' });
+    if (row.pending) return;
     const bundle = buildBundle(this.bundle(local));
     const haveBundle = this.#pubsub.localItems(local, bundleNode(row.deviceId))[0]?.payload.toString();
     if (haveBundle !== bundle.toString()) this.#pubsub.publish(local, bundleNode(row.deviceId), ITEM_CURRENT, bundle, { accessModel: 'open' });
@@ -235,7 +331,8 @@ export class Keyring {
   /** Rotates the signed prekey when it is older than the period; drops those retired a period ago. */
   async rotateSignedPreKey(local: string, force = false): Promise<boolean> {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
-    if (!row) return false;
+    // A lazily created identity gets its first signed prekey with its bundle, not here.
+    if (!row || row.pending) return false;
     const now = this.#now();
     const period = this.#opts.signedPreKeyRotationMs;
     let changed = false;

@@ -43,6 +43,14 @@ export async function repair(ctx: OmemoContext, id: LocalIdentity, contact: stri
   const now = ctx.ports.now();
   const last = ctx.repairs.get(k);
   if (last !== undefined && now - last < ctx.opts.repairIntervalMs) return null;
+  // A device id missing from the contact's (cached) list is not repaired: made-up ids would each
+  // cost a bundle fetch. The list is refreshed in the background; a real new device is repaired
+  // on its next message.
+  const list = ctx.devices.cached(contact);
+  if (list !== undefined && !(list ?? []).includes(deviceId)) {
+    ctx.log.debug({ local: id.local, contact, deviceId }, 'omemo session repair skipped: device not in the contact list');
+    return null;
+  }
   ctx.repairs.set(k, now);
   try {
     const bundle = await ctx.devices.bundle(id.local, contact, deviceId);

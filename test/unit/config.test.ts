@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { LIMITS } from '../../limits.js';
 import { parseConfig, publicView, substituteEnv } from '../../config.js';
 import { ConfigError } from '../../errors.js';
 
@@ -58,6 +59,7 @@ test('config.example.yaml carries every key the loader accepts, each with a comm
     'outbox.message_ttl', 'outbox.max_body', 'webhooks.retry_for', 'webhooks.timeout', 'webhooks.max_retry_delay', 'log.level',
     'bots[].localpart', 'bots[].token', 'bots[].webhook', 'bots[].webhook.url', 'bots[].webhook.secret',
     'bots[].rate_limit', 'bots[].rate_limit.per_second', 'bots[].rate_limit.burst', 'bots[].allow_plaintext',
+    'limits', ...Object.values(LIMITS).map((l) => l.key),
   ];
   for (const k of expected) assert.ok(present.has(k), `config.example.yaml lacks ${k}`);
   for (const k of present) assert.ok(expected.includes(k) || /^[a-z_]+$/.test(k), `example has a key the test does not know: ${k}`);
