@@ -55,7 +55,9 @@ describe('a bot with plaintext allowed', () => {
     for (const [id, payload] of fallbacks) {
       await erin.send(xml('message', { to: bot, type: 'chat', id }, payload, xml('body', {}, 'This message is encrypted; your client cannot read it.')));
       const err = await erin.waitFor((el) => el.attrs.type === 'error' && el.attrs.id === id, 10000, `refusal of ${id}`);
-      assert.match(err.getChild('error')!.getChildText('text', 'urn:ietf:params:xml:ns:xmpp-stanzas') ?? '', /cannot decrypt/);
+      // Refused, never delivered: an engine that exists reads this junk as malformed ("could not
+      // decrypt"), one that does not yet says it "cannot decrypt" the protocol.
+      assert.match(err.getChild('error')!.getChildText('text', 'urn:ietf:params:xml:ns:xmpp-stanzas') ?? '', /(cannot|could not) decrypt/);
     }
     await erin.send(xml('message', { to: bot, type: 'chat', id: 'otr1' }, xml('body', {}, '?OTRv23? Erin would like an OTR session.')));
     await erin.waitFor((el) => el.attrs.type === 'error' && el.attrs.id === 'otr1', 10000, 'refusal of OTR');
