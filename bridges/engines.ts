@@ -25,7 +25,11 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
     replayWindowDays: config.bridge.replayWindowDays,
     replay,
   });
-  const omemo = createOmemoEngine(portsFor('omemo'));
+  const omemoPorts = portsFor('omemo');
+  // Its own rows ('omemo'): a restart keeps refusing replays for the window, without a session repair.
+  const omemo = createOmemoEngine(omemoPorts, {
+    replay: new ReplayGuard(new ReplayStore(omemoPorts.keystore), 'omemo', config.bridge.replayWindowDays, () => omemoPorts.now()),
+  });
   const plaintextBots = new Set(config.bots.filter((b) => b.allowPlaintext).map((b) => `${b.localpart}@${config.component.domain}`));
   const ox = createOxEngine(portsFor('ox'), {
     replay,

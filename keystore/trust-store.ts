@@ -5,6 +5,9 @@
 //          for that protocol has been verified; once one has, new keys wait for verification.
 //   tofu   the first key(s) seen for a contact are trusted, later new ones wait.
 //   manual every new key waits for an admin.
+// Whatever the policy, a key first seen under one contact that shows up under another (another
+// user of the domain presenting someone's identity key, e.g. a replayed OMEMO PreKey message) is
+// untrusted there: a key is one person's, and no policy may trust it blindly for a second JID.
 import type { Keystore } from './keystore.js';
 import type { TrustPolicy } from '../config.js';
 
@@ -58,6 +61,7 @@ export class TrustStore {
   readonly #setTrust;
   readonly #setActive;
   readonly #counts;
+  readonly #elsewhere;
   /** Hot path cache: (contact, protocol, fingerprint) -> level; invalidated on every write. */
   readonly #cache = new Map<string, TrustLevel>();
 
@@ -74,6 +78,9 @@ export class TrustStore {
     this.#touch = db.prepare('UPDATE devices SET device_id = ?, active = 1, last_seen = ? WHERE contact = ? AND protocol = ? AND fingerprint = ?');
     this.#setTrust = db.prepare('UPDATE devices SET trust = ? WHERE contact = ? AND protocol = ? AND fingerprint = ?');
     this.#setActive = db.prepare('UPDATE devices SET active = ? WHERE contact = ? AND protocol = ? AND device_id = ?');
+    this.#elsewhere = db.prepare<[string, string, string], { one: number }>(
+      'SELECT 1 AS one FROM devices WHERE protocol = ? AND fingerprint = ? AND contact <> ? LIMIT 1',
+    );
     this.#counts = db.prepare<[], { protocol: string; trust: TrustLevel; n: number }>(
       'SELECT protocol, trust, count(*) AS n FROM devices WHERE active = 1 GROUP BY protocol, trust',
     );
@@ -95,7 +102,7 @@ export class TrustStore {
         return row.trust;
       }
       const known = this.#forProtocol.all(contact, protocol);
-      const trust = this.#decide(known, deviceId);
+      const trust = this.#elsewhere.get(protocol, fingerprint, contact) ? 'untrusted' : this.#decide(known, deviceId);
       this.#insert.run(contact, protocol, fingerprint, deviceId, trust, now, now);
       this.#cache.set(k, trust);
       return trust;

@@ -1,6 +1,7 @@
 // What the OMEMO engine's parts share: ports, options, key material, sessions, device lists.
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { ReplayGuard } from '../pgp/replay-guard.js';
 import type { Logger } from 'pino';
 import type { EnginePorts } from '../engine.js';
 import type { TrustLevel } from '../../keystore/trust-store.js';
@@ -17,8 +18,11 @@ export interface OmemoContext {
   keyring: Keyring;
   sessions: Sessions;
   devices: DeviceLists;
-  /** Digests of <key> ciphertexts already decrypted, per hosted JID: replays answer `duplicate` at once. */
-  seen: LRUCache<string, true>;
+  /**
+   * Digests of WhisperMessages already decrypted, per hosted JID whoever sent them (see
+   * replayDigest): a replay answers `duplicate` at once, after a restart too, for bridge.replay_window.
+   */
+  replay: ReplayGuard;
   /** Last repair sent per (hosted JID, contact, device). */
   repairs: LRUCache<string, number>;
   /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
@@ -51,7 +55,13 @@ export class OmemoMetrics {
 
 export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;
 
-export const seenKey = (local: string, data: Buffer): string => `${local}\0${createHash('sha256').update(data).digest('base64')}`;
+/**
+ * The replay digest of a message to `local`: over the bytes its MAC covers (signal-message.ts
+ * macCoveredBytes), not over the sender's JID or device id, which are outside the MAC: the same
+ * message re-sent by another user of the domain, under their JID, is the same digest (issue 15).
+ */
+export const replayDigest = (local: string, macCovered: Buffer): Buffer =>
+  createHash('sha256').update('omemo\0').update(local).update('\0').update(macCovered).digest();
 
 /** Records the contact's key for this device in the TrustStore and returns its trust. */
 export function observe(ctx: OmemoContext, contact: string, deviceId: number, identityKey: ArrayBuffer | Uint8Array): { trust: TrustLevel; fingerprint: string } {

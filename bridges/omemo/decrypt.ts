@@ -7,12 +7,12 @@ import type { Decrypted, DecryptFailure } from '../engine.js';
 import type { TrustLevel } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
 import { PROTOCOL } from './constants.js';
-import { observe, seenKey, type OmemoContext } from './context.js';
+import { observe, replayDigest, type OmemoContext } from './context.js';
 import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { isKeyTransportMaterial, openPayload } from './payload.js';
 import { keyTransport, repair, wantsHeartbeat } from './replies.js';
 import { classifyLibraryError } from './sessions.js';
-import { inspectPreKey, inspectWhisper } from './signal-message.js';
+import { inspectPreKey, inspectWhisper, macCoveredBytes } from './signal-message.js';
 import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
 
 /** Failures that mean the session with the sender's device is missing or broken: answered by a repair. */
@@ -51,12 +51,33 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
   const facts = { contact: from, deviceId: enc.sid };
   const key = enc.keys.find((k) => k.rid === id.deviceId);
   if (!key) return fail('not-for-this-device', facts);
-  const digest = seenKey(local, key.data);
-  if (ctx.seen.has(digest)) return fail('duplicate', facts);
+  const covered = macCoveredBytes(key.data, key.prekey);
+  if (!covered) return fail('malformed', facts);
+  // Claimed while being decrypted (two copies arriving together cannot both pass), recorded once the
+  // Signal layer authenticated it, released if it did not: a forgery does not burn the genuine copy.
+  const digest = replayDigest(local, covered);
+  if (!ctx.replay.claim(digest)) return fail('duplicate', facts);
+  try {
+    return await decryptClaimed(ctx, id, from, enc, key, digest, replies, fail, facts);
+  } finally {
+    ctx.replay.release(digest);
+  }
+}
 
+async function decryptClaimed(
+  ctx: OmemoContext,
+  id: LocalIdentity,
+  from: string,
+  enc: EncryptedElement,
+  key: KeyElement,
+  digest: Buffer,
+  replies: Element[],
+  fail: (reason: DecryptFailure, facts?: Record<string, unknown>) => Decrypted,
+  facts: Record<string, unknown>,
+): Promise<Decrypted> {
   // A device we do not know: its list may have changed without an event reaching us.
   const list = ctx.devices.cached(from);
-  if (!list || !list.includes(enc.sid)) ctx.devices.refreshForUnknownDevice(local, from);
+  if (!list || !list.includes(enc.sid)) ctx.devices.refreshForUnknownDevice(id.local, from);
 
   const job: Job = { ctx, id, from, enc, key, replies };
   const r = key.prekey ? await preKeyMessage(job) : await whisperMessage(job);
@@ -69,7 +90,7 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
   }
 
   // The Signal layer authenticated the key material: this ciphertext is now spent either way.
-  ctx.seen.set(digest, true);
+  ctx.replay.commit(digest);
   let body: string | null = null;
   if (enc.payload === null) {
     if (!isKeyTransportMaterial(r.keyMaterial)) return fail('malformed', facts);

@@ -18,6 +18,8 @@ import { encryptBody } from './encrypt.js';
 import { fingerprintOf, Keyring } from './keyring.js';
 import { Sessions } from './sessions.js';
 import { parseDeviceList } from './wire.js';
+import { ReplayStore } from '../../keystore/replay-store.js';
+import { ReplayGuard } from '../pgp/replay-guard.js';
 
 export interface OmemoEngineOptions extends Partial<OmemoOptions> {
   /**
@@ -25,6 +27,11 @@ export interface OmemoEngineOptions extends Partial<OmemoOptions> {
    * libsignal's own WebCrypto + asm.js curve in place; only for comparisons.
    */
   crypto?: 'node' | 'library';
+  /**
+   * Where digests of decrypted messages are kept (the keystore's replay table, bridge.replay_window).
+   * Default: the keystore of `ports`, 30 days.
+   */
+  replay?: ReplayGuard;
 }
 
 /** A contact's device as the engine knows it. */
@@ -60,7 +67,7 @@ export interface OmemoEngine extends ProtocolEngine {
 }
 
 export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOptions = {}): OmemoEngine {
-  const { crypto = 'node', ...rest } = options;
+  const { crypto = 'node', replay, ...rest } = options;
   if (crypto === 'node') installFastCrypto();
   const opts: OmemoOptions = { ...DEFAULT_OPTIONS, ...rest };
   if (opts.preKeyCount < 20) throw new Error('omemo preKeyCount must be at least 20 (XEP-0384)');
@@ -76,13 +83,13 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     keyring,
     sessions,
     devices,
-    seen: new LRUCache({ max: 20_000 }),
+    replay: replay ?? new ReplayGuard(new ReplayStore(ports.keystore), PROTOCOL, 30, () => ports.now()),
     repairs: new LRUCache({ max: opts.peerCacheEntries }),
     heartbeats: new LRUCache({ max: opts.peerCacheEntries }),
     building: new Map(),
   };
   devices.onLimited = () => ports.metrics.limited.inc({ limit: 'bundle_fetches' });
-  for (const [name, size] of Object.entries({ omemo_repairs: () => ctx.repairs.size, omemo_heartbeats: () => ctx.heartbeats.size, omemo_seen: () => ctx.seen.size, omemo_identities: () => keyring.cachedCount })) {
+  for (const [name, size] of Object.entries({ omemo_repairs: () => ctx.repairs.size, omemo_heartbeats: () => ctx.heartbeats.size, omemo_seen: () => ctx.replay.cached, omemo_identities: () => keyring.cachedCount })) {
     ports.metrics.registerCache(name, size);
   }
   for (const name of Object.keys(devices.sizes())) ports.metrics.registerCache(name, () => devices.sizes()[name]!);
@@ -159,6 +166,8 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     },
 
     async maintain() {
+      const pruned = ctx.replay.prune();
+      if (pruned > 0) log.debug({ pruned }, 'pruned replay digests');
       const now = ports.now();
       // Used prekeys go only once their grace period is over and a backlog after the last (re)connect is in.
       const deletableBefore = connected && now - connectedSince >= opts.preKeyGraceMs ? now - opts.preKeyGraceMs : -Infinity;

@@ -22,6 +22,8 @@ export interface PreKeyInfo {
   identityKey: Buffer;
   registrationId: number;
   message: WhisperInfo;
+  /** The embedded WhisperMessage as sent (version, protobuf, MAC): the part its MAC covers. */
+  inner: Buffer;
 }
 
 type Field = number | Buffer;
@@ -92,6 +94,18 @@ export function inspectWhisper(msg: Buffer): WhisperInfo | null {
   return { ratchetKey, counter: uintOf(f, 2), previousCounter: uintOf(f, 3) };
 }
 
+/**
+ * The bytes a replay digest is taken over: the WhisperMessage, which its MAC covers (with both
+ * identity keys, so with the sender's too). A PreKey message's other fields (registration id,
+ * prekey ids, the encoding of the wrapper) can be changed by anyone without breaking the MAC, so a
+ * digest over the whole <key> would let a copy with one such field changed pass as new (issue 15).
+ * null when the message is not one.
+ */
+export function macCoveredBytes(msg: Buffer, prekey: boolean): Buffer | null {
+  if (!prekey) return inspectWhisper(msg) ? msg : null;
+  return inspectPreKey(msg)?.inner ?? null;
+}
+
 export function inspectPreKey(msg: Buffer): PreKeyInfo | null {
   if (msg.length < 2 || !versionOk(msg[0])) return null;
   const f = readFields(msg.subarray(1));
@@ -109,5 +123,6 @@ export function inspectPreKey(msg: Buffer): PreKeyInfo | null {
     identityKey,
     registrationId: uintOf(f, 5),
     message,
+    inner,
   };
 }

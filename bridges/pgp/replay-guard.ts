@@ -34,6 +34,11 @@ export class ReplayGuard {
     this.#recent = new LRUCache<string, number>({ max: cacheSize });
   }
 
+  /** Digests held in memory (the rest are in the keystore). */
+  get cached(): number {
+    return this.#recent.size;
+  }
+
   /** Claims `digest` for a message about to be decrypted; false if it was seen or is in flight. */
   claim(digest: Buffer): boolean {
     const k = digest.toString('hex');
