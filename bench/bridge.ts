@@ -32,23 +32,23 @@ import { GatewayProcess } from '../test/harness/gateway-process.js';
 import { LegacyPgpUser } from '../test/harness/pgp-user.js';
 import { gpgAvailable } from '../test/harness/gpg.js';
 import { OMEMO_USER_SCRIPT, PythonOmemoUser, pythonOmemoStatus, type OmemoEvent, type ReceivedMessage } from '../test/harness/omemo-user.js';
-import { xml } from '../test/harness/xmpp-user.js';
+import { xml, type XmppUser } from '../test/harness/xmpp-user.js';
 import { fmtMs, table } from './stats.js';
 
 const NS_ENC = 'jabber:x:encrypted';
 /** Target: a bridged message adds at most this much over the server's own round trip, at p99. */
-const TARGET_ADDED_P99_MS = 15;
+export const TARGET_ADDED_P99_MS = 15;
 
-const BENCH_USER_SCRIPT = join(OMEMO_USER_SCRIPT, '..', '..', '..', 'bench', 'bridge_omemo_user.py');
+export const BENCH_USER_SCRIPT = join(OMEMO_USER_SCRIPT, '..', '..', '..', 'bench', 'bridge_omemo_user.py');
 
 /** Milliseconds on CLOCK_MONOTONIC (the clock python's time.monotonic_ns() reads). */
-const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
-const nsToMs = (ns: unknown): number => Number(ns) / 1e6;
+export const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+export const nsToMs = (ns: unknown): number => Number(ns) / 1e6;
 /** fmtMs for differences, which may be negative. */
-const fmtDelta = (ms: number): string => (ms < 0 ? `-${fmtMs(-ms)}` : fmtMs(ms));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const fmtDelta = (ms: number): string => (ms < 0 ? `-${fmtMs(-ms)}` : fmtMs(ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Q {
+export interface Q {
   n: number;
   p50: number;
   p99: number;
@@ -56,7 +56,7 @@ interface Q {
 }
 
 /** Nearest-rank percentiles. */
-function q(samples: number[]): Q {
+export function q(samples: number[]): Q {
   const s = [...samples].sort((a, b) => a - b);
   const at = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!;
   return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1]! };
@@ -67,11 +67,11 @@ function bodies(prefix: string, n: number): string[] {
 }
 
 /** Messages arriving at carol's client, timestamped in the client's 'stanza' handler. */
-class Arrivals {
+export class Arrivals {
   readonly #seen: Array<{ t: number; el: Element }> = [];
   readonly #waiters: Array<{ pred: (el: Element) => boolean; resolve: (a: { t: number; el: Element }) => void }> = [];
 
-  constructor(user: LegacyPgpUser) {
+  constructor(user: { xmpp: XmppUser }) {
     user.xmpp.client.on('stanza', (el: Element) => {
       const t = nowMs();
       if (!el.is('message')) return;
@@ -107,7 +107,7 @@ class Arrivals {
 }
 
 /** Sums and counts of the gateway's crypto histogram, by "protocol/operation". */
-async function cryptoTotals(gw: GatewayProcess): Promise<Map<string, { sum: number; count: number }>> {
+export async function cryptoTotals(gw: GatewayProcess): Promise<Map<string, { sum: number; count: number }>> {
   const text = await (await fetch(`${gw.url}/metrics`)).text();
   const out = new Map<string, { sum: number; count: number }>();
   for (const m of text.matchAll(/^gateway_crypto_operation_seconds_(sum|count)\{protocol="([^"]+)",operation="([^"]+)"\} ([0-9.e+-]+)$/gm)) {
@@ -120,7 +120,7 @@ async function cryptoTotals(gw: GatewayProcess): Promise<Map<string, { sum: numb
 }
 
 /** The pid of the gateway process started with `configFile` (Linux /proc), or null. */
-function pidOf(configFile: string): number | null {
+export function pidOf(configFile: string): number | null {
   try {
     for (const d of readdirSync('/proc')) {
       if (!/^\d+$/.test(d)) continue;
@@ -137,7 +137,7 @@ function pidOf(configFile: string): number | null {
 }
 
 /** User + system CPU time of a process so far, ms (USER_HZ = 100 on Linux), or null. */
-function cpuMs(pid: number | null): number | null {
+export function cpuMs(pid: number | null): number | null {
   if (pid === null) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

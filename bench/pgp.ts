@@ -23,21 +23,21 @@ import { GpgUser, gpgAvailable } from '../test/harness/gpg.js';
 const A = 'alerts@gw.example.org';
 const B = 'bob\\40example.org@gw.example.org';
 
-interface Stats {
+export interface Stats {
   n: number;
   median: number;
   p99: number;
   mean: number;
 }
 
-function stats(ms: number[]): Stats {
+export function stats(ms: number[]): Stats {
   const s = [...ms].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!;
   return { n: s.length, median: q(0.5), p99: q(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
-const fmt = (x: number) => x.toFixed(2).padStart(8);
-const row = (name: string, s: Stats) => `  ${name.padEnd(44)} ${fmt(s.median)} ${fmt(s.p99)} ${fmt(s.mean)}`;
+export const fmt = (x: number) => x.toFixed(2).padStart(8);
+export const row = (name: string, s: Stats) => `  ${name.padEnd(44)} ${fmt(s.median)} ${fmt(s.p99)} ${fmt(s.mean)}`;
 
 function bodies(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `alert #${i}: disk ${50 + (i % 50)}% full on db-${i % 7} — Grüße`);

@@ -24,7 +24,7 @@ import type { TrustStore } from '../../keystore/trust-store.js';
 import type { Metrics } from '../../http/metrics.js';
 import { bare } from '../../component/jid.js';
 import { FULL_CONFIG, PGP_CONFIG } from '../pgp/openpgp-config.js';
-import { keyIdHex } from '../pgp/keys.js';
+import { readableKeyIds } from '../pgp/keys.js';
 import type { LocalKeys } from '../pgp/local-keys.js';
 import { encryptedDataBody } from '../pgp/packets.js';
 import { payloadDigest, type ReplayGuard } from '../pgp/replay-guard.js';
@@ -125,7 +125,7 @@ async function judge(
     // peek, not get: no key yet means nobody can have encrypted to it.
     const me = await d.keys.peek(local);
     if (!me) throw new Refused('wrong-key', 'no key for this JID yet');
-    const recipients = message.getEncryptionKeyIDs().map(keyIdHex);
+    const recipients = readableKeyIds(message.getEncryptionKeyIDs());
     if (!recipients.some((id) => id === WILDCARD || me.keyIds.has(id))) throw new Refused('wrong-key');
     opened = await d.metrics
       .timeCrypto(PROTOCOL, 'decrypt', () => message.decrypt([me.privateKey], undefined, undefined, date, FULL_CONFIG))
@@ -153,7 +153,7 @@ async function judge(
 
   let sender: SenderInfo = { jid: from, trust: 'untrusted' };
   if (content.kind !== 'crypt') {
-    const signers = opened.getSigningKeyIDs().map(keyIdHex);
+    const signers = readableKeyIds(opened.getSigningKeyIDs());
     if (signers.length === 0) throw new Refused('bad-signature', 'not signed');
     const key = await signerKey(d, local, from, signers);
     if (!(await verified(d, opened, key, date))) throw new Refused('bad-signature');
@@ -196,7 +196,7 @@ async function signerKey(d: OxInboundDeps, local: string, from: string, signers:
 async function verified(d: OxInboundDeps, opened: openpgp.Message<Uint8Array>, key: OxContactKey, date: Date): Promise<boolean> {
   return d.metrics.timeCrypto(PROTOCOL, 'verify', async () => {
     for (const r of await opened.verify([key.key], date, FULL_CONFIG)) {
-      if (!key.keyIds.has(keyIdHex(r.keyID))) continue;
+      if (readableKeyIds([r.keyID]).every((id) => !key.keyIds.has(id))) continue;
       try {
         await r.verified;
         return true;
