@@ -6,8 +6,9 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import { LIMITS, LIMITS_SECTION_KEYS, type LimitName, type Limits, type LimitSpec } from './limits.js';
 
-export type ProtocolName = 'omemo' | 'ox' | 'pgp' | 'otr';
-export const PROTOCOLS: readonly ProtocolName[] = ['omemo', 'ox', 'pgp', 'otr'];
+export type ProtocolName = 'omemo2' | 'omemo' | 'ox' | 'pgp' | 'otr';
+/** Also the default bridge.outbound_preference: newest OMEMO first. */
+export const PROTOCOLS: readonly ProtocolName[] = ['omemo2', 'omemo', 'ox', 'pgp', 'otr'];
 export type TrustPolicy = 'btbv' | 'tofu' | 'manual';
 
 export interface BotConfig {

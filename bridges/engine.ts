@@ -48,12 +48,15 @@ export interface Encrypted {
   children: Element[];
   /** Set when the ciphertext is bound to one full JID (OTR); otherwise the bare peer JID is used. */
   to?: string;
+  /** Further messages with the same body, each a stanza of its own (OMEMO 2: legacy-only devices of the contact). */
+  more?: Encrypted[];
 }
 
 export type Reachability = 'ready' | 'needs-session' | 'no';
 
 export interface IdentityFacts {
   omemo?: Array<{ device_id: number; fingerprint: string }>;
+  omemo2?: Array<{ device_id: number; fingerprint: string }>;
   pgp?: { fingerprint: string; public_key: string };
   ox?: { fingerprint: string; public_key: string };
   otr?: { fingerprint: string };
@@ -117,6 +120,8 @@ export interface ProtocolEngine {
   reachability(local: string, peer: string): Promise<Reachability>;
   /** A PEP event (+notify) from a contact for one of this engine's nodes. */
   onPepEvent?(local: string, from: string, node: string, items: Element[]): Promise<void>;
+  /** An older protocol this one is the newer version of: chosen for a contact, it gives way to this one where this reaches them too. */
+  readonly supersedes?: ProtocolId;
   /** Whether `node` (a PEP node of a contact) belongs to this engine. */
   ownsNode?(node: string): boolean;
   /**

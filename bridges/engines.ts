@@ -6,12 +6,14 @@ import { createPgpEngine, type PgpEngine } from './pgp/engine.js';
 import { ReplayGuard } from './pgp/replay-guard.js';
 import { createOmemoEngine, type OmemoEngine } from './omemo/engine.js';
 import { createOxEngine, type OxEngine } from './ox/engine.js';
+import { createOmemo2Engine, type Omemo2Engine } from './omemo2/engine.js';
 
 export interface Engines {
   all: ProtocolEngine[];
   pgp: PgpEngine | null;
   omemo: OmemoEngine | null;
   ox: OxEngine | null;
+  omemo2: Omemo2Engine | null;
 }
 
 export function createEngines(config: Config, portsFor: (id: ProtocolId) => EnginePorts): Engines {
@@ -36,5 +38,13 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
     maxClockSkewMs: config.bridge.oxMaxClockSkewMs,
     plaintextAllowed: (local) => config.bridge.allowPlaintext || plaintextBots.has(local),
   });
-  return { all: [omemo, ox, pgp], pgp, omemo, ox };
+  // OMEMO 2 shares each hosted JID's device id and identity key with legacy OMEMO (see README).
+  const omemo2 = createOmemo2Engine(portsFor('omemo2'), {
+    legacy: omemo,
+    identity: async (local) => {
+      const id = await omemo.internals.keyring.ensure(local);
+      return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
+    },
+  });
+  return { all: [omemo2, omemo, ox, pgp], pgp, omemo, omemo2, ox };
 }

@@ -77,7 +77,7 @@ export class OutboundSender {
     const contact = this.#contacts.get(to);
     for (const p of [contact?.preferredProtocol, this.#contacts.lastProtocol(from, to)]) {
       const engine = p ? this.#engines.get(p) : undefined;
-      if (engine && (await this.#reachable(engine, from, to)) !== 'no') return { engine, encryption: engine.id };
+      if (engine && (await this.#reachable(engine, from, to)) !== 'no') return this.#newest(engine, from, to);
     }
     let lastError: GatewayError | null = null;
     for (const p of this.#preference) {
@@ -95,6 +95,14 @@ export class OutboundSender {
     throw new GatewayError('no_encryption_available', `${to} has no encryption this gateway can use (looked for ${this.#preference.join(', ')}).`);
   }
 
+  /** A newer version of the chosen protocol that also reaches the contact takes over (OMEMO 2 over legacy OMEMO). */
+  async #newest(engine: ProtocolEngine, from: string, to: string): Promise<{ engine: ProtocolEngine; encryption: Encryption }> {
+    for (const e of this.#engines.all()) {
+      if (e.supersedes === engine.id && (await this.#reachable(e, from, to)) !== 'no') return { engine: e, encryption: e.id };
+    }
+    return { engine, encryption: engine.id };
+  }
+
   async #reachable(engine: ProtocolEngine, from: string, to: string): Promise<'ready' | 'needs-session' | 'no'> {
     try {
       return await engine.reachability(from, to);
@@ -108,10 +116,12 @@ export class OutboundSender {
     const { engine, encryption } = await this.choose(req.from, req.to, req.encryption, req.allowPlaintext);
     let children: Element[];
     let to = req.to;
+    let more: Element[][] = [];
     if (engine) {
       try {
         const enc = await engine.encrypt(req.from, req.to, req.body);
         children = enc.children;
+        more = (enc.more ?? []).map((m) => m.children);
         if (enc.to) to = enc.to;
       } catch (e) {
         if (e instanceof GatewayError && e.code === 'no_otr_session' && hasHandshake(engine)) {
@@ -132,6 +142,10 @@ export class OutboundSender {
       req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null,
     );
     await this.#send(stanza);
+    // The same body for devices on an older version, one stanza each (never to a device twice).
+    for (const [i, c] of more.entries()) {
+      await this.#send(xml('message', { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: `${req.id}-${i + 1}` }, ...c, req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null));
+    }
     this.#metrics.messages.inc({ protocol: encryption, direction: 'out', result: 'sent' });
     this.#log.debug({ from: req.from, to, id: req.id, encryption }, 'message sent');
     return { encryption };

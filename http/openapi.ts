@@ -39,7 +39,7 @@ export const openapi = {
           id: { type: 'string' },
           to: { type: 'string' },
           status: { type: 'string', enum: ['queued', 'sent', 'delivered', 'failed'] },
-          encryption: { type: 'string', nullable: true, enum: ['omemo', 'ox', 'pgp', 'otr', 'none', null] },
+          encryption: { type: 'string', nullable: true, enum: ['omemo2', 'omemo', 'ox', 'pgp', 'otr', 'none', null] },
           error: { $ref: '#/components/schemas/Error/properties/error' },
           created_at: { type: 'string', format: 'date-time' },
           sent_at: { type: 'string', format: 'date-time' },
@@ -86,7 +86,7 @@ export const openapi = {
                 properties: {
                   to: { type: 'string', description: 'Recipient bare JID' },
                   body: { type: 'string' },
-                  encryption: { type: 'string', enum: ['omemo', 'ox', 'pgp', 'otr', 'none'] },
+                  encryption: { type: 'string', enum: ['omemo2', 'omemo', 'ox', 'pgp', 'otr', 'none'] },
                 },
               },
             },

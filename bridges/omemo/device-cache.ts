@@ -10,8 +10,28 @@ import type { TrustStore } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
 import { GatewayError } from '../../errors.js';
 import { perMinute, type KeyedBuckets } from '../../limits.js';
+import type Element from 'ltx/lib/Element.js';
 import { NODE_DEVICELIST, PROTOCOL, bundleNode, type OmemoOptions } from './constants.js';
 import { parseBundle, parseDeviceList, type Bundle } from './wire.js';
+
+/** Where a protocol version keeps device lists and bundles, and how it reads them (legacy by default). */
+export interface DeviceListSpec<B> {
+  /** TrustStore protocol label. */
+  protocol: string;
+  listNode: string;
+  parseList(items: Element[]): number[];
+  /** Reads one device's bundle node/item: the <item>s, or null when there is none. */
+  fetchBundle(pubsub: PubsubPort, local: string, contact: string, deviceId: number): Promise<Element[] | null>;
+  parseBundle(items: Element[], deviceId: number): B | null;
+}
+
+export const LEGACY_DEVICE_LISTS: DeviceListSpec<Bundle> = {
+  protocol: PROTOCOL,
+  listNode: NODE_DEVICELIST,
+  parseList: parseDeviceList,
+  fetchBundle: (pubsub, local, contact, deviceId) => pubsub.fetch(local, contact, bundleNode(deviceId)),
+  parseBundle: (items) => parseBundle(items),
+};
 
 interface ListEntry {
   /** null: the contact has no device list node (no OMEMO). */
@@ -19,7 +39,7 @@ interface ListEntry {
   fetchedAt: number;
 }
 
-export class DeviceLists {
+export class DeviceLists<B = Bundle> {
   readonly #pubsub: PubsubPort;
   readonly #trust: TrustStore;
   readonly #log: Logger;
@@ -27,7 +47,8 @@ export class DeviceLists {
   readonly #opts: OmemoOptions;
   readonly #lists: LRUCache<string, ListEntry>;
   readonly #inflight = new Map<string, Promise<number[] | null>>();
-  readonly #bundles = new Map<string, Promise<Bundle | null>>();
+  readonly #spec: DeviceListSpec<B>;
+  readonly #bundles = new Map<string, Promise<B | null>>();
   /** Bundles that could not be read (missing, unusable, timeout), not asked for again for a while. */
   readonly #failed: LRUCache<string, { at: number; error: unknown }>;
   /** Bundle fetches per contact (limits.bundle_fetches_per_contact_per_minute). */
@@ -40,7 +61,8 @@ export class DeviceLists {
   /** Bundle and list reads sent, by node kind: lets tests check when we touch the network. */
   readonly fetches = { lists: 0, bundles: 0, refused: 0 };
 
-  constructor(pubsub: PubsubPort, trust: TrustStore, log: Logger, now: () => number, opts: OmemoOptions) {
+  constructor(pubsub: PubsubPort, trust: TrustStore, log: Logger, now: () => number, opts: OmemoOptions, spec?: DeviceListSpec<B>) {
+    this.#spec = spec ?? (LEGACY_DEVICE_LISTS as unknown as DeviceListSpec<B>);
     this.#pubsub = pubsub;
     this.#trust = trust;
     this.#log = log;
@@ -92,9 +114,9 @@ export class DeviceLists {
     if (!p) {
       this.fetches.lists++;
       p = this.#pubsub
-        .fetch(local, contact, NODE_DEVICELIST)
+        .fetch(local, contact, this.#spec.listNode)
         .then((items) => {
-          const ids = items === null ? null : parseDeviceList(items);
+          const ids = items === null ? null : this.#spec.parseList(items);
           this.set(contact, ids);
           return ids;
         })
@@ -139,8 +161,8 @@ export class DeviceLists {
     for (const k of [...this.#failed.keys()]) if (k.startsWith(`${contact}\0`)) this.#failed.delete(k);
     // Only touch the TrustStore when a known device's active flag really changes (its sync clears
     // the trust cache).
-    const stale = this.#trust.list(contact, PROTOCOL).some((r) => r.active !== now.has(r.deviceId));
-    if (stale) this.#trust.syncActive(contact, PROTOCOL, now);
+    const stale = this.#trust.list(contact, this.#spec.protocol).some((r) => r.active !== now.has(r.deviceId));
+    if (stale) this.#trust.syncActive(contact, this.#spec.protocol, now);
   }
 
   /**
@@ -148,7 +170,7 @@ export class DeviceLists {
    * failure is remembered for `missingListTtlMs` (answered from memory, so a dead device does not
    * hold up every message) unless the contact's device list changes.
    */
-  bundle(local: string, contact: string, deviceId: number): Promise<Bundle | null> {
+  bundle(local: string, contact: string, deviceId: number): Promise<B | null> {
     const key = `${contact}\0${deviceId}`;
     const failed = this.#failed.get(key);
     if (failed && this.#now() - failed.at < this.#opts.missingListTtlMs) {
@@ -162,11 +184,11 @@ export class DeviceLists {
         return Promise.reject(new GatewayError('rate_limited', 'Too many OMEMO bundle fetches for this contact; retry later.'));
       }
       this.fetches.bundles++;
-      p = this.#pubsub
-        .fetch(local, contact, bundleNode(deviceId))
+      p = this.#spec
+        .fetchBundle(this.#pubsub, local, contact, deviceId)
         .then(
           (items) => {
-            const b = items === null ? null : parseBundle(items);
+            const b = items === null ? null : this.#spec.parseBundle(items, deviceId);
             if (b) this.#failed.delete(key);
             else this.#failed.set(key, { at: this.#now(), error: null });
             return b;

@@ -87,9 +87,10 @@ function buildOnce(ctx: OmemoContext, id: LocalIdentity, peer: string, deviceId:
   return p;
 }
 
-export async function encryptBody(ctx: OmemoContext, local: string, peer: string, body: string): Promise<Encrypted> {
+export async function encryptBody(ctx: OmemoContext, local: string, peer: string, body: string, only?: readonly number[]): Promise<Encrypted> {
   const id = await ctx.keyring.ensure(local);
-  const ids = await ctx.devices.get(local, peer);
+  const listed = await ctx.devices.get(local, peer);
+  const ids = only && listed ? listed.filter((d) => only.includes(d)) : listed;
   if (!ids || ids.length === 0) throw new GatewayError('no_encryption_available', `${peer} publishes no OMEMO devices.`);
   const p = await plan(ctx, id, peer, ids);
   const targets = [...p.ready];

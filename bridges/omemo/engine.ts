@@ -6,7 +6,7 @@
 //   encrypt.ts / decrypt.ts / replies.ts   the message flows
 import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
-import type { EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
+import type { Encrypted, EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
 import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, bundleNode, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
@@ -49,6 +49,8 @@ export interface ContactDevice {
 export interface OmemoEngine extends ProtocolEngine {
   /** The hosted JID's own OMEMO device(s) (the gateway runs one per JID). */
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
+  /** `only`: just these device ids (OMEMO 2 sends to the devices that are in no OMEMO 2 list). */
+  encrypt(local: string, peer: string, body: string, opts?: { only?: readonly number[] }): Promise<Encrypted>;
   /** The hosted JID's identity key fingerprint (64 lowercase hex, no 05 prefix). */
   fingerprint(local: string): Promise<string>;
   /**
@@ -134,7 +136,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       }
     },
 
-    encrypt: (local, peer, body) => encryptBody(ctx, local, peer, body),
+    encrypt: (local, peer, body, o) => encryptBody(ctx, local, peer, body, o?.only),
 
     async reachability(local, peer): Promise<Reachability> {
       await keyring.ensure(local);

@@ -24,7 +24,7 @@ export interface ContactsDeps {
 
 const deviceView = (d: DeviceRecord) => ({
   protocol: d.protocol,
-  device_id: /^\d+$/.test(d.deviceId) && d.protocol === 'omemo' ? Number(d.deviceId) : d.deviceId,
+  device_id: /^\d+$/.test(d.deviceId) && (d.protocol === 'omemo' || d.protocol === 'omemo2') ? Number(d.deviceId) : d.deviceId,
   fingerprint: d.fingerprint,
   trust: d.trust,
   active: d.active,

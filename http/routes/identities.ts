@@ -9,7 +9,7 @@ import type { IdentityFacts } from '../../bridges/engine.js';
 export async function identityOf(engines: EngineRegistry, local: string): Promise<Record<string, unknown>> {
   const facts: IdentityFacts = {};
   for (const e of engines.all()) Object.assign(facts, await e.identity(local));
-  return { jid: local, omemo: facts.omemo ?? null, pgp: facts.pgp ?? null, otr: facts.otr ?? null, ox: facts.ox ?? null };
+  return { jid: local, omemo: facts.omemo ?? null, omemo2: facts.omemo2 ?? null, pgp: facts.pgp ?? null, otr: facts.otr ?? null, ox: facts.ox ?? null };
 }
 
 export function identitiesRoutes(d: { addressing: Addressing; engines: EngineRegistry }): Router {

@@ -30,7 +30,7 @@ test('config.example.yaml parses with its variables set and yields the documente
   const c = parseConfig(EXAMPLE, ENV);
   assert.equal(c.component.domain, 'gw.example.org');
   assert.equal(c.component.secret, 'component-secret-1');
-  assert.deepEqual(c.bridge.outboundPreference, ['omemo', 'ox', 'pgp', 'otr']);
+  assert.deepEqual(c.bridge.outboundPreference, ['omemo2', 'omemo', 'ox', 'pgp', 'otr']);
   assert.equal(c.bridge.trust, 'btbv');
   assert.equal(c.bots[0]!.localpart, 'alerts');
   assert.equal(c.bots[0]!.webhook!.url, 'https://bots.example.org/hooks/alerts');

@@ -1,0 +1,195 @@
+// OMEMO 2 (XEP-0384 v0.8+, urn:xmpp:omemo:2) for the gateway's hosted JIDs, on the shared Double
+// Ratchet (bridges/ratchet/). The parts:
+//   keyring.ts   prekeys, signed prekeys, device list and bundle (identity shared with legacy OMEMO)
+//   session.ts   X3DH and sessions without I/O; sessions.ts their storage
+//   outbound.ts / inbound.ts   the message flows; sce.ts the XEP-0420 envelope; wire.ts the XML
+// A contact's devices are the union of both versions' device lists: a device listed in both gets
+// OMEMO 2 only, one listed only in the legacy list gets legacy OMEMO in a second stanza (the
+// `legacy` dependency), and no device gets the same message twice.
+import type Element from 'ltx/lib/Element.js';
+import { GatewayError } from '../../errors.js';
+import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
+import type { EnginePorts, Encrypted, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
+import { DeviceLists, type DeviceListSpec } from '../omemo/device-cache.js';
+import type { OmemoEngine } from '../omemo/engine.js';
+import { DEFAULT_OPTIONS, NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2, PROTOCOL, type Omemo2Options } from './constants.js';
+import { newCaches, type Omemo2Context } from './context.js';
+import { decryptStanza } from './inbound.js';
+import { fingerprintOf, Keyring, type IdentitySource } from './keyring.js';
+import { encryptBody } from './outbound.js';
+import type { PeerBundle } from './session.js';
+import { Sessions } from './sessions.js';
+import { parseBundle, parseDeviceList } from './wire.js';
+
+export const OMEMO2_DEVICE_LISTS: DeviceListSpec<PeerBundle> = {
+  protocol: PROTOCOL,
+  listNode: NODE_DEVICES,
+  parseList: parseDeviceList,
+  fetchBundle: (pubsub, local, contact, deviceId) => pubsub.fetch(local, contact, NODE_BUNDLES, { itemId: String(deviceId) }),
+  parseBundle: (items, deviceId) => parseBundle(items, deviceId),
+};
+
+export interface Omemo2EngineOptions extends Partial<Omemo2Options> {
+  /** The hosted JIDs' identity (device id and X25519 identity scalar): the legacy OMEMO keyring's. */
+  identity: IdentitySource;
+  /** Legacy OMEMO, for a contact's devices that are only in its legacy device list. */
+  legacy?: OmemoEngine | null;
+}
+
+export interface Omemo2Engine extends ProtocolEngine {
+  /** Legacy OMEMO is the older version of this protocol: a contact reached by both gets OMEMO 2. */
+  readonly supersedes: 'omemo';
+  devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
+  contactDevices(local: string, contact: string, opts?: { refresh?: boolean }): Promise<Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }>>;
+  settled(): Promise<void>;
+  readonly internals: Omemo2Context;
+}
+
+export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOptions): Omemo2Engine {
+  const { identity, legacy = null, ...rest } = options;
+  const opts: Omemo2Options = { ...DEFAULT_OPTIONS, ...rest };
+  if (opts.preKeyCount < 25) throw new Error('omemo2 preKeyCount must be at least 25 (XEP-0384)');
+  const log = ports.log.child({ protocol: PROTOCOL });
+  const ctx: Omemo2Context = {
+    ports,
+    opts,
+    log,
+    keyring: new Keyring(ports.store, ports.pubsub, identity, log, () => ports.now(), opts),
+    sessions: new Sessions(ports.store, opts.sessionCacheSize),
+    devices: new DeviceLists<PeerBundle>(ports.pubsub, ports.trust, log, () => ports.now(), opts, OMEMO2_DEVICE_LISTS),
+    ...newCaches(),
+  };
+  let connected = true;
+  let connectedSince = ports.now();
+
+  /** Legacy-only device ids of `peer` (not in its OMEMO 2 list), [] when legacy is off or unreachable. */
+  async function legacyOnly(local: string, peer: string, omemo2Ids: readonly number[]): Promise<number[]> {
+    if (!legacy) return [];
+    const ids = await legacy.internals.devices.get(local, peer).catch(() => null);
+    const skip = new Set(omemo2Ids);
+    return (ids ?? []).filter((d) => !skip.has(d));
+  }
+
+  const engine: Omemo2Engine = {
+    id: 'omemo2',
+    supersedes: 'omemo',
+    features: [`${NODE_DEVICES}+notify`],
+
+    recognizes: (stanza: Element) => stanza.getChild('encrypted', NS_OMEMO2) !== undefined,
+
+    async ensureIdentity(local) {
+      await ctx.keyring.ensure(local);
+    },
+
+    async identity(local): Promise<IdentityFacts> {
+      return { omemo2: await engine.devices(local) };
+    },
+
+    async decrypt(local, stanza) {
+      try {
+        return await decryptStanza(ctx, local, stanza);
+      } catch (e) {
+        log.error({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo2 decrypt failed unexpectedly');
+        ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason: 'internal' });
+        return { ok: false, reason: 'internal', replies: [] };
+      }
+    },
+
+    async encrypt(local, peer, body): Promise<Encrypted> {
+      const id = await ctx.keyring.ensure(local);
+      const ids = (await ctx.devices.get(local, peer)) ?? [];
+      const older = await legacyOnly(local, peer, ids);
+      if (ids.length === 0 && older.length === 0) throw new GatewayError('no_encryption_available', `${peer} publishes no OMEMO 2 devices.`);
+      let children: Element[] | null = null;
+      let first: unknown = null;
+      if (ids.length > 0) {
+        try {
+          children = await encryptBody(ctx, id, peer, ids, body);
+        } catch (e) {
+          if (older.length === 0 || !(e instanceof GatewayError)) throw e;
+          first = e;
+        }
+      }
+      if (older.length === 0) return { children: children! };
+      // The devices only in the legacy list get the same body in a legacy stanza of their own.
+      let more: Encrypted | null = null;
+      try {
+        more = await legacy!.encrypt(local, peer, body, { only: older });
+      } catch (e) {
+        if (!children) throw first ?? e;
+        log.info({ local, contact: peer, err: e instanceof Error ? e.message : 'non-error' }, 'legacy-only devices not reached');
+      }
+      if (!children) return more!;
+      return more ? { children, more: [more] } : { children };
+    },
+
+    async reachability(local, peer): Promise<Reachability> {
+      await ctx.keyring.ensure(local);
+      const ids = await ctx.devices.get(local, peer);
+      if (!ids || ids.length === 0) return 'no';
+      const known = ports.trust.list(peer, PROTOCOL);
+      let unknown = false;
+      let usableWithoutSession = false;
+      for (const deviceId of ids) {
+        const s = ctx.sessions.get(local, peer, deviceId);
+        if (s) {
+          if (isUsable(ports.trust.observe(peer, PROTOCOL, String(deviceId), fingerprintOf(s.theirIk), ports.now()))) return 'ready';
+          continue;
+        }
+        const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
+        if (!rec) unknown = true;
+        else if (isUsable(rec.trust)) usableWithoutSession = true;
+      }
+      return usableWithoutSession || (unknown && ports.trust.policy !== 'manual') ? 'needs-session' : 'no';
+    },
+
+    ownsNode: (node) => node === NODE_DEVICES || node === NODE_BUNDLES,
+
+    async onPepEvent(_local, from, node, items) {
+      if (node !== NODE_DEVICES) return;
+      ctx.devices.set(from.split('/')[0]!, parseDeviceList(items));
+    },
+
+    async maintain() {
+      const now = ports.now();
+      const deletableBefore = connected && now - connectedSince >= opts.preKeyGraceMs ? now - opts.preKeyGraceMs : -Infinity;
+      for (const local of ctx.keyring.locals()) {
+        try {
+          await ctx.keyring.rotateSignedPreKey(local);
+          ctx.keyring.prunePreKeys(local, deletableBefore);
+        } catch (e) {
+          log.warn({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo2 maintenance failed');
+        }
+      }
+    },
+
+    onConnectionChange(up) {
+      connected = up;
+      if (up) connectedSince = ports.now();
+    },
+
+    async devices(local) {
+      const id = await ctx.keyring.ensure(local);
+      return [{ device_id: id.deviceId, fingerprint: id.fingerprint }];
+    },
+
+    async contactDevices(local, contact, o = {}) {
+      await ctx.keyring.ensure(local);
+      const ids = await ctx.devices.get(local, contact, o.refresh === true).catch(() => ctx.devices.cached(contact) ?? null);
+      const listed = new Set(ids ?? []);
+      const all = new Set([...listed, ...ctx.sessions.deviceIds(local, contact)]);
+      const records = ports.trust.list(contact, PROTOCOL);
+      return [...all]
+        .sort((a, b) => a - b)
+        .map((deviceId) => {
+          const s = ctx.sessions.get(local, contact, deviceId);
+          const rec = s ? records.find((r) => r.fingerprint === fingerprintOf(s.theirIk)) : records.find((r) => r.deviceId === String(deviceId));
+          return { device_id: deviceId, fingerprint: s ? fingerprintOf(s.theirIk) : (rec?.fingerprint ?? null), trust: rec?.trust ?? null, active: listed.has(deviceId), session: s !== undefined };
+        });
+    },
+
+    settled: () => ctx.devices.settled(),
+    internals: ctx,
+  };
+  return engine;
+}

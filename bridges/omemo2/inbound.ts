@@ -1,0 +1,146 @@
+// Receiving with OMEMO 2 (XEP-0384 v0.8 §"Receiving a message"): the <key> for our device under
+// <keys jid='our bare JID'>, through the sender device's session (an OMEMOKeyExchange may start
+// one), then the payload with the recovered key || mac, then the SCE envelope's checks. Failures
+// are values. Protocol replies as for legacy OMEMO: an empty message after a new key exchange, a
+// heartbeat after 53 messages on one chain, a repair when the session is missing or broken.
+import { createHash } from 'node:crypto';
+import type Element from 'ltx/lib/Element.js';
+import type { Decrypted, DecryptFailure } from '../engine.js';
+import type { TrustLevel } from '../../keystore/trust-store.js';
+import { PROTOCOL } from './constants.js';
+import { deviceKey, observe, type Omemo2Context } from './context.js';
+import { fingerprintOf } from './keyring.js';
+import { emptyMessage, repair } from './outbound.js';
+import { isEmptyKeyMaterial, openPayload } from './payload.js';
+import { openEnvelope } from './sce.js';
+import { acceptKeyExchange, decryptMessage, parseKeyExchange, SessionError, type Session } from './session.js';
+import { findEncrypted, parseEncrypted } from './wire.js';
+
+const REPAIRABLE: ReadonlySet<DecryptFailure> = new Set(['no-session', 'unknown-prekey', 'bad-mac']);
+
+const bare = (jid: unknown): string | null => {
+  if (typeof jid !== 'string' || jid.length === 0) return null;
+  const b = jid.split('/')[0]!.toLowerCase();
+  return b.length > 0 ? b : null;
+};
+
+const failureOf = (e: unknown): DecryptFailure => {
+  if (!(e instanceof SessionError)) return 'internal';
+  switch (e.reason) {
+    case 'bad-mac':
+    case 'duplicate':
+    case 'malformed':
+    case 'unknown-prekey':
+    case 'bad-signature':
+      return e.reason;
+    default:
+      return 'malformed';
+  }
+};
+
+export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: Element): Promise<Decrypted> {
+  const replies: Element[] = [];
+  const fail = (reason: DecryptFailure, facts: Record<string, unknown> = {}): Decrypted => {
+    ctx.ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason });
+    ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: reason });
+    if (reason === 'duplicate') ctx.ports.metrics.replaysDropped.inc({ protocol: PROTOCOL });
+    ctx.log[reason === 'not-for-this-device' || reason === 'duplicate' ? 'debug' : 'info']({ local, ...facts, reason }, 'omemo2 message not decrypted');
+    return { ok: false, reason, replies };
+  };
+  const from = bare(stanza.attrs.from);
+  const el = findEncrypted(stanza);
+  const enc = el ? parseEncrypted(el) : null;
+  if (!from || !enc) return fail('malformed', { from });
+  const id = await ctx.keyring.ensure(local);
+  const facts = { contact: from, deviceId: enc.sid };
+  // Only keys listed under our own bare JID are for us (a key under another JID is someone else's).
+  const key = enc.keys.get(local.toLowerCase())?.find((k) => k.rid === id.deviceId);
+  if (!key) return fail('not-for-this-device', facts);
+  const digest = `${local}\0${createHash('sha256').update(key.data).digest('base64')}`;
+  if (ctx.seen.has(digest)) return fail('duplicate', facts);
+
+  const list = ctx.devices.cached(from);
+  if (!list || !list.includes(enc.sid)) ctx.devices.refreshInBackground(local, from);
+
+  const existing = ctx.sessions.get(local, from, enc.sid);
+  let keyMaterial: Buffer;
+  let trust: TrustLevel;
+  let fingerprint: string;
+  const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: key.kex ? 'session_build' : 'decrypt' });
+  try {
+    let session: Session;
+    let isNew = false;
+    let counter: number;
+    let chain: Buffer;
+    if (key.kex) {
+      const kx = parseKeyExchange(key.data);
+      if (!kx) return fail('malformed', facts);
+      // Read-only before the message authenticates: an unverified key must not create a trust entry.
+      if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(kx.ik))?.trust === 'distrusted') return fail('distrusted', facts);
+      const r = acceptKeyExchange(id, { signedPreKey: (n) => ctx.keyring.signedPreKey(local, n), preKey: (n) => ctx.keyring.preKey(local, n) }, key.data, existing);
+      ({ session, isNew } = r);
+      keyMaterial = r.plaintext;
+      counter = r.header.n;
+      chain = r.header.dh;
+      if (isNew) ctx.keyring.consumePreKey(local, r.pkId);
+    } else {
+      if (!existing) {
+        const m = await repair(ctx, id, from, enc.sid);
+        if (m) replies.push(m);
+        return fail('no-session', facts);
+      }
+      if (observe(ctx, from, enc.sid, existing.theirIk).trust === 'distrusted') return fail('distrusted', facts);
+      const r = decryptMessage(existing, key.data);
+      session = r.session;
+      keyMaterial = r.plaintext;
+      counter = r.header.n;
+      chain = r.header.dh;
+    }
+    ({ trust, fingerprint } = observe(ctx, from, enc.sid, session.theirIk));
+    if (trust === 'distrusted') return fail('distrusted', facts);
+    ctx.sessions.put(local, from, enc.sid, session);
+    ctx.seen.set(digest, true);
+    if (isNew) {
+      ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
+      const m = emptyMessage(ctx, id, from, enc.sid, 'completion');
+      if (m) replies.push(m);
+    } else if (wantsHeartbeat(ctx, local, from, enc.sid, chain, counter)) {
+      const m = emptyMessage(ctx, id, from, enc.sid, 'heartbeat');
+      if (m) replies.push(m);
+    }
+  } catch (e) {
+    const reason = failureOf(e);
+    if (reason === 'internal') throw e;
+    if (REPAIRABLE.has(reason)) {
+      const m = await repair(ctx, id, from, enc.sid);
+      if (m) replies.push(m);
+    }
+    return fail(reason, facts);
+  } finally {
+    end();
+  }
+
+  let body: string | null = null;
+  if (enc.payload === null) {
+    if (!isEmptyKeyMaterial(keyMaterial)) return fail('malformed', facts);
+  } else {
+    const opened = openPayload(keyMaterial, enc.payload);
+    keyMaterial.fill(0);
+    if (!opened.ok) return fail(opened.reason, { ...facts, layer: 'payload' });
+    const env = openEnvelope(opened.plaintext, { from, to: local.toLowerCase(), now: ctx.ports.now(), maxSkewMs: ctx.opts.maxClockSkewMs });
+    if (!env.ok) return fail('malformed', { ...facts, layer: 'sce', why: env.reason });
+    body = env.body;
+  }
+  ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: body === null ? 'empty' : 'ok' });
+  return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint, trust }, replies };
+}
+
+/** A heartbeat is due once per sending chain of the contact that reached `heartbeatAfter` messages. */
+function wantsHeartbeat(ctx: Omemo2Context, local: string, contact: string, deviceId: number, chain: Buffer, counter: number): boolean {
+  if (counter < ctx.opts.heartbeatAfter) return false;
+  const k = deviceKey(local, contact, deviceId);
+  const c = chain.toString('base64');
+  if (ctx.heartbeats.get(k) === c) return false;
+  ctx.heartbeats.set(k, c);
+  return true;
+}

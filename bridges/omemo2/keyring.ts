@@ -1,0 +1,219 @@
+// The hosted JIDs' own OMEMO 2 keys. Identity and device id are the hosted JID's legacy OMEMO ones
+// (one device, one identity key, in both device lists: python-omemo and the XEP treat a device id
+// found in both lists as one device with one key): the X25519 identity scalar is published in its
+// Ed25519 form and signs with XEdDSA. Signed prekeys and one-time prekeys are OMEMO 2's own, sealed
+// rows of the 'omemo2' ProtocolStore, with the same upkeep as legacy OMEMO: a used prekey is replaced
+// at once and its private key deleted after a grace period; the signed prekey rotates each period.
+//   kind 'state'/'self'  counters   kind 'prekey'/<id>   kind 'spk'/<id>   owner '' kind 'locals'/<jid>
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { ProtocolStore } from '../../keystore/protocol-store.js';
+import type { PubsubPort } from '../engine.js';
+import { generateX25519, xeddsaPublic, xeddsaSign, type X25519KeyPair } from '../ratchet/primitives.js';
+import { ITEM_CURRENT, NODE_BUNDLES, NODE_DEVICES, type Omemo2Options } from './constants.js';
+import type { OwnIdentity, PeerBundle } from './session.js';
+import { buildBundle, buildDeviceList } from './wire.js';
+
+/** Where a hosted JID's identity comes from: the legacy OMEMO keyring (same device id and key). */
+export type IdentitySource = (local: string) => Promise<{ deviceId: number; priv: Buffer }>;
+
+export interface LocalIdentity extends OwnIdentity {
+  local: string;
+  deviceId: number;
+  fingerprint: string;
+}
+
+interface StateRow {
+  v: 1;
+  nextPreKeyId: number;
+  signedPreKeyId: number;
+  nextSignedPreKeyId: number;
+}
+interface PreKeyRow {
+  pub: string;
+  priv: string;
+  usedAt?: number;
+}
+interface SignedPreKeyRow extends PreKeyRow {
+  sig: string;
+  createdAt: number;
+  retiredAt?: number;
+}
+
+const INDEX_OWNER = '';
+const K_STATE = 'state';
+const K_PREKEY = 'prekey';
+const K_SPK = 'spk';
+const K_LOCALS = 'locals';
+const SELF = 'self';
+
+/** Fingerprint shown to users: hex of the Ed25519 identity key. */
+export const fingerprintOf = (ik: Uint8Array): string => Buffer.from(ik).toString('hex');
+
+const pair = (r: PreKeyRow): X25519KeyPair => ({ pub: Buffer.from(r.pub, 'base64'), priv: Buffer.from(r.priv, 'base64') });
+const row = (k: X25519KeyPair): PreKeyRow => ({ pub: k.pub.toString('base64'), priv: k.priv.toString('base64') });
+
+export class Keyring {
+  readonly #store: ProtocolStore;
+  readonly #pubsub: PubsubPort;
+  readonly #identity: IdentitySource;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #opts: Omemo2Options;
+  readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
+  readonly #creating = new Map<string, Promise<LocalIdentity>>();
+
+  constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options) {
+    this.#store = store;
+    this.#pubsub = pubsub;
+    this.#identity = identity;
+    this.#log = log;
+    this.#now = now;
+    this.#opts = opts;
+  }
+
+  async ensure(local: string): Promise<LocalIdentity> {
+    const hit = this.#cache.get(local);
+    if (hit) return hit;
+    let p = this.#creating.get(local);
+    if (!p) {
+      p = this.#load(local).finally(() => this.#creating.delete(local));
+      this.#creating.set(local, p);
+    }
+    return p;
+  }
+
+  locals(): string[] {
+    return this.#store.list(INDEX_OWNER, K_LOCALS).map((r) => r.key);
+  }
+
+  async #load(local: string): Promise<LocalIdentity> {
+    const src = await this.#identity(local);
+    const ik = xeddsaPublic(src.priv);
+    const id: LocalIdentity = { local, deviceId: src.deviceId, priv: src.priv, ik, fingerprint: fingerprintOf(ik) };
+    if (!this.#store.getJson<StateRow>(local, K_STATE, SELF)) this.#create(id);
+    this.#cache.set(local, id);
+    this.#publishIfChanged(id);
+    return id;
+  }
+
+  #create(id: LocalIdentity): void {
+    const spk = this.#newSignedPreKey(id);
+    const preKeys = Array.from({ length: this.#opts.preKeyCount }, () => generateX25519());
+    this.#store.transaction(() => {
+      if (this.#store.getJson<StateRow>(id.local, K_STATE, SELF)) return;
+      this.#store.putJson(id.local, K_SPK, '1', spk);
+      preKeys.forEach((k, i) => this.#store.putJson(id.local, K_PREKEY, String(i + 1), row(k)));
+      this.#store.putJson(id.local, K_STATE, SELF, { v: 1, nextPreKeyId: preKeys.length + 1, signedPreKeyId: 1, nextSignedPreKeyId: 2 } satisfies StateRow);
+      this.#store.put(INDEX_OWNER, K_LOCALS, id.local, '1');
+    });
+    this.#log.info({ local: id.local, deviceId: id.deviceId }, 'omemo2 keys created');
+  }
+
+  #newSignedPreKey(id: OwnIdentity): SignedPreKeyRow {
+    const k = generateX25519();
+    return { ...row(k), sig: xeddsaSign(id.priv, k.pub).toString('base64'), createdAt: this.#now() };
+  }
+
+  // ---- lookups for key exchanges ----
+
+  preKey(local: string, id: number): X25519KeyPair | undefined {
+    const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+    return r ? pair(r) : undefined;
+  }
+
+  signedPreKey(local: string, id: number): X25519KeyPair | undefined {
+    const r = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(id));
+    return r ? pair(r) : undefined;
+  }
+
+  /** A key exchange used prekey `id`: out of the bundle, replaced under a new id, private key kept for the grace period. */
+  consumePreKey(local: string, id: number): void {
+    const fresh = generateX25519();
+    const replaced = this.#store.transaction(() => {
+      const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+      const st = this.#store.getJson<StateRow>(local, K_STATE, SELF);
+      if (!r || r.usedAt !== undefined || !st) return false;
+      this.#store.putJson(local, K_PREKEY, String(id), { ...r, usedAt: this.#now() } satisfies PreKeyRow);
+      this.#store.putJson(local, K_PREKEY, String(st.nextPreKeyId), row(fresh));
+      this.#store.putJson(local, K_STATE, SELF, { ...st, nextPreKeyId: st.nextPreKeyId + 1 });
+      return true;
+    });
+    if (!replaced) return;
+    this.#log.debug({ local, preKeyId: id }, 'omemo2 prekey consumed and replaced');
+    const id2 = this.#cache.get(local);
+    if (id2) this.publishBundle(id2);
+  }
+
+  // ---- publishing ----
+
+  bundle(id: LocalIdentity): PeerBundle {
+    const st = this.#store.getJson<StateRow>(id.local, K_STATE, SELF)!;
+    const spk = this.#store.getJson<SignedPreKeyRow>(id.local, K_SPK, String(st.signedPreKeyId))!;
+    const preKeys = this.#store
+      .list(id.local, K_PREKEY)
+      .map((x) => ({ id: Number(x.key), r: JSON.parse(x.value.toString('utf8')) as PreKeyRow }))
+      .filter((x) => x.r.usedAt === undefined)
+      .sort((a, b) => a.id - b.id)
+      .map((x) => ({ id: x.id, pub: Buffer.from(x.r.pub, 'base64') }));
+    return { ik: id.ik, spk: { id: st.signedPreKeyId, pub: Buffer.from(spk.pub, 'base64'), sig: Buffer.from(spk.sig, 'base64') }, preKeys };
+  }
+
+  publishBundle(id: LocalIdentity): void {
+    this.#pubsub.publish(id.local, NODE_BUNDLES, String(id.deviceId), buildBundle(this.bundle(id)), { accessModel: 'open', maxItems: 'max' });
+  }
+
+  #publishIfChanged(id: LocalIdentity): void {
+    const list = buildDeviceList([id.deviceId]);
+    if (this.#pubsub.localItems(id.local, NODE_DEVICES)[0]?.payload.toString() !== list.toString()) {
+      this.#pubsub.publish(id.local, NODE_DEVICES, ITEM_CURRENT, list, { accessModel: 'open' });
+    }
+    const bundle = buildBundle(this.bundle(id));
+    const have = this.#pubsub.localItems(id.local, NODE_BUNDLES).find((i) => i.id === String(id.deviceId))?.payload.toString();
+    if (have !== bundle.toString()) this.publishBundle(id);
+  }
+
+  // ---- upkeep ----
+
+  async rotateSignedPreKey(local: string, force = false): Promise<boolean> {
+    const id = await this.ensure(local);
+    const st = this.#store.getJson<StateRow>(local, K_STATE, SELF);
+    if (!st) return false;
+    const now = this.#now();
+    const period = this.#opts.signedPreKeyRotationMs;
+    for (const { key, value } of this.#store.list(local, K_SPK)) {
+      const r = JSON.parse(value.toString('utf8')) as SignedPreKeyRow;
+      if (r.retiredAt !== undefined && now - r.retiredAt >= period) this.#store.delete(local, K_SPK, key);
+    }
+    const cur = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(st.signedPreKeyId));
+    if (!force && cur && now - cur.createdAt < period) return false;
+    const spk = this.#newSignedPreKey(id);
+    this.#store.transaction(() => {
+      if (cur) this.#store.putJson(local, K_SPK, String(st.signedPreKeyId), { ...cur, retiredAt: now });
+      this.#store.putJson(local, K_SPK, String(st.nextSignedPreKeyId), spk);
+      this.#store.putJson(local, K_STATE, SELF, { ...st, signedPreKeyId: st.nextSignedPreKeyId, nextSignedPreKeyId: st.nextSignedPreKeyId + 1 });
+    });
+    this.#log.info({ local, signedPreKeyId: st.nextSignedPreKeyId }, 'omemo2 signed prekey rotated');
+    this.publishBundle(id);
+    return true;
+  }
+
+  prunePreKeys(local: string, deletableBefore: number): number {
+    let n = 0;
+    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
+      const r = JSON.parse(value.toString('utf8')) as PreKeyRow;
+      if (r.usedAt !== undefined && r.usedAt <= deletableBefore) {
+        this.#store.delete(local, K_PREKEY, key);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  preKeyIds(local: string): { unused: number[]; used: number[] } {
+    const unused: number[] = [];
+    const used: number[] = [];
+    for (const { key, value } of this.#store.list(local, K_PREKEY)) ((JSON.parse(value.toString('utf8')) as PreKeyRow).usedAt === undefined ? unused : used).push(Number(key));
+    return { unused: unused.sort((a, b) => a - b), used: used.sort((a, b) => a - b) };
+  }
+}

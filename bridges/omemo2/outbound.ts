@@ -1,0 +1,134 @@
+// Sending with OMEMO 2 (XEP-0384 v0.8 §"Sending a message"): the SCE envelope is encrypted once
+// (payload.ts) and its key || mac goes through the session of every trusted device of the contact;
+// sessions are built right before sending from bundles fetched then. Also the protocol-only empty
+// messages: completion after accepting a key exchange, heartbeats, repairs.
+import { randomBytes, randomInt } from 'node:crypto';
+import type Element from 'ltx/lib/Element.js';
+import { GatewayError } from '../../errors.js';
+import { isUsable } from '../../keystore/trust-store.js';
+import { errorSummary } from '../../log.js';
+import { PROTOCOL } from './constants.js';
+import { deviceKey, observe, type Omemo2Context } from './context.js';
+import type { LocalIdentity } from './keyring.js';
+import { emptyKeyMaterial, sealPayload } from './payload.js';
+import { buildEnvelope } from './sce.js';
+import { buildSession, encryptMessage, type PeerBundle } from './session.js';
+import { buildEncrypted, messageChildren, protocolMessage, type KeyElement } from './wire.js';
+
+/** Builds a session from the device's bundle unless one exists by now (parallel sends share one). */
+export function buildOnce(ctx: Omemo2Context, id: LocalIdentity, peer: string, deviceId: number, bundle: PeerBundle, replace = false): Promise<void> {
+  const key = deviceKey(id.local, peer, deviceId);
+  let p = ctx.building.get(key);
+  if (!p) {
+    p = (async () => {
+      if (!replace && ctx.sessions.get(id.local, peer, deviceId)) return;
+      const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
+      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.put(id.local, peer, deviceId, buildSession(id, bundle, preKey)));
+    })().finally(() => ctx.building.delete(key));
+    ctx.building.set(key, p);
+  }
+  return p;
+}
+
+/** Which of `ids` can be encrypted to now, building sessions where needed. */
+async function targets(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids: readonly number[]): Promise<{ ready: number[]; refused: number; lastError: unknown }> {
+  const ready: number[] = [];
+  let refused = 0;
+  let lastError: unknown;
+  const known = ctx.ports.trust.list(peer, PROTOCOL);
+  await Promise.all(
+    ids.map(async (deviceId) => {
+      if (peer === id.local && deviceId === id.deviceId) return;
+      const s = ctx.sessions.get(id.local, peer, deviceId);
+      if (s) {
+        if (isUsable(observe(ctx, peer, deviceId, s.theirIk).trust)) ready.push(deviceId);
+        else refused++;
+        return;
+      }
+      const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
+      if (rec && !isUsable(rec.trust)) {
+        refused++;
+        return;
+      }
+      try {
+        const bundle = await ctx.devices.bundle(id.local, peer, deviceId);
+        if (!bundle) {
+          ctx.log.info({ local: id.local, contact: peer, deviceId }, 'omemo2 device has no usable bundle');
+          return;
+        }
+        if (!isUsable(observe(ctx, peer, deviceId, bundle.ik).trust)) {
+          refused++;
+          return;
+        }
+        await buildOnce(ctx, id, peer, deviceId, bundle);
+        ready.push(deviceId);
+      } catch (e) {
+        lastError = e;
+        ctx.log.info({ local: id.local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo2 session not built');
+      }
+    }),
+  );
+  return { ready: ready.sort((a, b) => a - b), refused, lastError };
+}
+
+/** The <encrypted> element for `body` to the given devices of `peer`. */
+export async function encryptBody(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids: readonly number[], body: string): Promise<Element[]> {
+  const t = await targets(ctx, id, peer, ids);
+  if (t.ready.length === 0) {
+    if (t.refused > 0) throw new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO 2 device (${t.refused} waiting for a trust decision).`);
+    if (t.lastError instanceof GatewayError) throw t.lastError;
+    throw new GatewayError('no_encryption_available', `No OMEMO 2 device of ${peer} could be reached.`);
+  }
+  const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: 'encrypt' });
+  const envelope = buildEnvelope({ body, from: id.local, to: peer, now: ctx.ports.now() });
+  const sealed = sealPayload(envelope);
+  const keys: KeyElement[] = [];
+  try {
+    for (const deviceId of t.ready) {
+      const s = ctx.sessions.get(id.local, peer, deviceId)!;
+      const m = encryptMessage(id, s, sealed.keyMaterial);
+      ctx.sessions.put(id.local, peer, deviceId, s);
+      keys.push({ rid: deviceId, kex: m.kex, data: m.data });
+    }
+  } finally {
+    sealed.keyMaterial.fill(0);
+    end();
+  }
+  ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'out', result: 'ok' });
+  return messageChildren(buildEncrypted({ sid: id.deviceId, keys: new Map([[peer, keys]]), payload: sealed.payload }), ctx.opts.fallbackBody);
+}
+
+/** An empty OMEMO 2 message to one device on its current session (null if there is none or it fails). */
+export function emptyMessage(ctx: Omemo2Context, id: LocalIdentity, contact: string, deviceId: number, why: string): Element | null {
+  const s = ctx.sessions.get(id.local, contact, deviceId);
+  if (!s) return null;
+  try {
+    const m = encryptMessage(id, s, emptyKeyMaterial());
+    ctx.sessions.put(id.local, contact, deviceId, s);
+    ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'out', result: why });
+    ctx.log.debug({ local: id.local, contact, deviceId, why }, 'omemo2 empty message');
+    const enc = buildEncrypted({ sid: id.deviceId, keys: new Map([[contact, [{ rid: deviceId, kex: m.kex, data: m.data }]]]), payload: null });
+    return protocolMessage(`${id.local}/${ctx.ports.resource}`, contact, randomBytes(9).toString('base64url'), enc);
+  } catch (e) {
+    ctx.log.warn({ local: id.local, contact, deviceId, why, err: errorSummary(e) }, 'omemo2 empty message not built');
+    return null;
+  }
+}
+
+/** Repairs the session with a device that sent something we cannot decrypt: a new session and an empty message (throttled). */
+export async function repair(ctx: Omemo2Context, id: LocalIdentity, contact: string, deviceId: number): Promise<Element | null> {
+  const k = deviceKey(id.local, contact, deviceId);
+  const now = ctx.ports.now();
+  const last = ctx.repairs.get(k);
+  if (last !== undefined && now - last < ctx.opts.repairIntervalMs) return null;
+  ctx.repairs.set(k, now);
+  try {
+    const bundle = await ctx.devices.bundle(id.local, contact, deviceId);
+    if (!bundle || observe(ctx, contact, deviceId, bundle.ik).trust === 'distrusted') return null;
+    await buildOnce(ctx, id, contact, deviceId, bundle, true);
+  } catch (e) {
+    ctx.log.info({ local: id.local, contact, deviceId, err: errorSummary(e) }, 'omemo2 session repair failed');
+    return null;
+  }
+  return emptyMessage(ctx, id, contact, deviceId, 'repair');
+}

@@ -1,0 +1,59 @@
+// Stanza Content Encryption envelopes (XEP-0420) as OMEMO 2 uses them: the encrypted payload is an
+// <envelope> whose <content> holds the stanza's children (here the <body>), random-length <rpad>
+// against length analysis, <from> with the sender's bare JID, <to> with the recipient's and <time>.
+// On the way in, `from` must be the stanza's sender and `to` (when present) the hosted JID it was
+// addressed to, so a message cannot be replayed to someone else or pass as someone else's;
+// a `time` in the future beyond the clock skew allowance is refused.
+import { randomBytes, randomInt } from 'node:crypto';
+import xml from '@xmpp/xml';
+import { parseXml } from '../../component/xml.js';
+import { NS_CLIENT, NS_SCE } from './constants.js';
+
+export function buildEnvelope(o: { body: string; from: string; to: string; now: number }): Buffer {
+  // 0..200 characters of padding, as XEP-0420 suggests.
+  const rpad = randomBytes(150).toString('base64url').slice(0, randomInt(1, 201));
+  const env = xml(
+    'envelope',
+    { xmlns: NS_SCE },
+    xml('content', {}, xml('body', { xmlns: NS_CLIENT }, o.body)),
+    xml('rpad', {}, rpad),
+    xml('to', { jid: o.to }),
+    xml('from', { jid: o.from }),
+    xml('time', { stamp: new Date(o.now).toISOString() }),
+  );
+  return Buffer.from(env.toString(), 'utf8');
+}
+
+export type EnvelopeCheck =
+  | { ok: true; body: string | null }
+  | { ok: false; reason: 'malformed' | 'wrong-sender' | 'wrong-recipient' | 'bad-time' };
+
+const MAX_RPAD = 1024;
+
+/** Parses an envelope and checks its affix elements against the stanza's addressing. */
+export function openEnvelope(bytes: Buffer, expect: { from: string; to: string; now: number; maxSkewMs: number }): EnvelopeCheck {
+  let env;
+  try {
+    env = parseXml(bytes.toString('utf8'));
+  } catch {
+    return { ok: false, reason: 'malformed' };
+  }
+  if (env.name !== 'envelope' || env.attrs.xmlns !== NS_SCE) return { ok: false, reason: 'malformed' };
+  const content = env.getChild('content');
+  if (!content) return { ok: false, reason: 'malformed' };
+  const rpad = env.getChild('rpad');
+  if (rpad && rpad.getText().length > MAX_RPAD) return { ok: false, reason: 'malformed' };
+  const from = env.getChild('from');
+  if (from && bareOf(from.attrs.jid) !== expect.from) return { ok: false, reason: 'wrong-sender' };
+  const to = env.getChild('to');
+  if (to && bareOf(to.attrs.jid) !== expect.to) return { ok: false, reason: 'wrong-recipient' };
+  const time = env.getChild('time');
+  if (time) {
+    const t = Date.parse(String(time.attrs.stamp ?? ''));
+    if (!Number.isFinite(t) || t > expect.now + expect.maxSkewMs) return { ok: false, reason: 'bad-time' };
+  }
+  const body = content.getChildren('body').find((b) => (b.attrs.xmlns ?? NS_CLIENT) === NS_CLIENT);
+  return { ok: true, body: body ? body.getText() : null };
+}
+
+const bareOf = (jid: unknown): string | null => (typeof jid === 'string' && jid.length > 0 ? jid.split('/')[0]!.toLowerCase() : null);

@@ -1,0 +1,44 @@
+// OMEMO 2 sessions per (hosted JID, contact, device), sealed in the 'omemo2' ProtocolStore
+// (owner = hosted JID, kind 'session', key = contact NUL device id) with parsed copies in an LRU.
+// Writes happen at once: the store is synchronous and a crash must not lose a ratchet step.
+import { LRUCache } from 'lru-cache';
+import type { ProtocolStore } from '../../keystore/protocol-store.js';
+import { fromStoredSession, toStoredSession, type Session, type StoredSession } from './session.js';
+
+const K_SESSION = 'session';
+const key = (contact: string, deviceId: number): string => `${contact}\0${deviceId}`;
+
+export class Sessions {
+  readonly #store: ProtocolStore;
+  readonly #cache: LRUCache<string, Session>;
+
+  constructor(store: ProtocolStore, cacheSize: number) {
+    this.#store = store;
+    this.#cache = new LRUCache({ max: cacheSize });
+  }
+
+  get(local: string, contact: string, deviceId: number): Session | undefined {
+    const k = `${local}\0${key(contact, deviceId)}`;
+    const hit = this.#cache.get(k);
+    if (hit) return hit;
+    const row = this.#store.getJson<StoredSession>(local, K_SESSION, key(contact, deviceId));
+    if (!row) return undefined;
+    const s = fromStoredSession(row);
+    this.#cache.set(k, s);
+    return s;
+  }
+
+  put(local: string, contact: string, deviceId: number, s: Session): void {
+    this.#store.putJson(local, K_SESSION, key(contact, deviceId), toStoredSession(s));
+    this.#cache.set(`${local}\0${key(contact, deviceId)}`, s);
+  }
+
+  /** Device ids of a contact we hold sessions with. */
+  deviceIds(local: string, contact: string): number[] {
+    return this.#store
+      .list(local, K_SESSION)
+      .map((r) => r.key.split('\0'))
+      .filter(([c]) => c === contact)
+      .map(([, d]) => Number(d));
+  }
+}

@@ -1,0 +1,192 @@
+// The cryptographic primitives the X3DH and Double Ratchet modules use, as thin synchronous wrappers:
+// X25519, Ed25519, HKDF-SHA-256, HMAC-SHA-256 and AES-256-CBC from node:crypto, and the Edwards <->
+// Montgomery mapping and the scalar/point arithmetic XEdDSA signing needs from @noble/curves
+// (node:crypto has neither). Nothing here is a primitive of our own: only key encodings and calls.
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  sign as edSign,
+  verify as edVerify,
+  type KeyObject,
+} from 'node:crypto';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
+
+export interface X25519KeyPair {
+  /** 32-byte clamped private scalar (as libsignal and python-x3dh store it). */
+  priv: Buffer;
+  /** 32-byte u-coordinate. */
+  pub: Buffer;
+}
+
+const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
+
+// Private keys are used a few times each (a ratchet key for one chain, a prekey, the identity):
+// importing one costs more than the agreement itself, so recently used ones are kept.
+const privCache = new Map<string, KeyObject>();
+const PRIV_CACHE_MAX = 1024;
+
+function importX25519Private(priv: Uint8Array): KeyObject {
+  const id = Buffer.from(priv.buffer, priv.byteOffset, priv.byteLength).toString('latin1');
+  let key = privCache.get(id);
+  if (key) return key;
+  try {
+    // JWK imports ~10x faster than PKCS#8 on OpenSSL 3; node does not use the x member.
+    key = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(priv).toString('base64url'), x: '' }, format: 'jwk' });
+  } catch {
+    key = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, priv]), format: 'der', type: 'pkcs8' });
+  }
+  if (privCache.size >= PRIV_CACHE_MAX) privCache.delete(privCache.keys().next().value as string);
+  privCache.set(id, key);
+  return key;
+}
+
+const importX25519Public = (pub: Uint8Array): KeyObject =>
+  createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(pub).toString('base64url') }, format: 'jwk' });
+
+/** A fresh X25519 key pair. */
+export function generateX25519(): X25519KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const priv = Buffer.from(privateKey.export({ format: 'jwk' }).d as string, 'base64url');
+  const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x as string, 'base64url');
+  clamp(priv);
+  privCache.set(priv.toString('latin1'), privateKey);
+  return { priv, pub };
+}
+
+/** X25519 public key of a private scalar. */
+export function x25519Public(priv: Uint8Array): Buffer {
+  return Buffer.from(createPublicKey(importX25519Private(priv)).export({ format: 'jwk' }).x as string, 'base64url');
+}
+
+/** X25519 agreement; throws on a low-order public key (OpenSSL refuses an all-zero output). */
+export function x25519(priv: Uint8Array, pub: Uint8Array): Buffer {
+  if (pub.length !== 32) throw new Error('X25519 public key must be 32 bytes');
+  return diffieHellman({ privateKey: importX25519Private(priv), publicKey: importX25519Public(pub) });
+}
+
+function clamp(k: Buffer): void {
+  k[0]! &= 248;
+  k[31]! &= 127;
+  k[31]! |= 64;
+}
+
+export const hkdf = (ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer =>
+  Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
+
+export const hmac = (key: Uint8Array, ...data: Uint8Array[]): Buffer => {
+  const h = createHmac('sha256', key);
+  for (const d of data) h.update(d);
+  return h.digest();
+};
+
+export function aesCbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Buffer {
+  const c = createCipheriv('aes-256-cbc', key, iv);
+  return Buffer.concat([c.update(plaintext), c.final()]);
+}
+
+/** Throws on bad padding (callers check the MAC first). */
+export function aesCbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Buffer {
+  const d = createDecipheriv('aes-256-cbc', key, iv);
+  return Buffer.concat([d.update(ciphertext), d.final()]);
+}
+
+export const zeros = (n: number): Buffer => Buffer.alloc(n);
+export const random = (n: number): Buffer => randomBytes(n);
+
+/** Constant-time comparison of two MACs of equal length. */
+export function macEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+// ---- Ed25519 ----
+
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** Ed25519 verification (RFC 8032) of `sig` over `msg` by the 32-byte public key; false on any bad input. */
+export function ed25519Verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
+  if (pub.length !== 32 || sig.length !== 64) return false;
+  try {
+    const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, pub]), format: 'der', type: 'spki' });
+    return edVerify(null, msg, key, sig);
+  } catch {
+    return false;
+  }
+}
+
+/** Whether 32 bytes are a valid Ed25519 point encoding. */
+export function isEd25519Point(pub: Uint8Array): boolean {
+  if (pub.length !== 32) return false;
+  try {
+    ed25519.Point.fromBytes(pub);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The X25519 (Montgomery) form of an Ed25519 public key (birational map, from @noble/curves). */
+export function ed25519PubToX25519(pub: Uint8Array): Buffer {
+  return Buffer.from(ed25519.utils.toMontgomery(pub));
+}
+
+// ---- an X25519 identity used as an Ed25519 key (XEdDSA) ----
+// OMEMO 2 publishes the identity key as Ed25519. A hosted JID whose identity is an X25519 scalar (the
+// legacy OMEMO identity, from libsignal) publishes the Edwards point of that scalar with sign bit 0
+// and signs with XEdDSA (Signal's XEdDSA spec, §2.3), whose output is a plain Ed25519 signature for
+// that key. Point and scalar arithmetic are @noble/curves'; hashing is node:crypto's SHA-512.
+
+const Fn = ed25519.Point.Fn;
+
+function edKeyOfScalar(priv: Uint8Array): { A: Uint8Array; a: bigint } {
+  const k = Buffer.from(priv);
+  clamp(k);
+  let a = Fn.create(bytesToNumberLE(k));
+  let A = ed25519.Point.BASE.multiply(a);
+  if ((A.toBytes()[31]! & 0x80) !== 0) {
+    A = A.negate();
+    a = Fn.neg(a);
+  }
+  return { A: A.toBytes(), a };
+}
+
+/** The Ed25519 public key (sign bit 0) whose Montgomery form is the X25519 public key of `priv`. */
+export function xeddsaPublic(priv: Uint8Array): Buffer {
+  return Buffer.from(edKeyOfScalar(priv).A);
+}
+
+const HASH1_PREFIX = Buffer.concat([Buffer.of(0xfe), Buffer.alloc(31, 0xff)]);
+const sha512 = (...parts: Uint8Array[]): Buffer => {
+  const h = createHash('sha512');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+
+/** XEdDSA signature of `msg` by the X25519 private scalar `priv` (verifies with ed25519Verify(xeddsaPublic(priv))). */
+export function xeddsaSign(priv: Uint8Array, msg: Uint8Array): Buffer {
+  const { A, a } = edKeyOfScalar(priv);
+  const aBytes = numberToBytesLE(a, 32);
+  const r = Fn.create(bytesToNumberLE(sha512(HASH1_PREFIX, aBytes, msg, randomBytes(64))));
+  const R = ed25519.Point.BASE.multiply(r === 0n ? 1n : r).toBytes();
+  const h = Fn.create(bytesToNumberLE(sha512(R, A, msg)));
+  const s = Fn.add(r === 0n ? 1n : r, Fn.mul(h, a));
+  aBytes.fill(0);
+  return Buffer.concat([R, numberToBytesLE(s, 32)]);
+}
+
+/** Ed25519 signing with a 32-byte RFC 8032 seed (node:crypto). */
+export function ed25519Sign(seed: Uint8Array, msg: Uint8Array): Buffer {
+  const key = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' });
+  return edSign(null, msg, key);
+}

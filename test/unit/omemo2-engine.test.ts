@@ -1,0 +1,231 @@
+// The OMEMO 2 engine between hosted JIDs on an in-memory network (test/unit/helpers/omemo-net.ts):
+// key exchange and its completion, sessions across a restart, replay/tamper/misaddressing refused,
+// heartbeats, prekey replacement, and the device union with legacy OMEMO (a device in both lists gets
+// OMEMO 2 only; a legacy-only device gets a legacy stanza of its own).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import xml from '@xmpp/xml';
+import type Element from 'ltx/lib/Element.js';
+import { createProtocolStore } from '../../keystore/protocol-store.js';
+import { TrustStore } from '../../keystore/trust-store.js';
+import { ContactStore } from '../../keystore/contact-store.js';
+import type { Keystore } from '../../keystore/keystore.js';
+import { Metrics } from '../../http/metrics.js';
+import { createLogger } from '../../log.js';
+import { createOmemoEngine, type OmemoEngine } from '../../bridges/omemo/engine.js';
+import { createOmemo2Engine, type Omemo2Engine } from '../../bridges/omemo2/engine.js';
+import { NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2 } from '../../bridges/omemo2/constants.js';
+import { parseBundle, parseEncrypted } from '../../bridges/omemo2/wire.js';
+import { ed25519Verify } from '../../bridges/ratchet/primitives.js';
+import { Clock, FakeNetwork, openTestKeystore, reparse } from './helpers/omemo-net.js';
+
+interface Dual {
+  jid: string;
+  ks: Keystore;
+  legacy: OmemoEngine;
+  omemo2: Omemo2Engine;
+  deviceId: number;
+  logs: string[];
+}
+
+async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string } = {}): Promise<Dual> {
+  const ks = o.ks ?? openTestKeystore();
+  const trust = new TrustStore(ks, 'btbv');
+  const metrics = new Metrics({ processMetrics: false });
+  const logs: string[] = [];
+  const log = createLogger('debug', new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }));
+  const clock = o.clock ?? new Clock();
+  const name = o.name ?? jid;
+  const base = { trust, contacts: new ContactStore(ks), keystore: ks, metrics, log, now: clock.now, resource: 'gw' };
+  const legacy = createOmemoEngine({ ...base, store: createProtocolStore(ks, 'omemo'), pubsub: net.port(name) });
+  const omemo2 = createOmemo2Engine(
+    { ...base, store: createProtocolStore(ks, 'omemo2'), pubsub: net.port(name) },
+    {
+      legacy,
+      identity: async (l) => {
+        const id = await legacy.internals.keyring.ensure(l);
+        return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
+      },
+    },
+  );
+  await legacy.ensureIdentity(jid);
+  await omemo2.ensureIdentity(jid);
+  return { jid, ks, legacy, omemo2, deviceId: (await omemo2.devices(jid))[0]!.device_id, logs };
+}
+
+const msg = (from: string, to: string, children: Element[]) => reparse(xml('message', { from: `${from}/gw`, to, type: 'chat', id: 'x' }, ...children));
+const keysOf = (stanza: Element) => parseEncrypted(stanza.getChild('encrypted', NS_OMEMO2)!)!;
+
+async function send(a: Dual, b: Dual, body: string) {
+  const enc = await a.omemo2.encrypt(a.jid, b.jid, body);
+  return { stanza: msg(a.jid, b.jid, enc.children), enc };
+}
+
+async function deliver(to: Dual, stanza: Element) {
+  const r = await to.omemo2.decrypt(to.jid, stanza);
+  return r;
+}
+
+test('one device id and one identity for both versions; the bundle is a valid OMEMO 2 bundle', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  assert.equal((await a.legacy.devices(a.jid))[0]!.device_id, a.deviceId);
+  const items = net.items(a.jid, NODE_BUNDLES)!;
+  assert.equal(items.length, 1);
+  assert.equal(items[0]!.attrs.id, String(a.deviceId), 'item id = device id');
+  const b = parseBundle(items, a.deviceId)!;
+  assert.equal(b.preKeys.length, 100);
+  assert.ok(ed25519Verify(b.ik, b.spk.pub, b.spk.sig), 'signed prekey signature verifies as Ed25519');
+  assert.equal(net.items(a.jid, NODE_DEVICES)![0]!.getChild('devices', NS_OMEMO2)!.getChild('device')!.attrs.id, String(a.deviceId));
+  const pub = net.publishes.find((p) => p.node === NODE_BUNDLES)!;
+  assert.equal(pub.opts?.maxItems, 'max');
+  assert.deepEqual(a.omemo2.features, [`${NODE_DEVICES}+notify`]);
+});
+
+test('key exchange, completion, 20 messages each way, restart, 20 more without a key exchange', async () => {
+  const net = new FakeNetwork();
+  const clock = new Clock();
+  const a = await makeDual(net, 'alice@gw.example', { clock });
+  let b = await makeDual(net, 'bob@gw.example', { clock });
+  const first = await send(a, b, 'hello 0');
+  assert.equal(keysOf(first.stanza).keys.get(b.jid)![0]!.kex, true, 'first message is a key exchange');
+  const r0 = await deliver(b, first.stanza);
+  assert.ok(r0.ok && r0.body === 'hello 0');
+  assert.equal(r0.replies.length, 1, 'an empty message completes the key exchange');
+  const before = b.omemo2.internals.keyring.preKeyIds(b.jid);
+  assert.equal(before.used.length, 1, 'the used prekey is kept for the grace period');
+  assert.equal(before.unused.length, 100, 'and replaced in the bundle');
+  const completion = await deliver(a, reparse(r0.replies[0]!));
+  assert.ok(completion.ok && completion.body === null);
+  for (let i = 1; i < 20; i++) {
+    const m = await send(a, b, `hello ${i}`);
+    assert.equal(keysOf(m.stanza).keys.get(b.jid)![0]!.kex, false, 'no key exchange once confirmed');
+    const r = await deliver(b, m.stanza);
+    assert.ok(r.ok && r.body === `hello ${i}`);
+  }
+  for (let i = 0; i < 20; i++) {
+    const m = await send(b, a, `reply ${i}`);
+    const r = await deliver(a, m.stanza);
+    assert.ok(r.ok && r.body === `reply ${i}`, `reply ${i}`);
+  }
+  // Restart b: a new engine on the same keystore.
+  b = await makeDual(net, b.jid, { ks: b.ks, clock });
+  for (let i = 0; i < 20; i++) {
+    const m = await send(a, b, `after ${i}`);
+    assert.equal(keysOf(m.stanza).keys.get(b.jid)![0]!.kex, false);
+    const r = await deliver(b, m.stanza);
+    assert.ok(r.ok && r.body === `after ${i}`);
+    const back = await send(b, a, `back ${i}`);
+    assert.equal(keysOf(back.stanza).keys.get(a.jid)![0]!.kex, false);
+    const r2 = await deliver(a, back.stanza);
+    assert.ok(r2.ok && r2.body === `back ${i}`);
+  }
+});
+
+test('replayed, corrupted and wrongly addressed messages are refused', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  const b = await makeDual(net, 'bob@gw.example');
+  const c = await makeDual(net, 'carol@gw.example');
+  const m = await send(a, b, 'once');
+  assert.ok((await deliver(b, m.stanza)).ok);
+  const replay = await deliver(b, m.stanza);
+  assert.ok(!replay.ok && replay.reason === 'duplicate');
+
+  // A payload bit flipped: the payload MAC fails.
+  const m2 = await send(a, b, 'tampered');
+  const enc = m2.stanza.getChild('encrypted', NS_OMEMO2)!;
+  const p = enc.getChild('payload')!;
+  const bytes = Buffer.from(p.getText(), 'base64');
+  bytes[0]! ^= 1;
+  p.children = [bytes.toString('base64')];
+  const t = await deliver(b, m2.stanza);
+  assert.ok(!t.ok && t.reason === 'bad-mac');
+
+  // A key ciphertext bit flipped: the ratchet MAC fails, nothing changes, and the next message works.
+  const m3 = await send(a, b, 'key tampered');
+  const k = m3.stanza.getChild('encrypted', NS_OMEMO2)!.getChild('header')!.getChild('keys')!.getChild('key')!;
+  const kb = Buffer.from(k.getText(), 'base64');
+  kb[kb.length - 20]! ^= 1;
+  k.children = [kb.toString('base64')];
+  const t3 = await deliver(b, m3.stanza);
+  assert.ok(!t3.ok && (t3.reason === 'bad-mac' || t3.reason === 'malformed'), String(!t3.ok && t3.reason));
+  const ok = await deliver(b, (await send(a, b, 'still fine')).stanza);
+  assert.ok(ok.ok && ok.body === 'still fine');
+
+  // Keys listed under another JID are not ours, even with our device id.
+  const m4 = await send(a, b, 'to bob');
+  const keys = m4.stanza.getChild('encrypted', NS_OMEMO2)!.getChild('header')!.getChild('keys')!;
+  keys.attrs.jid = 'mallory@example.org';
+  const t4 = await deliver(b, m4.stanza);
+  assert.ok(!t4.ok && t4.reason === 'not-for-this-device');
+
+  // A message for carol's device shown to bob: not for bob's device.
+  const m5 = await send(a, c, 'for carol');
+  m5.stanza.attrs.to = b.jid;
+  const t5 = await deliver(b, m5.stanza);
+  assert.ok(!t5.ok && t5.reason === 'not-for-this-device');
+});
+
+test('the SCE envelope: from must be the sender, to the recipient; time not in the future', async () => {
+  const { openEnvelope, buildEnvelope } = await import('../../bridges/omemo2/sce.js');
+  const now = Date.now();
+  const env = buildEnvelope({ body: 'hi <b>&', from: 'a@x', to: 'b@y', now });
+  assert.deepEqual(openEnvelope(env, { from: 'a@x', to: 'b@y', now, maxSkewMs: 1000 }), { ok: true, body: 'hi <b>&' });
+  assert.deepEqual(openEnvelope(env, { from: 'a@x', to: 'c@y', now, maxSkewMs: 1000 }), { ok: false, reason: 'wrong-recipient' });
+  assert.deepEqual(openEnvelope(env, { from: 'm@x', to: 'b@y', now, maxSkewMs: 1000 }), { ok: false, reason: 'wrong-sender' });
+  assert.deepEqual(openEnvelope(env, { from: 'a@x', to: 'b@y', now: now - 60_000, maxSkewMs: 1000 }), { ok: false, reason: 'bad-time' });
+  assert.deepEqual(openEnvelope(Buffer.from('<envelope xmlns="urn:xmpp:sce:1"/>'), { from: 'a@x', to: 'b@y', now, maxSkewMs: 1 }), { ok: false, reason: 'malformed' });
+  assert.deepEqual(openEnvelope(Buffer.from('<nope'), { from: 'a@x', to: 'b@y', now, maxSkewMs: 1 }), { ok: false, reason: 'malformed' });
+});
+
+test('heartbeat after 53 messages on one chain, once', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  const b = await makeDual(net, 'bob@gw.example');
+  const r0 = await deliver(b, (await send(a, b, 'start')).stanza);
+  assert.ok(r0.ok);
+  await deliver(a, reparse(r0.replies[0]!)); // completion: a's next chain starts
+  let beats = 0;
+  for (let i = 0; i < 60; i++) {
+    const r = await deliver(b, (await send(a, b, `m${i}`)).stanza);
+    assert.ok(r.ok);
+    beats += r.replies.length;
+    if (i === 52) assert.equal(beats, 0, 'none before the threshold');
+  }
+  assert.equal(beats, 1);
+});
+
+test('device union with legacy OMEMO: both lists -> OMEMO 2 only; legacy-only device -> its own legacy stanza', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  const b = await makeDual(net, 'bob@gw.example');
+  // bob has a second device that speaks only legacy OMEMO.
+  const old = createOmemoEngine({
+    store: createProtocolStore(openTestKeystore(), 'omemo'),
+    trust: new TrustStore(openTestKeystore(), 'btbv'),
+    contacts: new ContactStore(b.ks),
+    keystore: b.ks,
+    pubsub: net.port('bob-old-device'),
+    metrics: new Metrics({ processMetrics: false }),
+    log: createLogger('silent'),
+    now: Date.now,
+    resource: 'x',
+  });
+  await old.ensureIdentity(b.jid);
+  const oldId = (await old.devices(b.jid))[0]!.device_id;
+  const enc = await a.omemo2.encrypt(a.jid, b.jid, 'to all');
+  const s2 = msg(a.jid, b.jid, enc.children);
+  assert.deepEqual(keysOf(s2).keys.get(b.jid)!.map((k) => k.rid), [b.deviceId], 'OMEMO 2 stanza: the device in both lists');
+  assert.equal(enc.more?.length, 1, 'one legacy stanza');
+  const legacyStanza = msg(a.jid, b.jid, enc.more![0]!.children);
+  const rids = legacyStanza.getChild('encrypted', 'eu.siacs.conversations.axolotl')!.getChild('header')!.getChildren('key').map((k) => Number(k.attrs.rid));
+  assert.deepEqual(rids, [oldId], 'legacy stanza: only the legacy-only device');
+  const r1 = await deliver(b, s2);
+  assert.ok(r1.ok && r1.body === 'to all');
+  const r2 = await old.decrypt(b.jid, legacyStanza);
+  assert.ok(r2.ok && r2.body === 'to all');
+  const r3 = await b.legacy.decrypt(b.jid, legacyStanza);
+  assert.ok(!r3.ok && r3.reason === 'not-for-this-device', 'the dual device does not get it twice');
+});
