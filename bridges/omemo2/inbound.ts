@@ -53,8 +53,12 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   if (!from || !enc) return fail('malformed', { from });
   const id = await ctx.keyring.ensure(local);
   const facts = { contact: from, deviceId: enc.sid };
-  // Only keys listed under our own bare JID are for us (a key under another JID is someone else's).
-  const key = enc.keys.get(local.toLowerCase())?.find((k) => k.rid === id.deviceId);
+  // Only keys listed under our own bare JID are for us (a key under another JID is someone else's):
+  // no <keys> for this JID at all is a misaddressed message, refused; keys for our other devices only
+  // (there are none today) would be ignored quietly.
+  const mine = enc.keys.get(local.toLowerCase());
+  if (!mine) return fail('malformed', { ...facts, why: 'no keys for this JID' });
+  const key = mine.find((k) => k.rid === id.deviceId);
   if (!key) return fail('not-for-this-device', facts);
   const digest = `${local}\0${createHash('sha256').update(key.data).digest('base64')}`;
   if (ctx.seen.has(digest)) return fail('duplicate', facts);
