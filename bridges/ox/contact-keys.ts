@@ -153,7 +153,11 @@ export class OxContactKeys {
     const bytes = items && parsePubkey(items);
     if (!bytes) return { problem: 'no key in the key node' };
     try {
-      const { key, info } = await readPublicKey(Buffer.from(bytes).toString('base64'), new Date(this.#now()));
+      // XEP-0373 wants the binary key; an armored one inside the base64 (what `/ox announce` of an
+      // armored file gives in Profanity) is read too.
+      const asText = Buffer.from(bytes.subarray(0, 64)).toString('latin1');
+      const text = asText.startsWith('-----BEGIN PGP PUBLIC KEY BLOCK-----') ? Buffer.from(bytes).toString('utf8') : Buffer.from(bytes).toString('base64');
+      const { key, info } = await readPublicKey(text, new Date(this.#now()));
       if (info.fingerprint !== fpr) return { problem: 'the key node holds another key' };
       if (!info.userIds.some((u) => uidMatchesJid(u, contact))) return { problem: 'no user ID xmpp:<contact>' };
       return { key: { key, fingerprint: info.fingerprint, keyIds: new Set(keyIdsOf(key)), canEncrypt: info.canEncrypt, expires: info.expires } };

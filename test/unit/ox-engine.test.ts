@@ -228,3 +228,12 @@ test('+notify events: with a payload the listed keys are read, without one the n
   await rig.engine.onPepEvent!(PROXY, `${DAVE}/phone`, NODE_METADATA, [item]);
   assert.deepEqual((await rig.engine.contactKeys(PROXY, DAVE)).map((k) => k.fingerprint), [dave.fingerprint]);
 });
+
+test('a key node holding an armored key inside the base64 (Profanity announcing an armored file) is read too', async () => {
+  const rig = makeOxRig();
+  dave.publish(rig);
+  const node = rig.remote.get(DAVE)!.get(keyNode(dave.fingerprint))!;
+  const armored = dave.key.toPublic().armor();
+  node[0] = xml('item', { id: 'x' }, xml('pubkey', { xmlns: NS_OX }, xml('data', {}, Buffer.from(armored).toString('base64'))));
+  assert.deepEqual((await rig.engine.contactKeys(PROXY, DAVE)).map((k) => k.fingerprint), [dave.fingerprint]);
+});
