@@ -31,6 +31,8 @@ export const ERRORS = {
   expired: { http: 409, condition: 'remote-server-timeout', text: 'The message could not be sent before it expired.' },
   remote_timeout: { http: 504, condition: 'remote-server-timeout', text: 'The remote entity did not answer in time.' },
   remote_error: { http: 502, condition: 'remote-server-not-found', text: 'The remote entity answered with an error.' },
+  // a stanza we would write holds a character XML 1.0 does not allow (a server would close the stream)
+  stanza_unserializable: { http: 400, condition: 'bad-request', text: 'The message holds a character XML does not allow; it cannot be sent.' },
   // anything else
   internal: { http: 500, condition: 'internal-server-error', text: 'Internal error.' },
 } as const;

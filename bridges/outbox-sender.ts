@@ -22,6 +22,7 @@ const PERMANENT = new Set([
   'not_hosted',
   'bad_request',
   'invalid_field',
+  'stanza_unserializable',
 ]);
 
 export interface StatusChange {

@@ -10,6 +10,7 @@ import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
+import { isXmlSafe } from './jid.js';
 
 export interface ConnectionOptions {
   service: string;
@@ -234,6 +235,12 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   async send(el: Element): Promise<void> {
     const entity = this.#entity;
     if (!this.#online || !entity) throw new GatewayError('not_ready');
+    // Checked before writing: the server would answer XML it cannot parse by closing the stream, and
+    // a queued message would then cut the connection again on every attempt (issue 15).
+    if (!isXmlSafe(el.toString())) {
+      this.#opts.metrics.errors.inc({ kind: 'stanza_unserializable' });
+      throw new GatewayError('stanza_unserializable');
+    }
     try {
       await entity.send(el);
     } catch (e) {

@@ -37,9 +37,28 @@ export function unescapeLocal(s: string): string {
   return s.replace(/\\(20|22|26|27|2f|3a|3c|3e|40|5c)/g, (_m, hex: string) => UNESCAPES[hex]!);
 }
 
-/** Parses a JID string. Throws GatewayError('jid_malformed') on anything that is not one. */
+/**
+ * Characters XML 1.0 does not allow (§2.2), lone surrogates included: a JID (or any text) with one
+ * cannot be written into a stanza, and a server closes the stream on it.
+ */
+const XML_INVALID = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u;
+/** Controls (Unicode Cc): PRECIS's IdentifierClass and FreeformClass both disallow them (RFC 7622 §3). */
+const CONTROLS = /[\u0000-\u001F\u007F-\u009F]/;
+
+/** Whether `s` can be written into XML 1.0 as text or an attribute value. */
+export const isXmlSafe = (s: string): boolean => !XML_INVALID.test(s);
+
+/** RFC 7622 §3: every part is 1 to 1023 octets of UTF-8. */
+const MAX_PART_OCTETS = 1023;
+const octets = (s: string): number => Buffer.byteLength(s, 'utf8');
+
+/**
+ * Parses a JID string (RFC 7622: part lengths in octets, characters each part may hold; no XML
+ * 1.0-invalid character anywhere). Throws GatewayError('jid_malformed') on anything that is not one.
+ */
 export function parseJid(s: string): Jid {
   if (typeof s !== 'string' || s.length === 0 || s.length > 3071) throw new GatewayError('jid_malformed');
+  if (!isXmlSafe(s) || CONTROLS.test(s)) throw new GatewayError('jid_malformed', 'a control or XML-invalid character');
   const slash = s.indexOf('/');
   const bare = slash === -1 ? s : s.slice(0, slash);
   const resource = slash === -1 ? '' : s.slice(slash + 1);
@@ -48,8 +67,12 @@ export function parseJid(s: string): Jid {
   const domain = (at === -1 ? bare : bare.slice(at + 1)).toLowerCase().replace(/\.$/, '');
   if (at !== -1 && local.length === 0) throw new GatewayError('jid_malformed', 'empty localpart');
   if (slash !== -1 && resource.length === 0) throw new GatewayError('jid_malformed', 'empty resource');
-  if (local.length > 1023 || resource.length > 1023) throw new GatewayError('jid_malformed', 'part too long');
+  if (octets(local) > MAX_PART_OCTETS || octets(resource) > MAX_PART_OCTETS || octets(domain) > MAX_PART_OCTETS) {
+    throw new GatewayError('jid_malformed', 'part too long');
+  }
   if (!/^[a-z0-9.-]+$/.test(domain) && !/^\[[0-9a-f:.]+\]$/.test(domain)) throw new GatewayError('jid_malformed', 'invalid domain');
+  // DNS labels: none empty (`a..b`, a leading dot), none over 63 octets (RFC 1035, RFC 7622 §3.2).
+  if (!domain.startsWith('[') && domain.split('.').some((l) => l.length === 0 || l.length > 63)) throw new GatewayError('jid_malformed', 'invalid domain');
   if (/[\s"&'/:<>@]/.test(local)) throw new GatewayError('jid_malformed', 'invalid character in localpart');
   // A simplified nodeprep: localparts compare case-insensitively (escapes are lowercase hex).
   return { local: local.normalize('NFKC').toLowerCase(), domain, resource };

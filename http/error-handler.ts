@@ -4,13 +4,24 @@ import type { NextFunction, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { GatewayError, toGatewayError } from '../errors.js';
 
-/** Maps body-parser's errors (bad JSON, too large) onto our codes. */
+/**
+ * Maps the errors of express and body-parser onto our codes. Whatever comes of the client's own
+ * bytes (a path, a body, its encoding) is a 4xx, never a 500 with a stack in the log (issue 15).
+ */
 export function fromHttpError(err: unknown): GatewayError {
-  const e = err as { type?: string; status?: number };
+  if (err instanceof GatewayError) return err;
+  const e = err as { type?: string; status?: number; code?: unknown };
   if (e && e.type === 'entity.parse.failed') return new GatewayError('bad_json');
   if (e && e.type === 'entity.too.large') return new GatewayError('payload_too_large');
   if (e && (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported')) return new GatewayError('bad_request', 'Unsupported body encoding.');
-  if (e && e.status === 400 && e.type) return new GatewayError('bad_request');
+  // The router decodes path parameters with decodeURIComponent: `%zz`, `%E0%A4%A`, a lone `%`.
+  if (err instanceof URIError) return new GatewayError('bad_request', 'The path holds a malformed percent-escape.');
+  // A compressed body that does not decompress (Content-Encoding: gzip, deflate, br): body-parser
+  // passes zlib's own error on.
+  if (e && typeof e.code === 'string' && /^(Z_|ERR__ERROR|ERR_BROTLI|ERR_ZLIB)/.test(e.code)) {
+    return new GatewayError('bad_request', 'The body could not be decompressed (Content-Encoding).');
+  }
+  if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) return new GatewayError(e.status === 413 ? 'payload_too_large' : 'bad_request');
   return toGatewayError(err);
 }
 

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { xml } from '../../component/xml.js';
 import { Scenario } from '../harness/scenario.js';
+import { waitUntil } from '../harness/gateway.js';
 
 const PROXY = 'bob\\40example.org@gw.example.org';
 let s: Scenario;
@@ -12,7 +13,12 @@ const onRejection = (r: unknown) => rejections.push(r);
 
 before(async () => {
   process.on('unhandledRejection', onRejection);
-  s = await Scenario.start();
+  s = await Scenario.start({
+    bots: [
+      { localpart: 'alerts', token: 'alerts-bot-token-scenario-0001' },
+      { localpart: 'plain', token: 'plain-bot-token-scenario-0001', allow_plaintext: true },
+    ],
+  });
 });
 after(async () => {
   process.removeListener('unhandledRejection', onRejection);
@@ -41,4 +47,29 @@ test('bug 1: a signed presence with a v5 or v2 signature packet neither crashes 
   assert.ok(s.gateway.conn.online);
   const pong = await s.exchange(xml('iq', { type: 'get', id: 'p1', from: 'mallory@legacy.example/x', to: s.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   assert.equal(pong?.attrs.type, 'result');
+});
+
+test('bug 4: a queued message that cannot be written as XML fails with a code; the connection is never cut', async () => {
+  const connections = s.server.connections;
+  const ttlMs = 3600_000;
+  // rows as an older gateway could have queued them (the API refuses these now), and a plaintext body with NUL
+  const rows = [
+    s.gateway.outbox.enqueue({ bot: 'plain', to: 'bob\u0000@example.org', body: 'x', encryption: 'none', idempotencyKey: null, ttlMs }),
+    s.gateway.outbox.enqueue({ bot: 'plain', to: 'bob@example.org', body: 'nul \u0000 inside', encryption: 'none', idempotencyKey: null, ttlMs }),
+    s.gateway.outbox.enqueue({ bot: 'plain', to: 'bob@example.org/\uFFFF', body: 'x', encryption: 'none', idempotencyKey: null, ttlMs }),
+  ].map((r) => r.message.id);
+  const good = s.gateway.outbox.enqueue({ bot: 'plain', to: 'carol@example.org', body: 'fine', encryption: 'none', idempotencyKey: null, ttlMs }).message.id;
+  s.gateway.sender.kick();
+  await waitUntil(() => [...rows, good].every((id) => s.gateway.outbox.get(id)!.status !== 'queued'), 20_000, 'every row tried');
+  for (const id of rows) {
+    const m = s.gateway.outbox.get(id)!;
+    assert.equal(m.status, 'failed', id);
+    assert.ok(['jid_malformed', 'stanza_unserializable'].includes(m.error!.code), `${id}: ${m.error!.code}`);
+    assert.equal(m.attempts <= 1, true, `${id}: failed at the first attempt, not retried`);
+  }
+  assert.equal(s.gateway.outbox.get(good)!.status, 'sent');
+  assert.ok(s.server.received.some((e) => e.name === 'message' && e.attrs.to === 'carol@example.org'));
+  assert.equal(s.server.notWellFormed, 0, 'the gateway never wrote XML the server refuses');
+  assert.equal(s.server.connections, connections, 'the connection was never cut');
+  assert.ok(s.gateway.conn.online);
 });

@@ -54,3 +54,16 @@ test('addressing classifies domain, bots and proxies (both escape forms), and en
   assert.equal(a.isAllowedJid('x@example.net/r'), true);
   assert.equal(a.isAllowedJid('x@evil.test'), false);
 });
+
+test('issue 15 bug 4: RFC 7622 lengths (octets) and characters, XML 1.0 character rules', () => {
+  const bad = [
+    'bob\u0000@example.org', 'bob@example.org/\u0000', 'bob@exa\u0000mple.org', 'b\u0007ob@example.org', 'bob@example.org/a\u001bb',
+    'bob\u007f@example.org', 'bob\u0085@example.org', 'bob@example.org/\uFFFE', 'bob@example.org/\uFFFF', 'bob\uD800@example.org',
+    'bob@example.org/x\uDC00', `${'é'.repeat(512)}@example.org`, `bob@example.org/${'ü'.repeat(512)}`, `bob@${'a'.repeat(64)}.org`,
+    'bob@a..org', 'bob@.example.org', 'bob@example.org/\n', `${'x'.repeat(1024)}@example.org`, 'bob@example.org\u0000',
+  ];
+  for (const j of bad) assert.throws(() => parseJid(j), code('jid_malformed'), JSON.stringify(j));
+  // the longest parts RFC 7622 allows, and characters XML and PRECIS do allow
+  const ok = [`${'x'.repeat(1023)}@example.org`, `bob@example.org/${'r'.repeat(1023)}`, 'bob@example.org/with space', 'δοκιμή@example.org', 'bob@example.org/😀', `bob@${'a'.repeat(63)}.org`];
+  for (const j of ok) assert.doesNotThrow(() => parseJid(j), JSON.stringify(j).slice(0, 60));
+});
