@@ -36,6 +36,8 @@ export interface Config {
     otrSessionTimeoutSeconds: number;
     /** OX: how far a message's <time> may be from now (or from its <delay> stamp). */
     oxMaxClockSkewMs: number;
+    /** Longest OTR body the gateway sends; longer ones go as OTR fragments (0: never fragment). */
+    otrMaxMessageSize: number;
   };
   outbox: { messageTtlSeconds: number; maxBodyBytes: number };
   webhooks: { retryForSeconds: number; timeoutMs: number; maxAttemptDelaySeconds: number };
@@ -274,7 +276,7 @@ export function validateConfig(raw: unknown): Config {
   const keystore = { path: k.string('path', './data/gateway.db'), passphrase: k.secret('passphrase', 12) };
 
   const b = root.section('bridge');
-  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew', 'max_hosted_identities');
+  b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew', 'max_hosted_identities', 'otr_max_message_size');
   const allowedDomains = b.strings('allowed_domains', []).map((d, i) => checkDomain(`bridge.allowed_domains[${i}]`, d));
   const outboundPreference = b.strings('outbound_preference', [...PROTOCOLS]).map((p, i) => {
     if (!(PROTOCOLS as readonly string[]).includes(p)) throw new ConfigError(`bridge.outbound_preference[${i}]`, `must be one of ${PROTOCOLS.join(', ')}`);
@@ -292,6 +294,7 @@ export function validateConfig(raw: unknown): Config {
     replayWindowDays: Math.round(b.seconds('replay_window', 30 * 86400) / 86400),
     otrSessionTimeoutSeconds: b.seconds('otr_session_timeout', 120),
     oxMaxClockSkewMs: b.seconds('ox_max_clock_skew', 600) * 1000,
+    otrMaxMessageSize: b.int('otr_max_message_size', 0, 0, 1 << 20),
   };
 
   const o = root.section('outbox');

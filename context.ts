@@ -282,7 +282,7 @@ export class Gateway {
       for (const d of f.omemo2 ?? []) lines.push(`OMEMO 2 device ${d.device_id}: ${d.fingerprint.replace(/(.{8})(?!$)/g, '$1 ')}`);
       if (f.pgp) lines.push(`OpenPGP (XEP-0027): ${f.pgp.fingerprint}`);
       if (f.ox) lines.push(`OpenPGP (OX): ${f.ox.fingerprint}`);
-      if (f.otr) lines.push(`OTR: ${f.otr.fingerprint}`);
+      if (f.otr) lines.push(`OTR: ${f.otr.fingerprint.replace(/(.{8})(?!$)/g, '$1 ')}`);
     }
     return lines.length ? lines : ['no identities (no encryption protocol is enabled)'];
   }

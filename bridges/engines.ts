@@ -7,6 +7,7 @@ import { ReplayGuard } from './pgp/replay-guard.js';
 import { createOmemoEngine, type OmemoEngine } from './omemo/engine.js';
 import { createOxEngine, type OxEngine } from './ox/engine.js';
 import { createOmemo2Engine, type Omemo2Engine } from './omemo2/engine.js';
+import { createOtrEngine, type OtrEngine } from './otr/engine.js';
 
 export interface Engines {
   all: ProtocolEngine[];
@@ -14,6 +15,7 @@ export interface Engines {
   omemo: OmemoEngine | null;
   ox: OxEngine | null;
   omemo2: Omemo2Engine | null;
+  otr: OtrEngine | null;
 }
 
 export function createEngines(config: Config, portsFor: (id: ProtocolId) => EnginePorts): Engines {
@@ -46,5 +48,6 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
       return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
     },
   });
-  return { all: [omemo2, omemo, ox, pgp], pgp, omemo, omemo2, ox };
+  const otr = createOtrEngine(portsFor('otr'), { maxMessageSize: config.bridge.otrMaxMessageSize });
+  return { all: [omemo2, omemo, ox, pgp, otr], pgp, omemo, omemo2, ox, otr };
 }

@@ -142,7 +142,8 @@ export class OutboundSender {
       req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null,
     );
     await this.#send(stanza);
-    // The same body for devices on an older version, one stanza each (never to a device twice).
+    // The same body for devices on an older version, one stanza each (never to a device twice); or
+    // the further fragments of an OTR message, in order.
     for (const [i, c] of more.entries()) {
       await this.#send(xml('message', { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: `${req.id}-${i + 1}` }, ...c, req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null));
     }

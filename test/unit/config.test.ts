@@ -55,7 +55,7 @@ test('config.example.yaml carries every key the loader accepts, each with a comm
     'http.host', 'http.port', 'http.admin_token', 'http.body_limit',
     'keystore.path', 'keystore.passphrase',
     'bridge.allowed_domains', 'bridge.trust', 'bridge.outbound_preference', 'bridge.allow_plaintext',
-    'bridge.allow_unverified_pgp_keys', 'bridge.pgp_key_type', 'bridge.replay_window', 'bridge.otr_session_timeout', 'bridge.ox_max_clock_skew',
+    'bridge.allow_unverified_pgp_keys', 'bridge.pgp_key_type', 'bridge.replay_window', 'bridge.otr_session_timeout', 'bridge.ox_max_clock_skew', 'bridge.otr_max_message_size',
     'outbox.message_ttl', 'outbox.max_body', 'webhooks.retry_for', 'webhooks.timeout', 'webhooks.max_retry_delay', 'log.level',
     'bots[].localpart', 'bots[].token', 'bots[].webhook', 'bots[].webhook.url', 'bots[].webhook.secret',
     'bots[].rate_limit', 'bots[].rate_limit.per_second', 'bots[].rate_limit.burst', 'bots[].allow_plaintext',
