@@ -4,6 +4,7 @@
 // registered by the `register` chat command or the admin API. See inbound.ts for how each
 // signed/unsigned case is judged.
 import * as openpgp from 'openpgp';
+import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../../errors.js';
 import { isUsable } from '../../keystore/trust-store.js';
 import { ReplayStore } from '../../keystore/replay-store.js';
@@ -38,7 +39,10 @@ export interface PgpEngine extends ProtocolEngine {
   readonly id: 'pgp';
   /** Stripped-armor detached signature over exactly `status` ('' when there is no <status>), for <x xmlns='jabber:x:signed'>. */
   signPresence(local: string, status: string): Promise<string>;
-  /** Verifies a contact's signed presence against their registered key. Never throws. */
+  /**
+   * Verifies a contact's signed presence against their registered key. A valid signature older
+   * than the newest accepted from the contact, or than the replay window, is 'duplicate'. Never throws.
+   */
   checkPresence(contact: string, status: string, signedText: string): Promise<PresenceCheck>;
   /** Facts about an armored (or stripped) public key. Throws PgpKeyError (garbage, private, expired, revoked...). */
   inspectPublicKey(armored: string, opts?: { allowPrivate?: boolean }): Promise<KeyInfo>;
@@ -82,6 +86,8 @@ export function createPgpEngine(ports: EnginePorts, opts: PgpEngineOptions): Pgp
     log,
     now,
     requireSignedMessages: opts.requireSignedMessages ?? false,
+    // In memory: after a restart the first valid signature seen is the reference again.
+    presenceSeen: new LRUCache<string, number>({ max: 50_000 }),
   };
   const utf8 = (s: string) => new TextEncoder().encode(s);
 

@@ -40,8 +40,8 @@ export function hookSignedPresence(
   async function check(local: string, full: string, sig: { status: string; signed: string }): Promise<void> {
     const contact = full.split('/')[0]!;
     const check = await pgp.checkPresence(contact, sig.status, sig.signed);
-    // Unreadable signatures name no key to tell anyone about.
-    if ((check.ok && check.matchesRegistered) || check.reason === 'malformed') return;
+    // Unreadable signatures name no key to tell anyone about; a stale one is a replay, not a mismatch.
+    if ((check.ok && check.matchesRegistered) || check.reason === 'malformed' || check.reason === 'duplicate') return;
     const key = `${contact}\0${check.keyId ?? '?'}`;
     if (reported.has(key)) return;
     reported.set(key, true);

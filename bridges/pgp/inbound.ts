@@ -42,6 +42,8 @@ export interface InboundDeps {
   log: Logger;
   now(): number;
   requireSignedMessages: boolean;
+  /** Per contact: the creation time (ms) of the newest signed presence accepted. */
+  presenceSeen: { get(k: string): number | undefined; set(k: string, v: number): unknown };
 }
 
 interface Accepted {
@@ -198,11 +200,31 @@ async function judge(d: InboundDeps, local: string, from: string, message: openp
  */
 export async function checkPresence(d: InboundDeps, contact: string, status: string, signedText: string): Promise<PresenceCheck> {
   try {
-    return await checkPresenceUnsafe(d, contact, status, signedText);
+    const r = await checkPresenceUnsafe(d, contact, status, signedText);
+    return r.ok && r.signedAt ? fresh(d, contact, { ...r, signedAt: r.signedAt }) : r;
   } catch (e) {
     d.log.info({ contact, detail: e instanceof Error ? `${e.name}: ${e.message}`.slice(0, 200) : undefined }, 'pgp signed presence unreadable');
     return { ok: false, keyId: null, matchesRegistered: false, reason: 'malformed' };
   }
+}
+
+/**
+ * What XEP-0027 allows against replays of signed presence: the signature covers only the status
+ * text, but it carries its creation time. A valid signature older than the newest one accepted from
+ * this contact (to any hosted JID: a client broadcasts one signed presence to all its contacts), or
+ * older than the replay window, is refused as 'duplicate'. The same signature again (a server
+ * answering a probe with the last presence) is not a rollback and stays valid.
+ */
+function fresh(d: InboundDeps, contact: string, r: PresenceCheck & { signedAt: Date }): PresenceCheck {
+  const t = r.signedAt.getTime();
+  const key = contact;
+  const newest = d.presenceSeen.get(key);
+  if ((newest !== undefined && t < newest) || t < d.now() - d.replay.windowMs) {
+    d.metrics.replaysDropped.inc({ protocol: 'pgp' });
+    return { ok: false, keyId: r.keyId, matchesRegistered: r.matchesRegistered, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}), signedAt: r.signedAt, reason: 'duplicate' };
+  }
+  if (newest === undefined || t > newest) d.presenceSeen.set(key, t);
+  return r;
 }
 
 async function checkPresenceUnsafe(d: InboundDeps, contact: string, status: string, signedText: string): Promise<PresenceCheck> {

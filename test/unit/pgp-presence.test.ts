@@ -107,3 +107,34 @@ test('issue 15 bug 1: a signed presence with a v2, v3, v5 or v6 signature packet
   // the unmodified signature still verifies
   assert.equal((await rig.engine.checkPresence(CAROL, 'Online', sig)).ok, true);
 });
+
+test('item 5: a signed presence older than the newest one accepted from the contact, or than the replay window, is refused as a replay', async () => {
+  const rig = makeRig();
+  // a key of our own stands in for the contact's, so signatures can be made at chosen times
+  rig.clock.offsetMs = -40 * 86400_000;
+  const armored = await rig.engine.publicKeyArmored(PROXY);
+  await rig.engine.registerContactKey(CAROL, armored, { viaAdmin: true });
+  const signAt = async (offsetMs: number, status: string) => {
+    rig.clock.offsetMs = offsetMs;
+    const sig = await rig.engine.signPresence(PROXY, status);
+    rig.clock.offsetMs = 0;
+    return sig;
+  };
+  const ancient = await signAt(-31 * 86400_000, 'Online');
+  const older = await signAt(-2 * 3600_000, 'Away');
+  const newer = await signAt(-60_000, 'Online');
+  assert.equal((await rig.engine.checkPresence(CAROL, 'Away', older)).ok, true);
+  assert.equal((await rig.engine.checkPresence(CAROL, 'Online', newer)).ok, true);
+  // the same newest signature again (a server answering a probe) is fine
+  assert.equal((await rig.engine.checkPresence(CAROL, 'Online', newer)).ok, true);
+  // an older one replayed after it is a rollback
+  const replayed = await rig.engine.checkPresence(CAROL, 'Away', older);
+  assert.equal(replayed.ok, false);
+  assert.equal(replayed.reason, 'duplicate');
+  // beyond the replay window, even as the first one seen after a restart
+  const fresh = rig.restart();
+  const stale = await fresh.checkPresence(CAROL, 'Online', ancient);
+  assert.equal(stale.reason, 'duplicate');
+  assert.equal((await fresh.checkPresence(CAROL, 'Away', older)).ok, true, 'after a restart the first valid signature seen is the reference');
+  assert.ok((await counterValue(rig.metrics.replaysDropped, { protocol: 'pgp' })) >= 2);
+});
