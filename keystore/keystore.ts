@@ -22,10 +22,21 @@ export class Keystore {
   readonly db: Db;
   readonly sealer: Sealer;
   #open = true;
+  readonly #beforeClose: Array<() => void> = [];
 
   private constructor(db: Db, sealer: Sealer) {
     this.db = db;
     this.sealer = sealer;
+  }
+
+  /** A keystore over a database someone else prepared (the PostgreSQL backend's working copy). */
+  static adopt(db: Db, sealer: Sealer): Keystore {
+    return new Keystore(db, sealer);
+  }
+
+  /** Runs `fn` (synchronously) just before the database closes. */
+  beforeClose(fn: () => void): void {
+    this.#beforeClose.push(fn);
   }
 
   /** Opens (creating if needed) the keystore at `path`; `:memory:` gives a throwaway one. */
@@ -70,6 +81,8 @@ export class Keystore {
     if (!this.#open) return;
     this.#open = false;
     try {
+      for (const fn of this.#beforeClose) fn();
+      if (this.db.memory) return;
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     } finally {
       this.db.close();
@@ -77,10 +90,11 @@ export class Keystore {
   }
 }
 
-function migrate(db: Db): void {
+/** Applies the migrations after the database's version, up to `upTo`. */
+export function migrate(db: Db, upTo = Infinity): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   for (const m of MIGRATIONS) {
-    if (m.version <= current) continue;
+    if (m.version <= current || m.version > upTo) continue;
     db.transaction(() => {
       db.exec(m.sql);
       db.pragma(`user_version = ${m.version}`);

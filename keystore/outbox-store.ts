@@ -37,7 +37,7 @@ export interface OutboxMessage {
   expiresAt: number;
 }
 
-interface Row {
+export interface OutboxRow {
   id: string;
   kind: OutboxKind;
   bot: string;
@@ -59,7 +59,7 @@ interface Row {
   delivered_at: number | null;
 }
 
-const toMessage = (r: Row): OutboxMessage => ({
+export const toMessage = (r: OutboxRow): OutboxMessage => ({
   id: r.id,
   kind: r.kind,
   bot: r.bot,
@@ -85,6 +85,8 @@ export interface NewMessage {
   ttlMs: number;
   /** Set for a bridged message (kind 'bridge'); `bot` is then the hosted JID it is sent from. */
   origin?: BridgeOrigin;
+  /** The id a standby already answered with (keystore.url); a new one otherwise. */
+  id?: string;
 }
 
 export type EnqueueResult = { created: true; message: OutboxMessage } | { created: false; message: OutboxMessage; sameRequest: boolean };
@@ -114,12 +116,12 @@ export class OutboxStore {
       `INSERT INTO outbox (id, kind, bot, recipient, body, encryption_requested, status, idempotency_key, request_hash, seq, created_at, updated_at, next_attempt_at, expires_at, origin)
        VALUES (@id, @kind, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at, @origin)`,
     );
-    this.#byId = db.prepare<[string], Row>('SELECT * FROM outbox WHERE id = ?');
-    this.#byIdem = db.prepare<[string, string], Row>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
-    this.#queued = db.prepare<[number], Row>(
+    this.#byId = db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE id = ?');
+    this.#byIdem = db.prepare<[string, string], OutboxRow>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
+    this.#queued = db.prepare<[number], OutboxRow>(
       "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
     );
-    this.#nextInLine = db.prepare<[string, string], Row>(
+    this.#nextInLine = db.prepare<[string, string], OutboxRow>(
       "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT 1",
     );
     this.#origin = db.prepare<[string], { origin: Buffer | null }>('SELECT origin FROM outbox WHERE id = ?');
@@ -150,7 +152,7 @@ export class OutboxStore {
         const existing = this.#byIdem.get(m.bot, m.idempotencyKey);
         if (existing) return { created: false, message: toMessage(existing), sameRequest: existing.request_hash === hash };
       }
-      const id = OutboxStore.newId();
+      const id = m.id ?? OutboxStore.newId();
       this.#insert.run({
         id,
         kind: m.origin ? 'bridge' : 'bot',

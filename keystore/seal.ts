@@ -1,7 +1,7 @@
 // At-rest encryption of keystore fields: AES-256-GCM under a key derived from the passphrase with
 // scrypt. Each sealed value is bound to where it is stored (the `aad` string, e.g. table and row key),
 // so a ciphertext copied into another row does not open.
-import { createCipheriv, createDecipheriv, randomFillSync, scryptSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomFillSync, scryptSync } from 'node:crypto';
 
 const VERSION = 1;
 const IV_LEN = 12;
@@ -36,10 +36,17 @@ function freshIv(): Buffer {
 
 export class Sealer {
   readonly #key: Buffer;
+  readonly #idKey: Buffer;
 
   constructor(key: Buffer) {
     if (key.length !== 32) throw new Error('sealing key must be 32 bytes');
     this.#key = Buffer.from(key);
+    this.#idKey = Buffer.from(hkdfSync('sha256', this.#key, Buffer.alloc(0), 'xmpp-e2ee-gateway row id v1', 32));
+  }
+
+  /** A keyed digest of `label` (HMAC-SHA256 under a subkey): stable row ids that reveal nothing. */
+  digest(label: string): string {
+    return createHmac('sha256', this.#idKey).update(label, 'utf8').digest('base64url');
   }
 
   seal(plain: Buffer | string, aad: string): Buffer {

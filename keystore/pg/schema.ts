@@ -1,0 +1,53 @@
+// PostgreSQL schema of the keystore, applied in order inside one transaction each; gw_meta's
+// 'pg_schema' records how far a database has come. Append only, like ../migrations.ts.
+//
+// The SQLite tables are not repeated here: their rows live in gw_rows as sealed row images (see
+// backend.ts), so a migration of the SQLite schema needs no PostgreSQL counterpart.
+
+export interface PgMigration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const PG_MIGRATIONS: PgMigration[] = [
+  {
+    version: 1,
+    name: 'init',
+    sql: `
+      -- The passphrase check (kdf_salt, kdf_params, check: as in SQLite's meta) and schema versions.
+      CREATE TABLE gw_meta (key text PRIMARY KEY, value bytea NOT NULL);
+
+      -- The one lease: who is active, under which epoch, until when (the database's clock).
+      CREATE TABLE gw_lease (
+        id int PRIMARY KEY CHECK (id = 1),
+        holder text,
+        epoch bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+      INSERT INTO gw_lease (id, holder, epoch, expires_at) VALUES (1, NULL, 0, now());
+
+      -- Every row of every SQLite table: pk is a keyed digest of (table, primary key), data the
+      -- sealed row image. epoch: the lease epoch of the write (fencing is checked in the writing
+      -- transaction; the column is kept for audits).
+      CREATE SEQUENCE gw_rev;
+      CREATE TABLE gw_rows (
+        tbl text NOT NULL,
+        pk text NOT NULL,
+        data bytea NOT NULL,
+        rev bigint NOT NULL,
+        epoch bigint NOT NULL,
+        PRIMARY KEY (tbl, pk)
+      );
+
+      -- Messages a standby accepted (POST /v1/messages), sealed, until the active one moves them
+      -- into its outbox (the delete commits in the same transaction as the outbox row).
+      CREATE TABLE gw_accepted (
+        id text PRIMARY KEY,
+        idem text UNIQUE,
+        data bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
+];

@@ -1,0 +1,202 @@
+// The stores on both backends: SQLite (keystore.path) and PostgreSQL (keystore.url, through the
+// working copy and its write-through). What one backend keeps across a reopen, the other keeps too;
+// nothing secret is readable at rest; on PostgreSQL not even the JIDs.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createProtocolStore } from '../../keystore/protocol-store.js';
+import { TrustStore } from '../../keystore/trust-store.js';
+import { ContactStore } from '../../keystore/contact-store.js';
+import { OutboxStore } from '../../keystore/outbox-store.js';
+import { WebhookStore } from '../../keystore/webhook-store.js';
+import { ReplayStore } from '../../keystore/replay-store.js';
+import { SubscriptionStore } from '../../keystore/subscription-store.js';
+import { PubsubStore } from '../../keystore/pubsub-store.js';
+import type { Keystore } from '../../keystore/keystore.js';
+import { FencedError, PgBackend, WriteThrough } from '../../keystore/pg/backend.js';
+import { Lease } from '../../keystore/pg/lease.js';
+import { GatewayError } from '../../errors.js';
+import { Postgres } from '../harness/postgres.js';
+import { pgKeystore, sqliteKeystore, TEST_KDF, type TestKeystore } from '../harness/keystores.js';
+
+const PASS = 'passphrase-for-backend-tests';
+const SECRET = 'PRIVATE-KEY-MATERIAL-CANARY';
+const BODY = 'outbox-body-canary-7f3a';
+const CONTACT = 'canary-contact@example.org';
+
+let pgServer: Postgres;
+before(async () => {
+  pgServer = await Postgres.start();
+});
+after(async () => {
+  await pgServer?.stop();
+});
+
+/** Writes through every store, the way the engines and the API do. */
+function fill(ks: Keystore): { msgId: string; evtId: string } {
+  const kv = createProtocolStore(ks, 'omemo');
+  kv.put('bot@gw', 'identity', 'current', SECRET);
+  kv.putJson('bot@gw', 'session', `${CONTACT}.1`, { chain: 1 });
+  kv.putJson('bot@gw', 'session', `${CONTACT}.2`, { chain: 2 });
+  kv.put('bot@gw', 'prekey', '1', 'pk1');
+  kv.put('bot@gw', 'prekey', '2', 'pk2');
+  kv.transaction(() => {
+    kv.delete('bot@gw', 'prekey', '1');
+    kv.putJson('bot@gw', 'session', `${CONTACT}.1`, { chain: 3 });
+  });
+  kv.deleteKind('bot@gw', 'nothing-here');
+  const trust = new TrustStore(ks, 'btbv');
+  trust.observe(CONTACT, 'omemo', '1', 'fp1');
+  trust.observe(CONTACT, 'omemo', '2', 'fp2');
+  trust.set(CONTACT, 'omemo', 'fp2', 'verified');
+  const contacts = new ContactStore(ks);
+  contacts.setPreferredProtocol(CONTACT, 'omemo');
+  contacts.setLastProtocol('bot@gw', CONTACT, 'omemo');
+  new ReplayStore(ks).add('pgp', Buffer.from('00ff10', 'hex'), 1000);
+  new ReplayStore(ks).add('pgp', Buffer.from('00ff11', 'hex'), 2000);
+  new SubscriptionStore(ks).update('bot@gw', CONTACT, { from: true, to: true });
+  new PubsubStore(ks).publish('bot@gw', 'urn:xmpp:omemo:2:bundles', { accessModel: 'open', maxItems: 10 } as never, '1', '<bundle/>');
+  const outbox = new OutboxStore(ks);
+  const a = outbox.enqueue({ bot: 'bot', to: CONTACT, body: BODY, encryption: null, idempotencyKey: 'k1', ttlMs: 60000 });
+  assert.ok(a.created);
+  const b = outbox.enqueue({ bot: 'bot', to: CONTACT, body: `${BODY}-2`, encryption: null, idempotencyKey: null, ttlMs: 60000 });
+  assert.ok(b.created && outbox.markSent(b.message.id, 'omemo'));
+  const hooks = new WebhookStore(ks);
+  const evtId = hooks.enqueue('bot', CONTACT, { id: WebhookStore.newId(), type: 'message', body: `${BODY}-webhook` });
+  hooks.enqueue('bot', CONTACT, { id: 'evt_second', type: 'message', body: 'second' });
+  hooks.markDelivered('evt_second');
+  return { msgId: a.message.id, evtId };
+}
+
+function check(ks: Keystore, ids: { msgId: string; evtId: string }): void {
+  const kv = createProtocolStore(ks, 'omemo');
+  assert.equal(kv.get('bot@gw', 'identity', 'current')?.toString(), SECRET);
+  assert.deepEqual(kv.getJson('bot@gw', 'session', `${CONTACT}.1`), { chain: 3 });
+  assert.deepEqual(kv.list('bot@gw', 'prekey').map((x) => [x.key, x.value.toString()]), [['2', 'pk2']]);
+  const trust = new TrustStore(ks, 'btbv');
+  assert.deepEqual(trust.list(CONTACT, 'omemo').map((d) => [d.deviceId, d.trust]), [['1', 'trusted'], ['2', 'verified']]);
+  assert.equal(new ContactStore(ks).lastProtocol('bot@gw', CONTACT), 'omemo');
+  assert.ok(new ReplayStore(ks).has('pgp', Buffer.from('00ff10', 'hex')));
+  assert.equal(new ReplayStore(ks).count('pgp'), 2);
+  assert.equal(new SubscriptionStore(ks).get('bot@gw', CONTACT).from, true);
+  assert.equal(new PubsubStore(ks).items('bot@gw', 'urn:xmpp:omemo:2:bundles').length, 1);
+  const outbox = new OutboxStore(ks);
+  assert.equal(outbox.body(ids.msgId), BODY);
+  assert.equal(outbox.queued(10).length, 1);
+  // The idempotency key still answers with the same message; seq goes on after a reopen.
+  const again = outbox.enqueue({ bot: 'bot', to: CONTACT, body: BODY, encryption: null, idempotencyKey: 'k1', ttlMs: 60000 });
+  assert.ok(!again.created && again.message.id === ids.msgId && again.sameRequest);
+  const hooks = new WebhookStore(ks);
+  assert.match(hooks.payload(ids.evtId) ?? '', /webhook/);
+  assert.deepEqual(hooks.heads('bot', 10).map((h) => h.id), [ids.evtId]);
+  assert.equal(hooks.get('evt_second')?.status, 'delivered');
+}
+
+for (const kind of ['sqlite', 'postgresql'] as const) {
+  describe(`stores on ${kind}`, () => {
+    const open = async (): Promise<TestKeystore> => (kind === 'sqlite' ? sqliteKeystore(PASS) : pgKeystore(await pgServer.createDatabase(), PASS));
+
+    test('every store keeps its state across a reopen; nothing secret is readable at rest', async () => {
+      const t = await open();
+      try {
+        const ids = fill(t.ks);
+        check(t.ks, ids);
+        await t.commit();
+        check(await t.reopen(), ids);
+        // Changes after a reopen are kept too (the write-through goes on with the new copy).
+        new OutboxStore(t.ks).markFailed(ids.msgId, 'expired', 'x');
+        createProtocolStore(t.ks, 'omemo').delete('bot@gw', 'session', `${CONTACT}.2`);
+        const ks = await t.reopen();
+        assert.equal(new OutboxStore(ks).get(ids.msgId)?.status, 'failed');
+        assert.equal(createProtocolStore(ks, 'omemo').get('bot@gw', 'session', `${CONTACT}.2`), undefined);
+        const raw = await t.raw();
+        for (const canary of [SECRET, BODY, 'chain']) assert.ok(!raw.includes(Buffer.from(canary)), `${canary} readable at rest`);
+        // SQLite keeps JIDs in the clear (indexed columns); PostgreSQL seals whole rows and keys.
+        if (kind === 'postgresql') assert.ok(!raw.includes(Buffer.from('canary-contact')), 'a JID readable in PostgreSQL');
+      } finally {
+        await t.close();
+      }
+    });
+
+    test('outbox and webhook queues: order per line, sent bodies wiped, delivered webhooks leave the line', async () => {
+      const t = await open();
+      try {
+        const outbox = new OutboxStore(t.ks);
+        const ids = [1, 2, 3].map((i) => outbox.enqueue({ bot: 'bot', to: 'x@example.org', body: `m${i}`, encryption: null, idempotencyKey: null, ttlMs: 60000 }).message.id);
+        assert.ok(outbox.markSent(ids[0]!, 'omemo'));
+        await t.commit();
+        const ks = await t.reopen();
+        const o2 = new OutboxStore(ks);
+        assert.equal(o2.nextInLine('bot', 'x@example.org')?.id, ids[1]);
+        assert.equal(o2.body(ids[0]!), null);
+        const id4 = o2.enqueue({ bot: 'bot', to: 'x@example.org', body: 'm4', encryption: null, idempotencyKey: null, ttlMs: 60000 }).message.id;
+        assert.deepEqual(o2.queued(10).map((m) => m.id), [ids[1], ids[2], id4]);
+      } finally {
+        await t.close();
+      }
+    });
+  });
+}
+
+describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
+  test('a wrong passphrase is refused; a second instance with the right one opens the same keystore', async () => {
+    const url = await pgServer.createDatabase();
+    const a = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    await assert.rejects(PgBackend.open(url, 'not the passphrase', { kdf: TEST_KDF }), (e: unknown) => e instanceof GatewayError && e.code === 'keystore_passphrase_wrong');
+    const b = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    assert.equal(a.rowId('kv', '["x"]'), b.rowId('kv', '["x"]'));
+    await a.close();
+    await b.close();
+  });
+
+  test('after a takeover the former holder can write nothing: its batch is refused and nothing of it lands', async () => {
+    const url = await pgServer.createDatabase();
+    const old = await pgKeystore(url, PASS);
+    createProtocolStore(old.ks, 'omemo').put('bot@gw', 'session', 'a', 'before');
+    await old.commit();
+    // The lease expires in the database (as when the holder is paused), a standby takes it.
+    await old.backend.pool.query("UPDATE gw_lease SET expires_at = now() - interval '1 second'");
+    const other = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const lease = new Lease(other.pool, 'standby', 30_000);
+    assert.ok(await lease.tryAcquire());
+    assert.equal(lease.epoch, String(Number(old.lease.epoch) + 1));
+    createProtocolStore(old.ks, 'omemo').put('bot@gw', 'session', 'a', 'after-takeover');
+    let fenced: FencedError | null = null;
+    old.wt.onFenced((e) => (fenced = e));
+    await assert.rejects(old.commit(), FencedError);
+    assert.ok(fenced);
+    await assert.rejects(old.commit(), FencedError, 'once fenced, always refused');
+    assert.equal(await old.lease.renew(), false, 'the former holder cannot renew');
+    const wc = await other.loadWorkingCopy();
+    const wt = new WriteThrough(other, wc.db, { holder: lease.holder, epoch: lease.epoch! }, { shipEverything: false });
+    assert.equal(createProtocolStore(wt.keystore, 'omemo').get('bot@gw', 'session', 'a')?.toString(), 'before');
+    wt.keystore.close();
+    old.ks.close();
+    await old.backend.close();
+    await other.close();
+  });
+
+  test('a standby accepts into gw_accepted (idempotency replayed), the active moves it into its outbox under the same id', async () => {
+    const url = await pgServer.createDatabase();
+    const active = await pgKeystore(url, PASS);
+    const standby = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const m = { id: OutboxStore.newId(), bot: 'bot', to: CONTACT, body: BODY, encryption: null, idempotencyKey: 'same', ttlMs: 60000, createdAt: Date.now() };
+    assert.deepEqual((await standby.accept(m)).created, true);
+    const replay = await standby.accept({ ...m, id: OutboxStore.newId() });
+    assert.ok(!replay.created && replay.id === m.id && replay.sameRequest);
+    const conflict = await standby.accept({ ...m, id: OutboxStore.newId(), body: 'other' });
+    assert.ok(!conflict.created && !conflict.sameRequest);
+    assert.ok(!(await active.raw()).includes(Buffer.from(BODY)), 'an accepted body is sealed');
+    const [got] = await active.backend.acceptedBatch(10);
+    assert.equal(got?.id, m.id);
+    const outbox = new OutboxStore(active.ks);
+    outbox.enqueue(got!, got!.createdAt);
+    active.wt.dropAccepted(got!.id);
+    await active.commit();
+    assert.equal((await active.backend.acceptedBatch(10)).length, 0);
+    const row = await standby.committedRow('outbox', JSON.stringify([m.id]));
+    assert.equal(row?.status, 'queued');
+    assert.equal(outbox.body(m.id), BODY);
+    await standby.close();
+    await active.close();
+  });
+});
