@@ -18,6 +18,13 @@ export interface BotConfig {
   webhook: { url: string; secret: string } | null;
   rateLimit: { perSecond: number; burst: number };
   allowPlaintext: boolean;
+  /** XEP-0045 rooms the bot joins (bare room JIDs, lowercase), each with the nick it uses. */
+  rooms?: RoomConfig[];
+}
+
+export interface RoomConfig {
+  jid: string;
+  nick: string;
 }
 
 export interface Config {
@@ -198,6 +205,11 @@ class Reader {
     return Object.keys(this.obj);
   }
 
+  /** The raw value under `key` (lists of mixed forms). */
+  value(key: string): unknown {
+    return this.obj[key];
+  }
+
   /** Unknown keys are errors: a typo must not silently fall back to a default. */
   only(...allowed: string[]): void {
     for (const k of Object.keys(this.obj)) {
@@ -316,7 +328,7 @@ export function validateConfig(raw: unknown): Config {
 
   const seen = new Set<string>();
   const bots = root.list('bots').map((bot, i): BotConfig => {
-    bot.only('localpart', 'token', 'webhook', 'rate_limit', 'allow_plaintext');
+    bot.only('localpart', 'token', 'webhook', 'rate_limit', 'allow_plaintext', 'rooms');
     const localpart = bot.string('localpart');
     if (!LOCALPART_RE.test(localpart)) throw new ConfigError(`bots[${i}].localpart`, 'must be lowercase letters, digits, ".", "_" or "-" (no escapes)');
     if (seen.has(localpart)) throw new ConfigError(`bots[${i}].localpart`, `"${localpart}" is configured twice`);
@@ -335,6 +347,7 @@ export function validateConfig(raw: unknown): Config {
       webhook,
       rateLimit: { perSecond: rl.int('per_second', LIMITS.bot_rate_per_second.value, 1, 100000), burst: rl.int('burst', LIMITS.bot_rate_burst.value, 1, 1000000) },
       allowPlaintext: bot.bool('allow_plaintext', false),
+      rooms: readRooms(`bots[${i}].rooms`, bot.value('rooms'), localpart),
     };
   });
 
@@ -352,6 +365,36 @@ export function validateConfig(raw: unknown): Config {
   limits.outbox_max_body = outbox.maxBodyBytes;
 
   return deepFreeze({ component, http, keystore, bridge, outbox, webhooks, log, bots, limits });
+}
+
+const ROOM_JID_RE = /^[^@/\s"&'<>]{1,1023}@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+/** `bots[i].rooms`: room JIDs (nick = the bot's localpart) or `{jid, nick}` mappings. */
+function readRooms(path: string, v: unknown, localpart: string): RoomConfig[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ConfigError(path, 'must be a list of room JIDs or {jid, nick} mappings');
+  const seen = new Set<string>();
+  return v.map((item, j): RoomConfig => {
+    const p = `${path}[${j}]`;
+    let jid: unknown = item;
+    let nick: unknown = localpart;
+    if (item && typeof item === 'object' && !Array.isArray(item)) {
+      const r = new Reader(item as Raw, p);
+      r.only('jid', 'nick');
+      jid = r.string('jid');
+      nick = r.string('nick', localpart);
+    }
+    if (typeof jid !== 'string') throw new ConfigError(p, 'must be a room JID (room@conference.example.org) or a {jid, nick} mapping');
+    const at = jid.lastIndexOf('@');
+    const bare = at > 0 ? `${jid.slice(0, at).toLowerCase()}@${jid.slice(at + 1).toLowerCase()}` : jid;
+    if (!ROOM_JID_RE.test(bare)) throw new ConfigError(p, `"${jid}" is not a bare room JID (room@conference.example.org)`);
+    if (typeof nick !== 'string' || nick.trim() === '' || nick.length > 64 || /[\u0000-\u001f\u007f]/.test(nick)) {
+      throw new ConfigError(`${p}.nick`, 'must be 1 to 64 printable characters');
+    }
+    if (seen.has(bare)) throw new ConfigError(p, `"${bare}" is listed twice`);
+    seen.add(bare);
+    return { jid: bare, nick };
+  });
 }
 
 function deepFreeze<T>(o: T): T {
@@ -389,6 +432,6 @@ export function publicView(cfg: Config): unknown {
     http: { host: cfg.http.host, port: cfg.http.port },
     keystore: { path: cfg.keystore.path },
     bridge: cfg.bridge,
-    bots: cfg.bots.map((b) => ({ localpart: b.localpart, webhook: b.webhook ? new URL(b.webhook.url).origin : null })),
+    bots: cfg.bots.map((b) => ({ localpart: b.localpart, webhook: b.webhook ? new URL(b.webhook.url).origin : null, rooms: (b.rooms ?? []).map((r) => r.jid) })),
   };
 }

@@ -48,6 +48,8 @@ import { GatewayError, type ErrorCode } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
 import type { ReadinessCheck } from './http/health.js';
+import { RoomService, type RoomMessage } from './bridges/rooms/room-service.js';
+import { roomsRoutes } from './http/routes/rooms.js';
 
 export interface GatewayOptions {
   log?: Logger;
@@ -55,6 +57,8 @@ export interface GatewayOptions {
   keystore?: OpenOptions;
   /** Overrides for tests: extra authenticated API routers. */
   api?: ExpressRouter[];
+  /** Group chat timing (tests shorten it). */
+  rooms?: { selfPingMs?: number; joinTimeoutMs?: number };
 }
 
 export class Gateway {
@@ -83,6 +87,7 @@ export class Gateway {
   readonly webhooks: WebhookDispatcher;
   readonly sender: OutboxSender;
   readonly commands: ChatCommands;
+  readonly rooms: RoomService;
   readonly app: Express;
   #server: Server | null = null;
   #stopping = false;
@@ -202,7 +207,21 @@ export class Gateway {
       retryForMs: config.webhooks.retryForSeconds * 1000,
       maxDelayMs: config.webhooks.maxAttemptDelaySeconds * 1000,
     });
+    this.rooms = new RoomService({
+      bots: config.bots,
+      botJid: (l) => this.addressing.botJid(l),
+      resource: RESOURCE,
+      send,
+      request,
+      engine: this.omemo,
+      deliver: (localpart, msg) => this.#toBotFromRoom(localpart, msg),
+      plaintextAllowed: (localpart) => this.config.bridge.allowPlaintext || (this.config.bots.find((b) => b.localpart === localpart)?.allowPlaintext ?? false),
+      metrics: this.metrics,
+      log: log.child({ subsystem: 'rooms' }),
+      ...opts.rooms,
+    });
     this.sender = new OutboxSender({
+      rooms: this.rooms,
       store: this.outbox,
       outbound: this.outbound,
       bots: config.bots,
@@ -229,11 +248,13 @@ export class Gateway {
 
     this.disco.register(this.router);
     this.pubsub.register(this.router);
+    this.router.claim((ctx) => this.rooms.claim(ctx));
     this.router.presence((ctx) => this.presence.handle(ctx));
     this.router.message((ctx) => (ctx.address.kind === 'domain' ? this.commands.handle(ctx) : this.core.handle(ctx)));
     this.conn.on('stanza', (el) => this.#track(this.router.handle(el)));
     this.conn.on('online', () => this.#track(this.#onOnline()));
     this.conn.on('offline', () => {
+      this.rooms.onOffline();
       for (const e of this.engines.all()) e.onConnectionChange?.(false);
     });
 
@@ -258,7 +279,8 @@ export class Gateway {
       readiness,
       publicRoutes: [openapiRoutes()],
       api: [
-        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick() }),
+        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick(), rooms: this.rooms }),
+        roomsRoutes({ config, views: (l) => this.rooms.views(l) }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
         contactsRoutes({
           addressing: this.addressing,
@@ -325,6 +347,27 @@ export class Gateway {
     });
   }
 
+  /** A room message for a bot (decrypted, or plaintext where allowed): in order per room. */
+  #toBotFromRoom(localpart: string, msg: RoomMessage): void {
+    if (!this.webhooks.hasWebhook(localpart)) return; // a bot without a webhook only posts to its rooms
+    this.webhooks.enqueue(localpart, `room\0${msg.room}`, {
+      id: WebhookStore.newId(),
+      type: 'groupchat',
+      room: msg.room,
+      nick: msg.nick,
+      from: msg.from,
+      to: msg.to,
+      body: msg.body,
+      encryption: msg.encryption,
+      sender: {
+        ...(msg.sender.deviceId !== undefined ? { device_id: msg.sender.deviceId } : {}),
+        ...(msg.sender.fingerprint !== undefined ? { fingerprint: msg.sender.fingerprint } : {}),
+        trust: msg.sender.trust,
+      },
+      received_at: msg.receivedAt.toISOString(),
+    });
+  }
+
   #routes(): InboundRoutes {
     return {
       toBot: async (localpart, msg) => this.#toBot(localpart, msg),
@@ -371,6 +414,7 @@ export class Gateway {
       }
     }
     await this.presence.onConnected();
+    this.rooms.onOnline();
     this.sender.kick();
   }
 
@@ -429,6 +473,7 @@ export class Gateway {
     await Promise.allSettled([...this.#inflight]);
     await this.core.drain();
     await this.webhooks.stop();
+    await this.rooms.leaveAll();
     if (this.conn.online) await this.presence.goodbye();
     await this.conn.stop();
     this.keystore.close();

@@ -33,6 +33,10 @@ export const ERRORS = {
   remote_error: { http: 502, condition: 'remote-server-not-found', text: 'The remote entity answered with an error.' },
   // a stanza we would write holds a character XML 1.0 does not allow (a server would close the stream)
   stanza_unserializable: { http: 400, condition: 'bad-request', text: 'The message holds a character XML does not allow; it cannot be sent.' },
+  // group chats (XEP-0045 rooms of bots)
+  room_not_private: { http: 409, condition: 'not-acceptable', text: 'The room does not reveal its occupants\' real JIDs (it is not non-anonymous), so it cannot be end-to-end encrypted.' },
+  room_not_joined: { http: 503, condition: 'recipient-unavailable', text: 'The bot is not (yet) in the room.' },
+  room_unavailable: { http: 409, condition: 'forbidden', text: 'The room refuses the bot (not a member, banned, or it does not exist).' },
   // anything else
   internal: { http: 500, condition: 'internal-server-error', text: 'Internal error.' },
 } as const;

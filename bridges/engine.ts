@@ -150,3 +150,22 @@ export interface HandshakeEngine extends ProtocolEngine {
 }
 
 export const hasHandshake = (e: ProtocolEngine): e is HandshakeEngine => 'startSession' in e;
+
+/**
+ * Extra for protocols that encrypt one message to many peers at once: XEP-0045 group chats, where a
+ * groupchat message goes to the room and carries keys for every occupant's devices. Legacy OMEMO has
+ * it; an OMEMO 2 engine would add the same ability, and the room service would then split occupants
+ * by the version their devices speak.
+ */
+export interface GroupEngine extends ProtocolEngine {
+  /** One message for every peer (bare real JIDs); peers that get no key are listed in `undelivered`. */
+  encryptGroup(local: string, peers: readonly string[], body: string): Promise<Encrypted & { undelivered: string[] }>;
+  /** Decrypts a groupchat stanza whose sender is `sender` (the occupant's real bare JID, not the room). */
+  decryptFrom(local: string, stanza: Element, sender: string): Promise<Decrypted>;
+  /** A peer appeared (an occupant joined): read its devices now, so that sending does not wait. */
+  watchPeer(local: string, peer: string): Promise<void>;
+  /** Devices known for the peer (cached device list), null if never read. */
+  peerDeviceCount(peer: string): number | null;
+}
+
+export const isGroupEngine = (e: ProtocolEngine): e is GroupEngine => 'encryptGroup' in e && 'decryptFrom' in e;

@@ -23,11 +23,19 @@ const PERMANENT = new Set([
   'bad_request',
   'invalid_field',
   'stanza_unserializable',
+  'room_not_private',
+  'room_unavailable',
 ]);
 
 export interface StatusChange {
   message: OutboxMessage;
   status: 'sent' | 'delivered' | 'failed';
+}
+
+/** Where messages to a bot's rooms go (one groupchat stanza to many occupants). */
+export interface RoomSender {
+  isRoom(localpart: string, jid: string): boolean;
+  send(req: { localpart: string; room: string; body: string; id: string; encryption?: Encryption; allowPlaintext: boolean }): Promise<{ encryption: Encryption; undeliveredTo: string[] }>;
 }
 
 export interface OutboxSenderOptions {
@@ -40,6 +48,7 @@ export interface OutboxSenderOptions {
   metrics: Metrics;
   log: Logger;
   onStatus: (change: StatusChange) => void;
+  rooms?: RoomSender;
   concurrency?: number;
   /** How long a message may wait for an OTR session (bridge.otr_session_timeout). */
   otrSessionTimeoutMs?: number;
@@ -101,6 +110,16 @@ export class OutboxSender {
       return;
     }
     try {
+      const allowPlaintext = this.#o.allowPlaintext || (bot?.allowPlaintext ?? false);
+      const rooms = this.#o.rooms;
+      if (!bridged && rooms?.isRoom(m.bot, m.to)) {
+        const res = await rooms.send({ localpart: m.bot, room: m.to, body, id: m.id, encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined, allowPlaintext });
+        if (store.markSent(m.id, res.encryption, Date.now(), res.undeliveredTo)) {
+          metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
+          this.#o.onStatus({ message: { ...m, status: 'sent', encryption: res.encryption, undeliveredTo: res.undeliveredTo }, status: 'sent' });
+        }
+        return;
+      }
       const res = await this.#o.outbound.send({
         // A bridged message goes out from the sender's proxy JID, stored as its "bot".
         from: bridged ? m.bot : this.#o.botJid(m.bot),
@@ -109,7 +128,7 @@ export class OutboxSender {
         id: m.id,
         encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined,
         requestReceipt: origin ? origin.receiptRequested : true,
-        allowPlaintext: this.#o.allowPlaintext || (bot?.allowPlaintext ?? false),
+        allowPlaintext,
       });
       if (store.markSent(m.id, res.encryption)) {
         metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);

@@ -36,6 +36,7 @@ export class Router {
   readonly #iq = new Map<string, IqHandler>();
   #message: StanzaHandler | null = null;
   #presence: StanzaHandler | null = null;
+  readonly #claims: Array<(ctx: StanzaContext) => StanzaHandler | null> = [];
   readonly #send: (el: Element) => Promise<void>;
   readonly #addressing: Addressing;
   readonly #log: Logger;
@@ -61,6 +62,15 @@ export class Router {
     this.#presence = handler;
   }
 
+  /**
+   * Lets a service take message and presence stanzas (errors included) before the sender's domain
+   * is checked: rooms the bots joined (the MUC service's domain need not be a bridged one). A claimed
+   * stanza is never answered with an error by the router; the handler must not throw.
+   */
+  claim(fn: (ctx: StanzaContext) => StanzaHandler | null): void {
+    this.#claims.push(fn);
+  }
+
   /** Handles one inbound stanza; never throws. */
   async handle(el: Element): Promise<void> {
     if (this.#log.isLevelEnabled('trace')) this.#log.trace({ stanza: stanzaSummary(el) }, 'stanza in');
@@ -74,7 +84,10 @@ export class Router {
 
   async #dispatch(el: Element): Promise<void> {
     const type = String(el.attrs.type ?? '');
-    if (type === 'error' || (el.name === 'iq' && type === 'result')) return; // never answer errors or results
+    if (type === 'error' || (el.name === 'iq' && type === 'result')) {
+      if (el.name !== 'iq' && this.#claims.length > 0) await this.#claimed(el);
+      return; // never answer errors or results
+    }
     let from: Jid;
     let to: Jid;
     try {
@@ -96,6 +109,10 @@ export class Router {
     }
     const ctx: StanzaContext = { stanza: el, from, fromBare: bareOf(from), to, address };
     if (el.name === 'iq') return this.#handleIq(ctx);
+    for (const c of this.#claims) {
+      const h = c(ctx);
+      if (h) return void (await h(ctx));
+    }
     if (address.kind !== 'domain' && !this.#addressing.isAllowedDomain(from.domain)) {
       this.#metrics.errors.inc({ kind: 'sender_not_allowed' });
       if (this.#answerable(el)) await this.#reply(el, errorReply(el, 'forbidden', 'Your domain is not one this gateway bridges.'));
@@ -123,7 +140,9 @@ export class Router {
     }
     const payload = children[0]!;
     const xmlns = String(payload.attrs.xmlns ?? '');
-    if (ctx.address.kind !== 'domain' && !PUBLIC_IQ.has(xmlns) && !this.#addressing.isAllowedDomain(ctx.from.domain)) {
+    // Hosted JIDs may query each other (bots in one room read each other's device lists).
+    const ownDomain = ctx.from.domain === this.#addressing.domain;
+    if (ctx.address.kind !== 'domain' && !PUBLIC_IQ.has(xmlns) && !ownDomain && !this.#addressing.isAllowedDomain(ctx.from.domain)) {
       this.#metrics.errors.inc({ kind: 'sender_not_allowed' });
       await this.#reply(el, errorReply(el, 'forbidden', 'Your domain is not one this gateway bridges.'));
       return;
@@ -144,6 +163,22 @@ export class Router {
       reply = g instanceof IqError ? errorReply(el, g.xmppCondition, g.userText, g.app) : errorReply(el, g.condition, g.code === 'internal' ? undefined : g.userText);
     }
     await this.#reply(el, reply);
+  }
+
+  /** An error stanza for a claiming service (a join refused by a room), else dropped. */
+  async #claimed(el: Element): Promise<void> {
+    let ctx: StanzaContext;
+    try {
+      const from = parseJid(String(el.attrs.from ?? ''));
+      const to = parseJid(String(el.attrs.to ?? ''));
+      ctx = { stanza: el, from, fromBare: bareOf(from), to, address: this.#addressing.classify(to) };
+    } catch {
+      return;
+    }
+    for (const c of this.#claims) {
+      const h = c(ctx);
+      if (h) return void (await h(ctx));
+    }
   }
 
   #answerable(el: Element): boolean {

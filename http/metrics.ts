@@ -54,6 +54,10 @@ export class Metrics {
   });
   readonly webhookQueueDepth = new Gauge({ name: 'gateway_webhook_queue_depth', help: 'Webhook deliveries waiting, by bot', labelNames: ['bot'] as const, registers: [this.registry] });
   readonly webhookDeadLetters = new Gauge({ name: 'gateway_webhook_dead_letters', help: 'Dead-lettered webhook deliveries, by bot', labelNames: ['bot'] as const, registers: [this.registry] });
+  // group chats (XEP-0045 rooms of bots)
+  readonly rooms = new Gauge({ name: 'gateway_rooms', help: 'Configured bot rooms by state (joined, not_private, error, ...)', labelNames: ['state'] as const, registers: [this.registry] });
+  readonly roomErrors = new Counter({ name: 'gateway_room_errors_total', help: 'Room problems by reason (registration_required, banned, kicked, room_not_private, ...)', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly roomMessages = new Counter({ name: 'gateway_room_messages_total', help: 'Room messages by direction and result (ok, history, reflection, plaintext_refused, ...)', labelNames: ['direction', 'result'] as const, registers: [this.registry] });
   readonly httpRequests = new Counter({ name: 'gateway_http_requests_total', help: 'HTTP API requests by route and status', labelNames: ['route', 'status'] as const, registers: [this.registry] });
 
   // limits (limits.ts): refusals by limit, per-peer map sizes, event-loop lag, hosted identities

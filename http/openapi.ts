@@ -44,6 +44,34 @@ export const openapi = {
           created_at: { type: 'string', format: 'date-time' },
           sent_at: { type: 'string', format: 'date-time' },
           delivered_at: { type: 'string', format: 'date-time' },
+          undelivered_to: { type: 'array', items: { type: 'string' }, description: 'Room messages: occupants (real bare JIDs) with no usable device, who got no key' },
+        },
+      },
+      Room: {
+        type: 'object',
+        required: ['jid', 'nick', 'state', 'occupants', 'devices', 'last_error'],
+        properties: {
+          jid: { type: 'string' },
+          nick: { type: 'string' },
+          state: { type: 'string', enum: ['offline', 'joining', 'joined', 'not_private', 'waiting', 'error'] },
+          non_anonymous: { type: 'boolean', nullable: true },
+          members_only: { type: 'boolean', nullable: true },
+          occupants: { type: 'integer', description: 'Other occupants, the bot excluded' },
+          occupants_without_devices: { type: 'integer' },
+          devices: { type: 'integer', description: "Devices in the occupants' device lists" },
+          joined_at: { type: 'string', format: 'date-time', nullable: true },
+          last_error: {
+            type: 'object',
+            nullable: true,
+            properties: {
+              code: {
+                type: 'string',
+                enum: ['registration_required', 'banned', 'room_missing', 'password_required', 'nick_conflict', 'room_full', 'room_not_private', 'kicked', 'room_shutdown', 'not_in_room', 'join_timeout', 'other'],
+              },
+              message: { type: 'string' },
+              at: { type: 'string', format: 'date-time' },
+            },
+          },
         },
       },
       Device: {
@@ -84,7 +112,7 @@ export const openapi = {
                 required: ['to', 'body'],
                 additionalProperties: false,
                 properties: {
-                  to: { type: 'string', description: 'Recipient bare JID' },
+                  to: { type: 'string', description: 'Recipient bare JID, or one of the bot\'s rooms (a groupchat message to every occupant)' },
                   body: { type: 'string' },
                   encryption: { type: 'string', enum: ['omemo2', 'omemo', 'ox', 'pgp', 'otr', 'none'] },
                 },
@@ -170,6 +198,17 @@ export const openapi = {
         security: bearer,
         parameters: [jidParam],
         responses: { 204: { description: 'Removed' }, 400: E[400], 401: E[401], 403: E[403], 404: E[404] },
+      },
+    },
+    '/v1/bots/{localpart}/rooms': {
+      get: {
+        summary: "The bot's group chats: state, occupant and device counts, last error (admin, or that bot)",
+        security: bearer,
+        parameters: [{ name: 'localpart', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: {
+          200: json('Rooms', { type: 'object', properties: { bot: { type: 'string' }, rooms: { type: 'array', items: { $ref: '#/components/schemas/Room' } } } }),
+          401: E[401], 404: E[404],
+        },
       },
     },
     '/v1/webhooks/dead-letters': {

@@ -132,4 +132,13 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE outbox ADD COLUMN origin BLOB;
     `,
   },
+  {
+    version: 4,
+    name: 'room messages',
+    sql: `
+      -- A message to a group chat (XEP-0045 room) lists the occupants it could not be encrypted for
+      -- (JSON array of bare JIDs), set when it is sent.
+      ALTER TABLE outbox ADD COLUMN undelivered_to TEXT;
+    `,
+  },
 ];

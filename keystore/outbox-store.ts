@@ -35,6 +35,8 @@ export interface OutboxMessage {
   sentAt: number | null;
   deliveredAt: number | null;
   expiresAt: number;
+  /** Room messages: occupants (bare JIDs) with no usable device when it was sent. */
+  undeliveredTo: string[] | null;
 }
 
 export interface OutboxRow {
@@ -57,6 +59,7 @@ export interface OutboxRow {
   expires_at: number;
   sent_at: number | null;
   delivered_at: number | null;
+  undelivered_to?: string | null;
 }
 
 export const toMessage = (r: OutboxRow): OutboxMessage => ({
@@ -74,6 +77,7 @@ export const toMessage = (r: OutboxRow): OutboxMessage => ({
   sentAt: r.sent_at,
   deliveredAt: r.delivered_at,
   expiresAt: r.expires_at,
+  undeliveredTo: r.undelivered_to ? (JSON.parse(r.undelivered_to) as string[]) : null,
 });
 
 export interface NewMessage {
@@ -126,7 +130,9 @@ export class OutboxStore {
     );
     this.#origin = db.prepare<[string], { origin: Buffer | null }>('SELECT origin FROM outbox WHERE id = ?');
     this.#body = db.prepare<[string], { body: Buffer | null }>('SELECT body FROM outbox WHERE id = ?');
-    this.#markSent = db.prepare("UPDATE outbox SET status = 'sent', encryption = ?, body = NULL, sent_at = ?, updated_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'queued'");
+    this.#markSent = db.prepare(
+      "UPDATE outbox SET status = 'sent', encryption = ?, undelivered_to = ?, body = NULL, sent_at = ?, updated_at = ?, attempts = attempts + 1 WHERE id = ? AND status = 'queued'",
+    );
     this.#markFailed = db.prepare("UPDATE outbox SET status = 'failed', error_code = ?, error_message = ?, body = NULL, updated_at = ? WHERE id = ? AND status IN ('queued', 'sent')");
     this.#retry = db.prepare("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ? AND status = 'queued'");
     this.#markDelivered = db.prepare("UPDATE outbox SET status = 'delivered', delivered_at = ?, updated_at = ? WHERE id = ? AND recipient = ? AND status = 'sent'");
@@ -199,8 +205,9 @@ export class OutboxStore {
     return r?.origin ? (JSON.parse(this.#ks.sealer.open(r.origin, `outbox-origin\0${id}`).toString('utf8')) as BridgeOrigin) : null;
   }
 
-  markSent(id: string, encryption: string, now = Date.now()): boolean {
-    return this.#markSent.run(encryption, now, now, id).changes > 0;
+  /** queued -> sent; `undeliveredTo` lists a room message's occupants left out (no usable device). */
+  markSent(id: string, encryption: string, now = Date.now(), undeliveredTo: readonly string[] | null = null): boolean {
+    return this.#markSent.run(encryption, undeliveredTo ? JSON.stringify(undeliveredTo) : null, now, now, id).changes > 0;
   }
 
   markFailed(id: string, code: string, message: string, now = Date.now()): boolean {

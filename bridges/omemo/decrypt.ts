@@ -33,7 +33,8 @@ interface Job {
   replies: Element[];
 }
 
-export async function decryptStanza(ctx: OmemoContext, local: string, stanza: Element): Promise<Decrypted> {
+/** `sender` overrides the stanza's `from` (a groupchat message comes from the room; this is the occupant's real JID). */
+export async function decryptStanza(ctx: OmemoContext, local: string, stanza: Element, sender?: string): Promise<Decrypted> {
   const replies: Element[] = [];
   const fail = (reason: DecryptFailure, facts: Record<string, unknown> = {}): Decrypted => {
     ctx.ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason });
@@ -43,7 +44,7 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
     ctx.log[level]({ local, ...facts, reason }, 'omemo message not decrypted');
     return { ok: false, reason, replies };
   };
-  const from = bare(stanza.attrs.from);
+  const from = sender !== undefined ? bare(sender) : bare(stanza.attrs.from);
   const el = findEncrypted(stanza);
   const enc = el ? parseEncrypted(el) : null;
   if (!from || !enc) return fail('malformed', { from });

@@ -87,11 +87,11 @@ function buildOnce(ctx: OmemoContext, id: LocalIdentity, peer: string, deviceId:
   return p;
 }
 
-export async function encryptBody(ctx: OmemoContext, local: string, peer: string, body: string, only?: readonly number[]): Promise<Encrypted> {
-  const id = await ctx.keyring.ensure(local);
-  const listed = await ctx.devices.get(local, peer);
+/** The trusted devices of `peer` (of `only`, if given) to encrypt for (sessions built as needed), or why there are none. */
+async function targetsFor(ctx: OmemoContext, id: LocalIdentity, peer: string, only?: readonly number[]): Promise<{ targets: number[]; error: GatewayError | null }> {
+  const listed = await ctx.devices.get(id.local, peer);
   const ids = only && listed ? listed.filter((d) => only.includes(d)) : listed;
-  if (!ids || ids.length === 0) throw new GatewayError('no_encryption_available', `${peer} publishes no OMEMO devices.`);
+  if (!ids || ids.length === 0) return { targets: [], error: new GatewayError('no_encryption_available', `${peer} publishes no OMEMO devices.`) };
   const p = await plan(ctx, id, peer, ids);
   const targets = [...p.ready];
   await Promise.all(
@@ -100,25 +100,34 @@ export async function encryptBody(ctx: OmemoContext, local: string, peer: string
         () => void targets.push(deviceId),
         (e: unknown) => {
           p.unreachable++;
-          ctx.log.warn({ local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo session build failed (bad bundle?)');
+          ctx.log.warn({ local: id.local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo session build failed (bad bundle?)');
         },
       ),
     ),
   );
-  if (targets.length === 0) {
-    if (p.refused > 0) throw new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO device (${p.refused} waiting for a trust decision).`);
-    if (p.lastError instanceof GatewayError) throw p.lastError;
-    throw new GatewayError('no_encryption_available', `No OMEMO device of ${peer} could be reached.`);
-  }
+  if (targets.length > 0) return { targets, error: null };
+  if (p.refused > 0) return { targets, error: new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO device (${p.refused} waiting for a trust decision).`) };
+  if (p.lastError instanceof GatewayError) return { targets, error: p.lastError };
+  return { targets, error: new GatewayError('no_encryption_available', `No OMEMO device of ${peer} could be reached.`) };
+}
+
+/** One payload, one header with a key for every target device of every peer. */
+async function seal(ctx: OmemoContext, id: LocalIdentity, recipients: ReadonlyArray<{ peer: string; targets: number[] }>, body: string): Promise<{ children: Encrypted['children']; keyed: Set<string> }> {
   const end = ctx.metrics.time('encrypt');
   const sealed = sealPayload(Buffer.from(body, 'utf8'));
   const keys: KeyElement[] = [];
+  const keyed = new Set<string>();
   try {
     await Promise.all(
-      targets.map((deviceId) =>
-        ctx.sessions.encrypt(id, peer, deviceId, sealed.keyMaterial).then(
-          (k) => void keys.push({ rid: deviceId, prekey: k.prekey, data: k.data }),
-          (e: unknown) => ctx.log.warn({ local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo encrypt for device failed'),
+      recipients.flatMap(({ peer, targets }) =>
+        targets.map((deviceId) =>
+          ctx.sessions.encrypt(id, peer, deviceId, sealed.keyMaterial).then(
+            (k) => {
+              keys.push({ rid: deviceId, prekey: k.prekey, data: k.data });
+              keyed.add(peer);
+            },
+            (e: unknown) => ctx.log.warn({ local: id.local, contact: peer, deviceId, err: errorSummary(e) }, 'omemo encrypt for device failed'),
+          ),
         ),
       ),
     );
@@ -130,5 +139,48 @@ export async function encryptBody(ctx: OmemoContext, local: string, peer: string
   if (keys.length === 0) throw new GatewayError('internal', 'OMEMO encryption failed for every device.');
   keys.sort((a, b) => a.rid - b.rid);
   const encrypted = buildEncrypted({ sid: id.deviceId, keys, iv: sealed.iv, payload: sealed.payload });
-  return { children: messageChildren(encrypted, ctx.opts.fallbackBody) };
+  return { children: messageChildren(encrypted, ctx.opts.fallbackBody), keyed };
+}
+
+export async function encryptBody(ctx: OmemoContext, local: string, peer: string, body: string, only?: readonly number[]): Promise<Encrypted> {
+  const id = await ctx.keyring.ensure(local);
+  const { targets, error } = await targetsFor(ctx, id, peer, only);
+  if (targets.length === 0) throw error!;
+  return { children: (await seal(ctx, id, [{ peer, targets }], body)).children };
+}
+
+export interface GroupEncrypted extends Encrypted {
+  /** Peers that got no key: no OMEMO, no trusted device, or none reachable. */
+  undelivered: string[];
+}
+
+/**
+ * A group message (XEP-0384 v0.3.0 §"Groupchats"): one payload and one header with keys for every
+ * trusted device of every peer (the occupants' real bare JIDs). A peer without a usable device is
+ * listed in `undelivered` instead of failing the message; it fails only when no peer gets a key.
+ * The gateway runs one device per hosted JID, so there are no own other devices to add.
+ */
+export async function encryptGroup(ctx: OmemoContext, local: string, peers: readonly string[], body: string): Promise<GroupEncrypted> {
+  const id = await ctx.keyring.ensure(local);
+  const unique = [...new Set(peers)].filter((p) => p !== local);
+  const undelivered: string[] = [];
+  const recipients: Array<{ peer: string; targets: number[] }> = [];
+  await Promise.all(
+    unique.map(async (peer) => {
+      try {
+        const { targets } = await targetsFor(ctx, id, peer);
+        if (targets.length > 0) recipients.push({ peer, targets });
+        else undelivered.push(peer);
+      } catch (e) {
+        ctx.log.info({ local, contact: peer, err: errorSummary(e) }, 'omemo group recipient unreachable');
+        undelivered.push(peer);
+      }
+    }),
+  );
+  if (recipients.length === 0) {
+    throw new GatewayError('no_encryption_available', unique.length === 0 ? 'The room has no other occupant to encrypt for.' : `No occupant has a usable OMEMO device (${undelivered.sort().join(', ')}).`);
+  }
+  const { children, keyed } = await seal(ctx, id, recipients, body);
+  for (const r of recipients) if (!keyed.has(r.peer)) undelivered.push(r.peer);
+  return { children, undelivered: undelivered.sort() };
 }

@@ -6,7 +6,7 @@
 //   encrypt.ts / decrypt.ts / replies.ts   the message flows
 import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
-import type { Encrypted, EnginePorts, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
+import type { Encrypted, EnginePorts, GroupEngine, IdentityFacts, Reachability } from '../engine.js';
 import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, bundleNode, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
@@ -14,7 +14,7 @@ import { OmemoMetrics, type OmemoContext } from './context.js';
 import { installFastCrypto } from './crypto-provider.js';
 import { decryptStanza } from './decrypt.js';
 import { DeviceLists } from './device-cache.js';
-import { encryptBody } from './encrypt.js';
+import { encryptBody, encryptGroup } from './encrypt.js';
 import { fingerprintOf, Keyring } from './keyring.js';
 import { Sessions } from './sessions.js';
 import { parseDeviceList } from './wire.js';
@@ -46,7 +46,7 @@ export interface ContactDevice {
   session: boolean;
 }
 
-export interface OmemoEngine extends ProtocolEngine {
+export interface OmemoEngine extends GroupEngine {
   /** The hosted JID's own OMEMO device(s) (the gateway runs one per JID). */
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
   /** `only`: just these device ids (OMEMO 2 sends to the devices that are in no OMEMO 2 list). */
@@ -125,9 +125,11 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       return { omemo: await engine.devices(local) };
     },
 
-    async decrypt(local, stanza) {
+    decrypt: (local, stanza) => engine.decryptFrom(local, stanza, String(stanza.attrs.from ?? '')),
+
+    async decryptFrom(local, stanza, sender) {
       try {
-        return await decryptStanza(ctx, local, stanza);
+        return await decryptStanza(ctx, local, stanza, sender);
       } catch (e) {
         // Anything not foreseen is still a value for the caller (peer input must never throw).
         log.error({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo decrypt failed unexpectedly');
@@ -137,6 +139,18 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     },
 
     encrypt: (local, peer, body, o) => encryptBody(ctx, local, peer, body, o?.only),
+
+    encryptGroup: (local, peers, body) => encryptGroup(ctx, local, peers, body),
+
+    async watchPeer(local, peer) {
+      await keyring.ensure(local);
+      await devices.get(local, peer, true);
+    },
+
+    peerDeviceCount: (peer) => {
+      const ids = devices.cached(peer);
+      return ids === undefined ? null : (ids?.length ?? 0);
+    },
 
     async reachability(local, peer): Promise<Reachability> {
       await keyring.ensure(local);

@@ -18,6 +18,8 @@ export interface MessagesDeps {
   buckets: TokenBuckets;
   /** Called after a message is committed (wakes the sender). */
   queued: () => void;
+  /** The bots' rooms: a `to` that is one of them is a group message (its domain need not be bridged). */
+  rooms?: { isRoom(localpart: string, jid: string): boolean; refusal(localpart: string, jid: string, allowPlaintext: boolean): GatewayError | null };
 }
 
 export function messageView(m: OutboxMessage): Record<string, unknown> {
@@ -27,6 +29,7 @@ export function messageView(m: OutboxMessage): Record<string, unknown> {
     status: m.status,
     encryption: m.encryption ?? m.encryptionRequested ?? null,
     ...(m.error ? { error: m.error } : {}),
+    ...(m.undeliveredTo ? { undelivered_to: m.undeliveredTo } : {}),
     created_at: new Date(m.createdAt).toISOString(),
     ...(m.sentAt ? { sent_at: new Date(m.sentAt).toISOString() } : {}),
     ...(m.deliveredAt ? { delivered_at: new Date(m.deliveredAt).toISOString() } : {}),
@@ -57,7 +60,11 @@ export function messagesRoutes(d: MessagesDeps): Router {
       throw new GatewayError('invalid_field', '"to" is not a valid JID.');
     }
     if (!to.includes('@')) throw new GatewayError('invalid_field', '"to" must be a user JID (local@domain).');
-    if (!d.addressing.isAllowedJid(to)) throw new GatewayError('recipient_not_allowed', `"to": ${to.split('@')[1]} is not a domain this gateway serves.`);
+    const room = d.rooms?.isRoom(bot.localpart, to) ?? false;
+    if (room) {
+      const refused = d.rooms!.refusal(bot.localpart, to, d.config.bridge.allowPlaintext || bot.allowPlaintext);
+      if (refused) throw refused;
+    } else if (!d.addressing.isAllowedJid(to)) throw new GatewayError('recipient_not_allowed', `"to": ${to.split('@')[1]} is not a domain this gateway serves.`);
     if (encryption === 'none' && !(d.config.bridge.allowPlaintext || bot.allowPlaintext)) {
       throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
     }

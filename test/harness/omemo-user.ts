@@ -75,6 +75,10 @@ export interface ReceivedMessage extends OmemoEvent {
   fingerprint?: string;
   type: string;
   delayed: boolean;
+  /** Group chats: the sender's nick and real bare JID, and the device ids the header has keys for. */
+  nick?: string;
+  real_jid?: string | null;
+  rids?: number[];
 }
 
 export interface OmemoDevice {
@@ -315,6 +319,39 @@ export class PythonOmemoUser {
 
   async info(): Promise<{ device_id: number; fingerprint: string; own_devices: number[]; prekeys: number; signed_prekey_id: number }> {
     return (await this.command({ cmd: 'info' })) as unknown as { device_id: number; fingerprint: string; own_devices: number[]; prekeys: number; signed_prekey_id: number };
+  }
+
+  // ---- group chats (XEP-0045) ----
+
+  /** Joins `room` as `nick`; resolves once our own presence arrives, with the occupants' real JIDs. */
+  async mucJoin(room: string, nick: string, opts: { history?: boolean } = {}): Promise<{ occupants: Record<string, string | null>; codes: number[] }> {
+    return (await this.command({ cmd: 'muc_join', room, nick, history: opts.history ?? true })) as unknown as { occupants: Record<string, string | null>; codes: number[] };
+  }
+
+  async mucLeave(room: string): Promise<void> {
+    await this.command({ cmd: 'muc_leave', room });
+  }
+
+  /** As owner: submits muc#roomconfig fields (e.g. muc#roomconfig_whois: 'moderators'). */
+  async mucConfig(room: string, fields: Record<string, string | boolean | string[]>): Promise<void> {
+    await this.command({ cmd: 'muc_config', room, fields });
+  }
+
+  async mucAffiliation(room: string, jid: string, affiliation: 'member' | 'owner' | 'admin' | 'outcast' | 'none'): Promise<void> {
+    await this.command({ cmd: 'muc_affiliation', room, jid, affiliation });
+  }
+
+  async mucKick(room: string, nick: string): Promise<void> {
+    await this.command({ cmd: 'muc_kick', room, nick });
+  }
+
+  async mucDestroy(room: string): Promise<void> {
+    await this.command({ cmd: 'muc_destroy', room });
+  }
+
+  /** One OMEMO groupchat message with keys for every occupant's devices (by their real JIDs). */
+  async sendGroupchat(room: string, body: string, opts: { id?: string } = {}): Promise<SentInfo & { recipients: string[] }> {
+    return (await this.command({ cmd: 'send_groupchat', room, body, ...(opts.id ? { id: opts.id } : {}) })) as SentInfo & { recipients: string[] };
   }
 
   /** Stops the process (clean disconnect, then SIGKILL after `timeoutMs`); returns its exit code. */

@@ -13,6 +13,8 @@ export interface ProsodyOptions {
   extraDomains?: string[];
   componentDomain?: string;
   componentSecret?: string;
+  /** The MUC service's domain (default conference.<domain>). */
+  mucDomain?: string;
   /** Prosody's network_settings.nagle; unset leaves Prosody's default (Nagle's algorithm on). */
   nagle?: boolean;
 }
@@ -32,6 +34,7 @@ export class Prosody {
   readonly domains: string[];
   readonly componentDomain: string;
   readonly componentSecret: string;
+  readonly mucDomain: string;
   readonly nagle: boolean | undefined;
   c2sPort = 0;
   componentPort = 0;
@@ -44,6 +47,7 @@ export class Prosody {
     this.domains = [this.domain, ...(opts.extraDomains ?? [])];
     this.componentDomain = opts.componentDomain ?? `gw.${this.domain}`;
     this.componentSecret = opts.componentSecret ?? 'component-secret-for-tests';
+    this.mucDomain = opts.mucDomain ?? `conference.${this.domain}`;
     this.nagle = opts.nagle;
   }
 
@@ -100,6 +104,16 @@ ${this.nagle === undefined ? '' : `network_settings = { nagle = ${this.nagle} }`
 ${hosts}
 Component "${this.componentDomain}"
   component_secret = "${this.componentSecret}"
+
+-- XEP-0045 rooms (Debian's mod_muc): new rooms are members-only and non-anonymous (real JIDs to
+-- everyone), unlocked at once, persistent, with history; only local users may create them.
+Component "${this.mucDomain}" "muc"
+  muc_room_locking = false
+  muc_room_default_public_jids = true
+  muc_room_default_members_only = true
+  muc_room_default_persistent = true
+  muc_room_default_history_length = 20
+  restrict_room_creation = "local"
 `,
     );
   }

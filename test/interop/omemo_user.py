@@ -32,6 +32,17 @@ Commands
   {"cmd":"set","auto_receipts":BOOL?,"trust":"blind"|"manual"?,"stale_seconds":N?} -> result
   {"cmd":"info"} -> result {"device_id","fingerprint","own_devices","prekeys","signed_prekey_id",...}
   {"cmd":"stop"}  clean disconnect, exit 0 (also on end of stdin)
+Group chats (XEP-0045; occupants' real JIDs are tracked from their presence)
+  {"cmd":"muc_join","room":JID,"nick":NICK,"history":BOOL?} -> result {"occupants":{nick: real JID|null},"codes"}
+        once our own presence (status 110) arrives | error (the join was refused: its condition)
+  {"cmd":"muc_leave","room":JID} -> result
+  {"cmd":"muc_config","room":JID,"fields":{var: value | [values]}}  owner: submit the room configuration
+  {"cmd":"muc_affiliation","room":JID,"jid":JID,"affiliation":"member"|"owner"|"outcast"|"none"} -> result
+  {"cmd":"muc_kick","room":JID,"nick":NICK} -> result
+  {"cmd":"muc_destroy","room":JID} -> result
+  {"cmd":"send_groupchat","room":JID,"body":TEXT,"id":ID?}  OMEMO-encrypt to every device of every occupant
+        (their real JIDs) and our own other devices; one groupchat message -> sent | send_error
+  Plain groupchat text: send_plain with "type":"groupchat".
 
 Events
   ready {"jid","full_jid","device_id","fingerprint"}   fingerprint: 64 hex of the Curve25519 identity key
@@ -46,6 +57,9 @@ Events
         heartbeat)
   devicelist {"jid","devices"}  a device list pushed by PEP and applied
   presence {"from","from_full","type"}   message_error {"from","id","condition"}
+  groupchat messages are "message" events with "type":"groupchat", "nick", "real_jid" (null if hidden) and,
+        when encrypted, "rids" (every device id the header has a key for); our own reflections are
+        "reflection" {"room","id"}; muc_presence {"room","nick","real_jid","available","codes"}
   disconnected {"reason"} / reconnected {"jid"}  (the user reconnects by itself, e.g. after a server restart)
 
 Trust: "blind" (default) trusts every device of every contact when first seen (sending or receiving);
@@ -100,6 +114,10 @@ HINTS = "urn:xmpp:hints"
 DELAY = "urn:xmpp:delay"
 CLIENT = "jabber:client"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = f"{MUC}#user"
+MUC_ADMIN = f"{MUC}#admin"
+MUC_OWNER = f"{MUC}#owner"
 FALLBACK_BODY = "This message is OMEMO-encrypted; your client cannot read it."
 
 # Trust level names stored by the library (the library calls them "custom trust levels").
@@ -321,6 +339,9 @@ class OmemoUser:
         self.list_fetched: Dict[str, float] = {}
         self.last_sent: Dict[str, Dict[str, Any]] = {}  # bare JID -> {"encrypted": Element, "receipt": bool}
         self.peer_problems: Dict[str, str] = {}
+        self.rooms: Dict[str, Dict[str, Optional[str]]] = {}   # room -> nick -> real bare JID (None: hidden)
+        self.room_nicks: Dict[str, str] = {}                    # room -> our nick
+        self.joins: Dict[str, "asyncio.Future[Dict[str, Any]]"] = {}
         self.stopping = False
         self.ready = asyncio.Event()
         self.started = False
@@ -424,8 +445,47 @@ class OmemoUser:
     def on_presence(self, pres: Any) -> None:
         if not self.ready.is_set():
             return
+        if self.track_muc(pres.xml):
+            return
         emit({"event": "presence", "from": pres["from"].bare, "from_full": str(pres["from"]),
               "type": pres["type"]})
+
+    def track_muc(self, xml: ET.Element) -> bool:
+        """Occupant presence of a room we joined (or are joining): tracked, reported, never a contact's."""
+        frm = JID(xml.get("from") or "")
+        room = frm.bare
+        if room not in self.room_nicks:
+            return False
+        nick = frm.resource
+        typ = xml.get("type", "available")
+        if typ == "error":
+            err = xml.find(f"{{{CLIENT}}}error")
+            cond = None
+            if err is not None:
+                cond = next((c.tag.split("}")[1] for c in err if c.tag.startswith(f"{{{STANZAS}}}")
+                             and not c.tag.endswith("}text")), None)
+            fut = self.joins.pop(room, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(CommandError(f"join refused: {cond}"))
+            return True
+        x = xml.find(f"{{{MUC_USER}}}x")
+        item = x.find(f"{{{MUC_USER}}}item") if x is not None else None
+        codes = sorted(int(c.get("code", "0")) for c in (x.findall(f"{{{MUC_USER}}}status") if x is not None else []))
+        real = item.get("jid") if item is not None else None
+        real_bare = JID(real).bare if real else None
+        occupants = self.rooms.setdefault(room, {})
+        available = typ != "unavailable"
+        if available:
+            occupants[nick] = real_bare
+        else:
+            occupants.pop(nick, None)
+        emit({"event": "muc_presence", "room": room, "nick": nick, "real_jid": real_bare, "available": available,
+              "codes": codes})
+        if 110 in codes and available:
+            fut = self.joins.pop(room, None)
+            if fut is not None and not fut.done():
+                fut.set_result({"occupants": dict(occupants), "codes": codes})
+        return True
 
     def finish(self, code: int) -> None:
         if not self.done.done():
@@ -476,8 +536,8 @@ class OmemoUser:
         log.warning("%s/%s: %s", jid, device_id, problem)
 
     def send_encrypted_stanza(self, to: str, encrypted: ET.Element, stanza_id: Optional[str], receipt: bool,
-                              body: bool = True) -> str:
-        msg = self.xmpp.make_message(mto=to, mtype="chat")
+                              body: bool = True, mtype: str = "chat") -> str:
+        msg = self.xmpp.make_message(mto=to, mtype=mtype)
         msg["id"] = stanza_id or self.xmpp.new_id()
         if body:
             msg["body"] = FALLBACK_BODY
@@ -522,6 +582,13 @@ class OmemoUser:
             emit({"event": "receipt", **base, "id": received.get("id"), "stanza_id": xml.get("id")})
         encrypted = xml.find(f"{{{NS}}}encrypted")
         body_el = xml.find(f"{{{CLIENT}}}body")
+        if mtype == "groupchat":
+            room, nick = frm.bare, frm.resource
+            if nick and nick == self.room_nicks.get(room):
+                emit({"event": "reflection", "room": room, "id": xml.get("id")})
+                return
+            base["nick"] = nick
+            base["real_jid"] = self.rooms.get(room, {}).get(nick)
         wants_receipt = xml.find(f"{{{RECEIPTS}}}request") is not None and mtype != "groupchat"
         delayed = xml.find(f"{{{DELAY}}}delay") is not None
         if encrypted is not None:
@@ -537,9 +604,16 @@ class OmemoUser:
         assert self.sm is not None
         header = encrypted.find(f"{{{NS}}}header")
         sid = header.get("sid") if header is not None else None
+        sender = frm.bare
+        if xml.get("type") == "groupchat":
+            base["rids"] = sorted(int(k.get("rid", "0")) for k in (header.findall(f"{{{NS}}}key") if header is not None else []))
+            if not base.get("real_jid"):
+                emit({"event": "decrypt_error", **base, "sid": sid, "error": "the room hides the sender's real JID"})
+                return
+            sender = base["real_jid"]
         try:
             async with self.lock:
-                message = await oldmemo_etree.parse_message(encrypted, frm.bare, self.own_bare, self.sm)
+                message = await oldmemo_etree.parse_message(encrypted, sender, self.own_bare, self.sm)
                 plaintext, device, _key = await self.sm.decrypt(message)
         except omemo.MessageNotForUs:
             emit({"event": "decrypt_error", **base, "sid": sid, "error": "no key for this device"})
@@ -615,6 +689,9 @@ class OmemoUser:
             "send": self.cmd_send, "send_plain": self.cmd_send_plain, "send_corrupted": self.cmd_send_corrupted,
             "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "refresh": self.cmd_refresh,
             "devices": self.cmd_devices, "trust": self.cmd_trust, "set": self.cmd_set, "info": self.cmd_info,
+            "muc_join": self.cmd_muc_join, "muc_leave": self.cmd_muc_leave, "muc_config": self.cmd_muc_config,
+            "muc_affiliation": self.cmd_muc_affiliation, "muc_kick": self.cmd_muc_kick,
+            "muc_destroy": self.cmd_muc_destroy, "send_groupchat": self.cmd_send_groupchat,
         }
         while True:
             cmd = await self.commands.get()
@@ -651,12 +728,14 @@ class OmemoUser:
             log.warning("device list refresh for %s failed: %s", jid, short_error(e))
             return short_error(e)
 
-    async def encrypt_for(self, to_bare: str, body: str) -> Dict[str, Any]:
+    async def encrypt_for(self, to_bare: str, body: str, recipients: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Encrypts for to_bare's devices, or (group chats) for every JID in `recipients`."""
         assert self.sm is not None
+        jids = sorted(set(recipients)) if recipients is not None else [to_bare]
         async with self.lock:
-            refresh_errors = [err for err in [await self.maybe_refresh(to_bare), await self.maybe_refresh(self.own_bare)] if err]
+            refresh_errors = [err for err in [*[await self.maybe_refresh(j) for j in jids], await self.maybe_refresh(self.own_bare)] if err]
             try:
-                messages, errors = await self.sm.encrypt(frozenset([to_bare]), {NS: body.encode("utf-8")},
+                messages, errors = await self.sm.encrypt(frozenset(jids), {NS: body.encode("utf-8")},
                                                          identifier=to_bare)
             except omemo.NoEligibleDevices as e:
                 raise CommandError(f"no eligible devices for {to_bare}"
@@ -670,7 +749,7 @@ class OmemoUser:
         message = next(m for m in messages if m.namespace == NS)
         rids = {k.device_id for k, _ in message.keys}
         skipped = [{"jid": jid, "device_id": dev, "error": self.peer_problems.get(f"{jid}/{dev}", "not encrypted for")}
-                   for jid in (to_bare, self.own_bare) for dev in await self.active_listed(jid)
+                   for jid in (*jids, self.own_bare) for dev in await self.active_listed(jid)
                    if dev not in rids and not (jid == self.own_bare and dev == self.own_device_id)]
         return {
             "encrypted": oldmemo_etree.serialize_message(message),
@@ -816,6 +895,92 @@ class OmemoUser:
               "fingerprint": fingerprint(own.identity_key), "own_devices": sorted(d.device_id for d in others),
               "prekeys": len(bundle.pre_key_ids), "signed_prekey_id": bundle.signed_pre_key_id,
               "state_writes": self.storage.writes})
+
+    # ---------------------------------------------------------------- group chats
+
+    async def cmd_muc_join(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room, nick = JID(require_str(cmd, "room")).bare, require_str(cmd, "nick")
+        fut: "asyncio.Future[Dict[str, Any]]" = asyncio.get_event_loop().create_future()
+        self.joins[room] = fut
+        self.room_nicks[room] = nick
+        self.rooms[room] = {}
+        pres = self.xmpp.make_presence(pto=f"{room}/{nick}")
+        x = ET.SubElement(pres.xml, f"{{{MUC}}}x")
+        if not cmd.get("history", True):
+            ET.SubElement(x, f"{{{MUC}}}history", {"maxstanzas": "0"})
+        pres.send()
+        try:
+            joined = await asyncio.wait_for(fut, timeout=15)
+        except CommandError:
+            self.room_nicks.pop(room, None)
+            raise
+        emit({"event": "result", "ref": ref, "cmd": "muc_join", "room": room, **joined})
+
+    async def cmd_muc_leave(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room = JID(require_str(cmd, "room")).bare
+        nick = self.room_nicks.pop(room, None)
+        self.rooms.pop(room, None)
+        if nick is not None:
+            self.xmpp.send_presence(pto=f"{room}/{nick}", ptype="unavailable")
+        emit({"event": "result", "ref": ref, "cmd": "muc_leave", "room": room})
+
+    async def muc_iq(self, room: str, ns: str, child: ET.Element) -> None:
+        query = ET.Element(f"{{{ns}}}query")
+        query.append(child)
+        try:
+            await self.iq("set", room, query)
+        except IqError as e:
+            raise CommandError(describe_iq_failure(e)) from e
+
+    async def cmd_muc_config(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room = JID(require_str(cmd, "room")).bare
+        fields = cmd.get("fields") or {}
+        x = ET.Element(f"{{{XDATA}}}x", {"type": "submit"})
+        ft = ET.SubElement(x, f"{{{XDATA}}}field", {"var": "FORM_TYPE", "type": "hidden"})
+        ET.SubElement(ft, f"{{{XDATA}}}value").text = "http://jabber.org/protocol/muc#roomconfig"
+        for var, value in fields.items():
+            f = ET.SubElement(x, f"{{{XDATA}}}field", {"var": var})
+            for v in (value if isinstance(value, list) else [value]):
+                ET.SubElement(f, f"{{{XDATA}}}value").text = str(v).lower() if isinstance(v, bool) else str(v)
+        query = ET.Element(f"{{{MUC_OWNER}}}query")
+        query.append(x)
+        try:
+            await self.iq("set", room, query)
+        except IqError as e:
+            raise CommandError(describe_iq_failure(e)) from e
+        emit({"event": "result", "ref": ref, "cmd": "muc_config", "room": room})
+
+    async def cmd_muc_affiliation(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room, jid, aff = JID(require_str(cmd, "room")).bare, require_str(cmd, "jid"), require_str(cmd, "affiliation")
+        await self.muc_iq(room, MUC_ADMIN, ET.Element(f"{{{MUC_ADMIN}}}item", {"jid": jid, "affiliation": aff}))
+        emit({"event": "result", "ref": ref, "cmd": "muc_affiliation", "room": room, "jid": jid, "affiliation": aff})
+
+    async def cmd_muc_kick(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room, nick = JID(require_str(cmd, "room")).bare, require_str(cmd, "nick")
+        await self.muc_iq(room, MUC_ADMIN, ET.Element(f"{{{MUC_ADMIN}}}item", {"nick": nick, "role": "none"}))
+        emit({"event": "result", "ref": ref, "cmd": "muc_kick", "room": room, "nick": nick})
+
+    async def cmd_muc_destroy(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room = JID(require_str(cmd, "room")).bare
+        await self.muc_iq(room, MUC_OWNER, ET.Element(f"{{{MUC_OWNER}}}destroy"))
+        self.room_nicks.pop(room, None)
+        emit({"event": "result", "ref": ref, "cmd": "muc_destroy", "room": room})
+
+    async def cmd_send_groupchat(self, cmd: Dict[str, Any], ref: Any) -> None:
+        room, body = JID(require_str(cmd, "room")).bare, require_str(cmd, "body")
+        if room not in self.room_nicks:
+            raise CommandError(f"not in {room}")
+        occupants = self.rooms.get(room, {})
+        hidden = [n for n, j in occupants.items() if j is None]
+        if hidden:
+            raise CommandError(f"the room hides the real JIDs of {', '.join(sorted(hidden))}")
+        recipients = sorted({j for j in occupants.values() if j and j != self.own_bare})
+        if not recipients:
+            raise CommandError(f"nobody else is in {room}")
+        result = await self.encrypt_for(room, body, recipients)
+        stanza_id = self.send_encrypted_stanza(room, result["encrypted"], cmd.get("id"), False, mtype="groupchat")
+        emit({"event": "sent", "ref": ref, "id": stanza_id, "to": room, "recipients": recipients, "rids": result["rids"],
+              "prekey_rids": result["prekey_rids"], "errors": result["errors"], "skipped": result["skipped"]})
 
     async def stop(self) -> None:
         self.stopping = True

@@ -9,6 +9,7 @@ import { validateConfig } from '../../config.js';
 import { Gateway } from '../../context.js';
 import { createLogger } from '../../log.js';
 import { openapi } from '../../http/openapi.js';
+import xml from '@xmpp/xml';
 
 const ADMIN = 'admin-token-0123456789';
 const BOT = 'alerts-token-0123456789';
@@ -49,7 +50,12 @@ before(() => {
     outbox: { max_body: '1kb' },
     bridge: { allowed_domains: ['example.org'] },
     bots: [
-      { localpart: 'alerts', token: BOT, webhook: { url: 'http://127.0.0.1:9/hook', secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=' } },
+      {
+        localpart: 'alerts',
+        token: BOT,
+        webhook: { url: 'http://127.0.0.1:9/hook', secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=' },
+        rooms: ['ops@conference.example.org', { jid: 'Semi@Conference.example.org', nick: 'alertbot' }],
+      },
       { localpart: 'slow', token: SLOW, rate_limit: { per_second: 1, burst: 2 } },
     ],
   });
@@ -220,6 +226,44 @@ describe('XEP-0027 key registration without the PGP engine', () => {
     for (const m of ['put', 'delete'] as const) {
       assert.equal((await call(m, `/v1/contacts/${jid}/pgp-key`, { body: m === 'put' ? { key: 'x' } : undefined })).status, 401);
       assert.equal((await call(m, `/v1/contacts/${jid}/pgp-key`, { token: BOT, body: m === 'put' ? { key: 'x' } : undefined })).status, 403);
+    }
+  });
+});
+
+describe('group chats', () => {
+  test('GET /v1/bots/{localpart}/rooms: that bot or the admin; another bot sees nothing', async () => {
+    const r = await call('get', '/v1/bots/alerts/rooms', { token: BOT });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.rooms.map((x: { jid: string; nick: string; state: string }) => [x.jid, x.nick, x.state]), [
+      ['ops@conference.example.org', 'alerts', 'offline'],
+      ['semi@conference.example.org', 'alertbot', 'offline'],
+    ]);
+    assert.equal((await call('get', '/v1/bots/alerts/rooms', { token: ADMIN })).status, 200);
+    assert.equal((await call('get', '/v1/bots/alerts/rooms', { token: SLOW })).status, 404);
+    assert.equal((await call('get', '/v1/bots/nobody/rooms', { token: ADMIN })).status, 404);
+    assert.equal((await call('get', '/v1/bots/alerts/rooms')).status, 401);
+  });
+
+  test('a POST to a room of the bot is queued (its MUC domain need not be bridged); a room known not to be private is refused at once', async () => {
+    const ok = await call('post', '/v1/messages', { token: BOT, body: { to: 'ops@conference.example.org', body: 'to the room' } });
+    assert.equal(ok.status, 202);
+    // Another bot may not post to a room that is not its own: the domain is not bridged.
+    assert.equal((await call('post', '/v1/messages', { token: SLOW, body: { to: 'ops@conference.example.org', body: 'x' } })).status, 403);
+    gw.rooms.onOnline();
+    try {
+      // The room answers the join with our own presence (110) without status 100: semi-anonymous.
+      await gw.router.handle(
+        xml('presence', { from: 'semi@conference.example.org/alertbot', to: 'alerts@gw.example.org/gw' }, xml('x', { xmlns: 'http://jabber.org/protocol/muc#user' }, xml('item', { affiliation: 'member', role: 'participant' }), xml('status', { code: '110' }))),
+      );
+      const rooms = (await call('get', '/v1/bots/alerts/rooms', { token: BOT })).body.rooms as Array<{ jid: string; state: string; last_error: { code: string } | null }>;
+      const semi = rooms.find((x) => x.jid === 'semi@conference.example.org')!;
+      assert.equal(semi.state, 'not_private');
+      assert.equal(semi.last_error?.code, 'room_not_private');
+      const refused = await call('post', '/v1/messages', { token: BOT, body: { to: 'semi@conference.example.org', body: 'x' } });
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, 'room_not_private');
+    } finally {
+      gw.rooms.onOffline();
     }
   });
 });

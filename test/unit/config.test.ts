@@ -58,7 +58,7 @@ test('config.example.yaml carries every key the loader accepts, each with a comm
     'bridge.allow_unverified_pgp_keys', 'bridge.pgp_key_type', 'bridge.replay_window', 'bridge.otr_session_timeout', 'bridge.ox_max_clock_skew', 'bridge.otr_max_message_size',
     'outbox.message_ttl', 'outbox.max_body', 'webhooks.retry_for', 'webhooks.timeout', 'webhooks.max_retry_delay', 'log.level',
     'bots[].localpart', 'bots[].token', 'bots[].webhook', 'bots[].webhook.url', 'bots[].webhook.secret',
-    'bots[].rate_limit', 'bots[].rate_limit.per_second', 'bots[].rate_limit.burst', 'bots[].allow_plaintext',
+    'bots[].rate_limit', 'bots[].rate_limit.per_second', 'bots[].rate_limit.burst', 'bots[].allow_plaintext', 'bots[].rooms',
     'limits', ...Object.values(LIMITS).map((l) => l.key),
   ];
   for (const k of expected) assert.ok(present.has(k), `config.example.yaml lacks ${k}`);
