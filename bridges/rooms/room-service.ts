@@ -291,9 +291,11 @@ export class RoomService {
     this.#settlePrivacy(r);
     this.#d.log.info({ bot: r.localpart, room: r.jid, occupants: r.occupants.size, nonAnonymous: r.nonAnonymous }, 'joined room');
     const every = this.#d.selfPingMs ?? 60_000;
-    r.pinger = setInterval(() => void this.#selfPing(r), every);
+    r.pinger = setInterval(() => {
+      this.#selfPing(r).catch(() => undefined);
+    }, every);
     r.pinger.unref();
-    void this.#readFeatures(r);
+    this.#readFeatures(r).catch(() => undefined); // it logs its own failures
   }
 
   /** Private means every occupant's real JID is visible to us: status 100 / muc_nonanonymous, and no hidden occupant. */
@@ -395,7 +397,7 @@ export class RoomService {
     if (type !== 'groupchat') return count('not_groupchat'); // private messages through the room: not supported
     if (!nick) {
       const codes = messageCodes(stanza);
-      if ([104, 170, 171, 172, 173, 174].some((c) => codes.has(c))) void this.#readFeatures(r);
+      if ([104, 170, 171, 172, 173, 174].some((c) => codes.has(c))) this.#readFeatures(r).catch(() => undefined); // it logs its own failures
       return;
     }
     if (isDelayed(stanza) || (r.state !== 'joined' && r.state !== 'not_private')) return count('history');
