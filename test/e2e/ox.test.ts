@@ -125,6 +125,27 @@ describe('OX user (GnuPG + slixmpp) through the gateway', () => {
     assert.equal(t.body.trust, 'verified');
   });
 
+  test("a contact's new key arrives by +notify; after a verified key it stays untrusted until an admin verifies it", async () => {
+    // dave's key was verified above; erin is subscribed to dave's presence (test 1), so dave's
+    // server pushes his metadata node to the gateway when it changes.
+    const old = dave.fingerprint;
+    const { fingerprint: fresh, subkeys, old_subkeys: oldSubkeys } = (await dave.command({ cmd: 'new_key' })) as unknown as { fingerprint: string; subkeys: string[]; old_subkeys: string[] };
+    assert.notEqual(fresh, old);
+    await waitUntil(() => gw.gateway.trust.get(dave.jid, 'ox', fresh) !== undefined, 20000, 'the new key seen through +notify');
+    assert.equal(gw.gateway.trust.get(dave.jid, 'ox', fresh)!.trust, 'untrusted', 'a new key after a verified one is not trusted');
+    assert.equal(gw.gateway.trust.get(dave.jid, 'ox', old)!.active, false, 'the withdrawn key is inactive');
+    const refused = await api('/v1/messages', { method: 'POST', token: BOT_TOKEN, body: JSON.stringify({ to: dave.jid, body: 'not yet', encryption: 'ox' }) });
+    await waitUntil(async () => (await api(`/v1/messages/${String(refused.body.id)}`, { token: BOT_TOKEN })).body.status === 'failed', 20000, 'message failed');
+    assert.equal(((await api(`/v1/messages/${String(refused.body.id)}`, { token: BOT_TOKEN })).body.error as { code: string }).code, 'no_trusted_devices');
+    assert.equal((await api(`/v1/contacts/${dave.jid}/trust`, { method: 'PUT', body: JSON.stringify({ fingerprint: fresh, trust: 'verified' }) })).status, 200);
+    await api('/v1/messages', { method: 'POST', token: BOT_TOKEN, body: JSON.stringify({ to: dave.jid, body: 'to the new key' }) });
+    const m = await dave.waitForMessage((x) => x.body === 'to the new key', 20000, 'message to the new key');
+    const encTo = m.enc_to as string[];
+    assert.ok(encTo.some((k) => subkeys.includes(k)), 'encrypted to the new key');
+    assert.ok(!encTo.some((k) => oldSubkeys.includes(k)), 'not to the withdrawn one');
+    assert.ok(!gw.logs.text().includes('to the new key'));
+  });
+
   test('refusals: bad signature, wrong to, stale time, unknown key, ciphertext for another key; a replay is dropped', async () => {
     const to = proxy('alice');
     const cases: Array<[string, Record<string, unknown>, RegExp]> = [

@@ -15,11 +15,12 @@ Commands (each may carry "ref", echoed in its answer)
   {"cmd":"keys","jid":JID}   read the contact's metadata and key nodes (plain items requests)
         -> result {"keys":[{"fingerprint","uids","item_id"}],"metadata_item":ID}
   {"cmd":"subscribe","to":JID} -> result
+  {"cmd":"new_key"}   a new key, announced instead of the current one -> result {"fingerprint","subkeys","old_subkeys"}
   {"cmd":"stop"}
 Events
   ready {"jid","full_jid","device_id":0,"fingerprint"}
   message {"from","from_full","id","type","body","encrypted","signature":"good"|"bad"|"none"|...,
-        "signer","announced","to_ok","time","device_id":null,"trust":null,"delayed"}
+        "signer","announced","to_ok","time","enc_to":[key ids],"device_id":null,"trust":null,"delayed"}
   decrypt_error {"from","id","error"}   message_error {"from","id","condition","text"}
   pep {"from","node","items":[{"id","payload":BOOL}]}   receipt {"from","id"}
   sent {"ref","id","to","recipients"}  result/error/send_error/fatal as in omemo_user.py
@@ -109,6 +110,10 @@ class Gpg:
 
     def import_key(self, data: bytes) -> List[str]:
         return [l.split()[2].upper() for l in self.run(["--import"], data)[2] if l.startswith("IMPORT_OK")]
+
+    def subkeys(self, fpr: str) -> List[str]:
+        out = self.run(["--with-colons", "--list-keys", fpr])[1].decode("utf-8", "replace")
+        return [l.split(":")[4].upper() for l in out.splitlines() if l.startswith("sub:")]
 
     def uids(self, fpr: str) -> List[str]:
         out = self.run(["--with-colons", "--list-keys", fpr])[1].decode("utf-8", "replace")
@@ -351,6 +356,7 @@ class OxUser:
               "announced": signer in self.contact_keys.get(frm.bare, []), "to_ok": to_ok,
               "time": sc.find(f"{{{NS_OX}}}time").get("stamp"), "device_id": None, "trust": None,  # type: ignore[union-attr]
               "rpad": len(sc.findtext(f"{{{NS_OX}}}rpad") or ""),
+              "enc_to": [l.split()[1].upper() for l in status if l.startswith("ENC_TO ")],
               "delayed": el.find(f"{{{DELAY}}}delay") is not None})
         if el.find(f"{{{RECEIPTS}}}request") is not None and self.auto_receipts and el.get("id"):
             msg = self.xmpp.make_message(mto=str(frm), mtype="chat")
@@ -378,7 +384,8 @@ class OxUser:
 
     async def command_worker(self) -> None:
         await self.ready.wait()
-        handlers = {"send": self.cmd_send, "replay_last": self.cmd_replay, "keys": self.cmd_keys, "subscribe": self.cmd_subscribe}
+        handlers = {"send": self.cmd_send, "replay_last": self.cmd_replay, "keys": self.cmd_keys, "subscribe": self.cmd_subscribe,
+                    "new_key": self.cmd_new_key}
         while True:
             cmd = await self.commands.get()
             name, ref = cmd["cmd"], cmd.get("ref")
@@ -451,6 +458,14 @@ class OxUser:
 
     async def cmd_keys(self, cmd: Dict[str, Any], ref: Any) -> None:
         emit({"event": "result", "ref": ref, "cmd": "keys", **(await self.fetch_keys(str(cmd["jid"])))})
+
+    async def cmd_new_key(self, _cmd: Dict[str, Any], ref: Any) -> None:
+        """A new key replaces the announced one (the old secret key stays, to read old messages)."""
+        old = self.fpr
+        self.fpr = self.gpg.new_key(f"xmpp:{self.bare}")
+        await self.publish_key()
+        emit({"event": "result", "ref": ref, "cmd": "new_key", "fingerprint": self.fpr,
+              "subkeys": self.gpg.subkeys(self.fpr), "old_subkeys": self.gpg.subkeys(old)})
 
     async def cmd_subscribe(self, cmd: Dict[str, Any], ref: Any) -> None:
         self.xmpp.send_presence(pto=str(cmd["to"]), ptype="subscribe")
