@@ -47,6 +47,10 @@ import { ChatCommands } from './component/commands.js';
 import { GatewayError, type ErrorCode } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
+import { StanzaLimits } from './component/stanza-limits.js';
+import { IdentityGate } from './bridges/identity-gate.js';
+import { LoopLag } from './loop-lag.js';
+import { BackPressure } from './http/back-pressure.js';
 import type { ReadinessCheck } from './http/health.js';
 import { RoomService, type RoomMessage } from './bridges/rooms/room-service.js';
 import { roomsRoutes } from './http/routes/rooms.js';
@@ -89,6 +93,8 @@ export class Gateway {
   readonly commands: ChatCommands;
   readonly rooms: RoomService;
   readonly app: Express;
+  readonly identityGate: IdentityGate;
+  readonly loopLag = new LoopLag();
   #server: Server | null = null;
   #stopping = false;
   #inflight = new Set<Promise<unknown>>();
@@ -115,7 +121,16 @@ export class Gateway {
     });
     const send = (el: Element) => this.conn.send(el);
     const request = (iq: Element, timeoutMs?: number) => this.conn.request(iq, timeoutMs);
-    this.router = new Router({ send, addressing: this.addressing, log: log.child({ subsystem: 'router' }), metrics: this.metrics });
+    const limits = config.limits;
+    const stanzaLimits = new StanzaLimits({ limits, metrics: this.metrics, ownDomain: config.component.domain });
+    this.identityGate = new IdentityGate({
+      limits,
+      metrics: this.metrics,
+      keystore: this.keystore,
+      protocols: ['omemo', 'omemo2', 'pgp', 'ox', 'otr'],
+      exempt: config.bots.map((b) => this.addressing.botJid(b.localpart)),
+    });
+    this.router = new Router({ send, addressing: this.addressing, log: log.child({ subsystem: 'router' }), metrics: this.metrics, limits: stanzaLimits });
     const caps = new RemoteCaps(request, log.child({ subsystem: 'caps' }));
 
     // Engines are created before disco (their features go into caps) but need the pubsub port:
@@ -137,6 +152,7 @@ export class Gateway {
       log: log.child({ subsystem: id }),
       now: () => Date.now(),
       resource: RESOURCE,
+      admitIdentity: (local) => this.identityGate.admit(local),
     });
     const engines = createEngines(config, portsFor);
     this.engines = new EngineRegistry(engines.all);
@@ -151,18 +167,30 @@ export class Gateway {
       engineFeatures: this.engines.features(),
       bots: config.bots.map((b) => ({ jid: this.addressing.botJid(b.localpart), name: b.localpart })),
     });
-    this.presence = new PresenceService({ send, subs: this.subscriptions, disco: this.disco, caps, addressing: this.addressing, log: log.child({ subsystem: 'presence' }) });
+    this.presence = new PresenceService({
+      send,
+      subs: this.subscriptions,
+      disco: this.disco,
+      caps,
+      addressing: this.addressing,
+      log: log.child({ subsystem: 'presence' }),
+      maxOnline: limits.peer_cache_entries,
+      onUntracked: () => this.metrics.limited.inc({ limit: 'peer_cache_entries' }),
+    });
+    this.metrics.registerCache('presence_online', () => this.presence.onlineCount);
     this.pubsub = new PubsubService({
       store: new PubsubStore(this.keystore),
       presence: this.presence,
       send,
       request,
       log: log.child({ subsystem: 'pubsub' }),
+      parsedCacheSize: limits.peer_cache_entries,
       beforeRead: async (owner, node) => {
         for (const e of this.engines.all()) if (e.ownsNode?.(node)) await (e.prepareNode ? e.prepareNode(owner, node) : e.ensureIdentity(owner));
       },
     });
     pubsubRef = this.pubsub;
+    this.metrics.registerCache('pubsub_parsed', () => this.pubsub.parsedCount);
     const pgp = this.pgp;
     const pgpKeys = pgp ? pgpKeyRegistry(pgp, this.contacts) : null;
     if (pgp) hookSignedPresence(pgp, { presence: this.presence, contacts: this.contacts, domain: this.addressing.domain, send, log: log.child({ subsystem: 'pgp-presence' }) });
@@ -195,6 +223,7 @@ export class Gateway {
       resource: RESOURCE,
       metrics: this.metrics,
       log: log.child({ subsystem: 'bridge' }),
+      maxBody: (p) => (p === 'omemo' ? limits.omemo_max_body : p === 'pgp' ? limits.pgp_max_body : undefined),
     });
 
     this.webhookStore = new WebhookStore(this.keystore);
@@ -267,6 +296,15 @@ export class Gateway {
       this.webhooks.collect(this.metrics);
     });
 
+    const backPressure = new BackPressure({
+      limits: config.limits,
+      metrics: this.metrics,
+      outboxDepth: () => this.outbox.stats().depth,
+      webhookDepths: () => new Map(this.webhookStore.counts().filter((c) => c.status === 'pending').map((c) => [c.bot, c.n])),
+      lagMs: () => this.loopLag.ms,
+    });
+    this.metrics.onCollect(() => this.metrics.eventLoopLag.set(this.loopLag.ms / 1000));
+
     const readiness: ReadinessCheck[] = [
       { name: 'component', check: () => (this.conn.online ? { ok: true } : { ok: false, reason: this.conn.lastError ?? 'not connected' }) },
       { name: 'keystore', check: () => (this.keystore.isOpen ? { ok: true } : { ok: false, reason: 'keystore closed' }) },
@@ -279,7 +317,7 @@ export class Gateway {
       readiness,
       publicRoutes: [openapiRoutes()],
       api: [
-        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick(), rooms: this.rooms }),
+        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick(), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) }),
         roomsRoutes({ config, views: (l) => this.rooms.views(l) }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
         contactsRoutes({
@@ -420,6 +458,7 @@ export class Gateway {
 
   /** Listens on HTTP, then connects the component. Rejects on a refused component secret. */
   async start(): Promise<void> {
+    this.loopLag.start();
     this.log.info({ config: publicView(this.config) }, 'starting');
     const server = createServer(this.app);
     this.#server = server;
@@ -463,6 +502,7 @@ export class Gateway {
     if (this.#stopping) return;
     this.#stopping = true;
     this.log.info('stopping');
+    this.loopLag.stop();
     if (this.#maintenance) clearInterval(this.#maintenance);
     const server = this.#server;
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();

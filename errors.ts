@@ -37,6 +37,12 @@ export const ERRORS = {
   room_not_private: { http: 409, condition: 'not-acceptable', text: 'The room does not reveal its occupants\' real JIDs (it is not non-anonymous), so it cannot be end-to-end encrypted.' },
   room_not_joined: { http: 503, condition: 'recipient-unavailable', text: 'The bot is not (yet) in the room.' },
   room_unavailable: { http: 409, condition: 'forbidden', text: 'The room refuses the bot (not a member, banned, or it does not exist).' },
+  // limits (limits.ts)
+  stanza_rate_limited: { http: 429, condition: 'resource-constraint', text: 'Too many stanzas from you or your domain; slow down and retry later.' },
+  stanza_too_large: { http: 413, condition: 'policy-violation', text: 'The stanza or its body is larger than this gateway accepts.' },
+  identity_rate_limited: { http: 429, condition: 'resource-constraint', text: 'The gateway is creating too many new identities right now; retry in a minute.' },
+  identity_limit_reached: { http: 403, condition: 'policy-violation', text: 'The gateway hosts as many identities as it is configured to (bridge.max_hosted_identities).' },
+  overloaded: { http: 503, condition: 'resource-constraint', text: 'The gateway is overloaded; retry later.' },
   // anything else
   internal: { http: 500, condition: 'internal-server-error', text: 'Internal error.' },
 } as const;

@@ -3,7 +3,9 @@
 // sees. config.ts reads the keys with these defaults; the README's "Limits" section is checked
 // against this table by a unit test. Beside it, the two small tools the limits are built from: a
 // bounded set of token buckets and a bounded cache that reports its size.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { LRUCache } from 'lru-cache';
+import { GatewayError, type ErrorCode } from './errors.js';
 
 export type LimitKind = 'count' | 'bytes' | 'millis';
 
@@ -90,6 +92,29 @@ export const DEFAULT_LIMITS: Limits = Object.fromEntries(Object.entries(LIMITS).
 export const LIMITS_SECTION_KEYS: readonly string[] = Object.values(LIMITS)
   .filter((s) => s.key.startsWith('limits.'))
   .map((s) => s.key.slice('limits.'.length));
+
+const requesterScope = new AsyncLocalStorage<string>();
+
+/**
+ * Runs `fn` with `requester` (a sender's bare JID, or `token:<bot>` / `admin` for the API) as the
+ * party that per-requester limits charge for work done inside it, across awaits.
+ */
+export function asRequester<T>(requester: string, fn: () => T): T {
+  return requesterScope.run(requester, fn);
+}
+
+export const currentRequester = (): string | undefined => requesterScope.getStore();
+
+/** A refusal by a limit: a GatewayError that says when to retry (the HTTP layer sends Retry-After). */
+export class LimitError extends GatewayError {
+  readonly limit: LimitName;
+  readonly retryAfterSeconds: number | null;
+  constructor(code: ErrorCode, limit: LimitName, retryAfterSeconds: number | null, text?: string) {
+    super(code, text);
+    this.limit = limit;
+    this.retryAfterSeconds = retryAfterSeconds === null ? null : Math.max(1, Math.ceil(retryAfterSeconds));
+  }
+}
 
 /** Outcome of offering one unit of work to a bucket that refuses with one reply, then silence. */
 export type Admission = 'ok' | 'refuse' | 'silent';

@@ -15,7 +15,7 @@ import { GatewayProcess } from '../test/harness/gateway-process.js';
 import { PythonOmemoUser, pythonOmemoStatus } from '../test/harness/omemo-user.js';
 import { BenchOmemoClient } from './omemo-client.js';
 import { cpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
-import { table } from './stats.js';
+import { THROUGHPUT_LIMITS, table } from './stats.js';
 
 const RATE = Number(process.env.BENCH_BOTS_RATE ?? 300);
 const SECONDS = Number(process.env.BENCH_BOTS_SECONDS ?? 60);
@@ -472,7 +472,7 @@ export async function runBotsBench(): Promise<boolean> {
     children.push(() => findPid(prosodyDir));
     dirs.push(prosodyDir);
     const bots = Array.from({ length: BOTS }, (_, i) => ({ localpart: botName(i), token: botToken(i), rate_limit: { per_second: 100000, burst: 100000 } }));
-    gw = await GatewayProcess.create(prosody, { bots });
+    gw = await GatewayProcess.create(prosody, { bots, extra: { limits: THROUGHPUT_LIMITS } });
     const cfg = gw.configFile;
     children.push(() => findPid(cfg));
     dirs.push(gw.dir);

@@ -17,7 +17,7 @@ import { PythonOmemoUser, pythonOmemoStatus } from '../test/harness/omemo-user.j
 import { NS_OX, OxXmppUser } from '../test/harness/ox-xmpp-user.js';
 import { xml } from '../test/harness/xmpp-user.js';
 import { Arrivals, BENCH_USER_SCRIPT, cpuMs, fmtDelta, nowMs, nsToMs, pidOf, q, sleep, TARGET_ADDED_P99_MS, type Q } from './bridge.js';
-import { fmtMs, table } from './stats.js';
+import { THROUGHPUT_LIMITS, fmtMs, table } from './stats.js';
 
 function bodies(prefix: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix} #${i}: disk ${50 + (i % 50)}% full on db-${i % 7} — Grüße ✓`);
@@ -43,7 +43,7 @@ export async function runOxBridgeBench(opts: { n?: number; gapMs?: number } = {}
   let bob: PythonOmemoUser | null = null;
   try {
     server = await Prosody.start({ nagle: false });
-    gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain] } });
+    gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain] }, extra: { limits: THROUGHPUT_LIMITS } });
     await gw.start();
     const gwPid = pidOf(gw.configFile);
     const addressing = new Addressing(server.componentDomain, [], [server.domain]);

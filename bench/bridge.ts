@@ -33,7 +33,7 @@ import { LegacyPgpUser } from '../test/harness/pgp-user.js';
 import { gpgAvailable } from '../test/harness/gpg.js';
 import { OMEMO_USER_SCRIPT, PythonOmemoUser, pythonOmemoStatus, type OmemoEvent, type ReceivedMessage } from '../test/harness/omemo-user.js';
 import { xml, type XmppUser } from '../test/harness/xmpp-user.js';
-import { fmtMs, table } from './stats.js';
+import { THROUGHPUT_LIMITS, fmtMs, table } from './stats.js';
 
 const NS_ENC = 'jabber:x:encrypted';
 /** Target: a bridged message adds at most this much over the server's own round trip, at p99. */
@@ -184,7 +184,7 @@ export async function runBridgeBench(opts: BridgeBenchOptions = {}): Promise<boo
   let bob: PythonOmemoUser | null = null;
   try {
     server = await Prosody.start({ nagle: prosodyNagle });
-    gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain], pgp_key_type: 'curve25519' } });
+    gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain], pgp_key_type: 'curve25519' }, extra: { limits: THROUGHPUT_LIMITS } });
     await gw.start();
     const gwPid = pidOf(gw.configFile);
     const cpu: Record<'p2oPaced' | 'o2pPaced' | 'p2oBurst' | 'o2pBurst', number | null> = { p2oPaced: null, o2pPaced: null, p2oBurst: null, o2pBurst: null };

@@ -35,3 +35,17 @@ export function table(head: string[], rows: string[][]): string {
   const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ');
   return [line(head), w.map((n) => '-'.repeat(n)).join('-|-'), ...rows.map(line)].join('\n');
 }
+
+/**
+ * Throughput benchmarks measure capacity, not the limits (README "Limits"): one sender and one
+ * domain send far beyond the per-sender and per-domain defaults, and a saturated loop may lag.
+ */
+export const THROUGHPUT_LIMITS = {
+  sender_stanzas_per_second: 1_000_000,
+  sender_stanza_burst: 1_000_000,
+  domain_stanzas_per_second: 1_000_000,
+  domain_stanza_burst: 1_000_000,
+  max_outbox_depth: 1_000_000,
+  max_webhook_queue_depth: 1_000_000,
+  max_event_loop_lag: '60s',
+};

@@ -3,6 +3,7 @@
 // sender's proxy JID. What is not a message is not delivered as one: chat states, receipts, PEP
 // events and key-transport messages never reach a webhook or a contact as text. Plaintext is
 // refused with a readable error unless an admin enabled it.
+import { stanzaSize } from '../component/stanza-limits.js';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
@@ -75,8 +76,11 @@ export class BridgeCore {
   readonly #log: Logger;
   /** Per-sender chains keep inbound order while letting different senders proceed in parallel. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Largest body accepted per protocol (limits.<protocol>_max_body), if it has one. */
+  readonly #maxBody: (protocol: string) => number | undefined;
 
-  constructor(deps: { engines: EngineRegistry; routes: InboundRoutes; contacts: ContactStore; send: (el: Element) => Promise<void>; resource: string; metrics: Metrics; log: Logger }) {
+  constructor(deps: { engines: EngineRegistry; routes: InboundRoutes; contacts: ContactStore; send: (el: Element) => Promise<void>; resource: string; metrics: Metrics; log: Logger; maxBody?: (protocol: string) => number | undefined }) {
+    this.#maxBody = deps.maxBody ?? (() => undefined);
     this.#engines = deps.engines;
     this.#routes = deps.routes;
     this.#contacts = deps.contacts;
@@ -112,6 +116,12 @@ export class BridgeCore {
     await this.#sendQuietly(errorReply(ctx.stanza, g.condition, g.code === 'internal' ? 'The gateway could not process this message.' : g.userText));
   }
 
+  async #tooLarge(stanza: Element, protocol: string, maxBody: number): Promise<void> {
+    this.#metrics.limited.inc({ limit: `${protocol}_max_body` });
+    this.#metrics.messages.inc({ protocol, direction: 'in', result: 'too_large' });
+    await this.#sendQuietly(errorReply(stanza, 'policy-violation', `The message is larger than this gateway accepts (${Math.round(maxBody / 1024)} KB). It was not delivered.`));
+  }
+
   async #sendQuietly(el: Element): Promise<void> {
     try {
       await this.#send(el);
@@ -142,6 +152,9 @@ export class BridgeCore {
     const receiptRequested = !!stanza.getChild('request', NS_RECEIPTS) && !!stanza.attrs.id;
     let msg: InboundMessage;
     if (engine) {
+      // Base64 makes a body 4/3 larger; keys, headers and a fallback body add a little.
+      const maxBody = this.#maxBody(engine.id);
+      if (maxBody !== undefined && stanzaSize(stanza, (maxBody * 4) / 3 + 16384) > (maxBody * 4) / 3 + 16384) return this.#tooLarge(stanza, engine.id, maxBody);
       const result = await engine.decrypt(local, stanza);
       for (const r of result.replies) await this.#sendQuietly(r);
       // Engines count their own inbound results (messages, decrypt failures); we count plaintext.
@@ -153,6 +166,7 @@ export class BridgeCore {
         return;
       }
       if (result.body === null) return; // key transport, heartbeat
+      if (maxBody !== undefined && Buffer.byteLength(result.body, 'utf8') > maxBody) return this.#tooLarge(stanza, engine.id, maxBody);
       if (!result.plaintext) this.#contacts.setLastProtocol(local, fromBare, engine.id);
       msg = this.#message(ctx, local, result.body, result.plaintext ? 'none' : engine.id, result.sender, receiptRequested);
     } else {

@@ -97,6 +97,11 @@ export interface EnginePorts {
   now(): number;
   /** The resource hosted JIDs send from, e.g. `gw`. */
   resource: string;
+  /**
+   * Called before a new hosted JID's identity is created: throws a GatewayError (LimitError) when
+   * the identity limits refuse it (bridges/identity-gate.ts). Absent: no limit (tests).
+   */
+  admitIdentity?: (local: string) => void;
 }
 
 export interface ProtocolEngine {

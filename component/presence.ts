@@ -37,9 +37,24 @@ export class PresenceService {
   readonly #listeners: PresenceListener[] = [];
   /** local bare -> remote full JID -> features. */
   readonly #online = new Map<string, Map<string, ReadonlySet<string>>>();
+  /** Entries of #online in all, at most #maxOnline (limits.peer_cache_entries): beyond, a new resource is not tracked. */
+  #onlineCount = 0;
+  readonly #maxOnline: number;
+  readonly #onUntracked: () => void;
   status = '';
 
-  constructor(deps: { send: (el: Element) => Promise<void>; subs: SubscriptionStore; disco: Disco; caps: RemoteCaps; addressing: Addressing; log: Logger }) {
+  constructor(deps: {
+    send: (el: Element) => Promise<void>;
+    subs: SubscriptionStore;
+    disco: Disco;
+    caps: RemoteCaps;
+    addressing: Addressing;
+    log: Logger;
+    maxOnline?: number;
+    onUntracked?: () => void;
+  }) {
+    this.#maxOnline = deps.maxOnline ?? Infinity;
+    this.#onUntracked = deps.onUntracked ?? (() => undefined);
     this.#send = deps.send;
     this.#subs = deps.subs;
     this.#disco = deps.disco;
@@ -54,6 +69,11 @@ export class PresenceService {
 
   addListener(l: PresenceListener): void {
     this.#listeners.push(l);
+  }
+
+  /** Remote resources tracked as available, in all (bounded by limits.peer_cache_entries). */
+  get onlineCount(): number {
+    return this.#onlineCount;
   }
 
   /** Remote resources currently available to `local`, with their features. */
@@ -127,6 +147,13 @@ export class PresenceService {
       }
     }
     let map = this.#online.get(local);
+    if (!map?.has(full)) {
+      if (this.#onlineCount >= this.#maxOnline) {
+        this.#onUntracked();
+        return;
+      }
+      this.#onlineCount++;
+    }
     if (!map) this.#online.set(local, (map = new Map()));
     const c = stanza.getChild('c', NS_CAPS);
     const known = this.#caps.known(full);
@@ -156,6 +183,7 @@ export class PresenceService {
   #removeOnline(local: string, full: string): void {
     const map = this.#online.get(local);
     if (!map?.delete(full)) return;
+    this.#onlineCount--;
     if (map.size === 0) this.#online.delete(local);
     this.#caps.forget(full);
     for (const l of this.#listeners) {
@@ -193,6 +221,7 @@ export class PresenceService {
   /** After (re)connecting: presence to every subscriber, probes to every contact we follow. */
   async onConnected(): Promise<void> {
     this.#online.clear();
+    this.#onlineCount = 0;
     for (const s of this.#subs.all()) {
       try {
         if (s.from) await this.#send(await this.presenceFor(s.local, s.remote));

@@ -4,6 +4,7 @@
 // +notify event messages go to contacts whose caps ask for the node. It also reads contacts' PEP
 // nodes (iq from a hosted JID) for the engines.
 import xml from '@xmpp/xml';
+import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
@@ -25,6 +26,8 @@ export interface PubsubDeps {
   request: (iq: Element, timeoutMs?: number) => Promise<Element>;
   log: Logger;
   fetchTimeoutMs?: number;
+  /** Parsed payloads kept (limits.peer_cache_entries); a miss re-parses the stored text. */
+  parsedCacheSize?: number;
   /**
    * Called before serving a read of `node` on hosted JID `owner`: identities are created on first
    * use, and a peer fetching a proxy's device list is such a use.
@@ -38,12 +41,18 @@ const unsupported = (feature: string) => xml('unsupported', { xmlns: NS_PUBSUB_E
 
 export class PubsubService implements PubsubPort {
   readonly #d: PubsubDeps;
-  /** Parsed payloads, so serving a 9 KB bundle does not re-parse XML text on every request. */
-  readonly #parsed = new Map<string, Element>();
+  /** Parsed payloads (bounded), so serving a 9 KB bundle does not re-parse XML text on every request. */
+  readonly #parsed: LRUCache<string, Element>;
 
   constructor(deps: PubsubDeps) {
     this.#d = deps;
+    this.#parsed = new LRUCache({ max: deps.parsedCacheSize ?? 20_000 });
     deps.presence.addListener({ contactOnline: (local, full, features) => this.#sendLastItems(local, full, features) });
+  }
+
+  /** Parsed payloads held in memory. */
+  get parsedCount(): number {
+    return this.#parsed.size;
   }
 
   register(router: Router): void {

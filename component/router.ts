@@ -11,6 +11,8 @@ import type { Metrics } from '../http/metrics.js';
 import type { Addressing, Address } from './addressing.js';
 import { bareOf, parseJid, type Jid } from './jid.js';
 import { errorReply, iqResult } from './stanza.js';
+import { asRequester } from '../limits.js';
+import type { StanzaLimits } from './stanza-limits.js';
 
 export interface StanzaContext {
   stanza: Element;
@@ -41,8 +43,10 @@ export class Router {
   readonly #addressing: Addressing;
   readonly #log: Logger;
   readonly #metrics: Metrics;
+  readonly #limits: StanzaLimits | undefined;
 
-  constructor(deps: { send: (el: Element) => Promise<void>; addressing: Addressing; log: Logger; metrics: Metrics }) {
+  constructor(deps: { send: (el: Element) => Promise<void>; addressing: Addressing; log: Logger; metrics: Metrics; limits?: StanzaLimits }) {
+    this.#limits = deps.limits;
     this.#send = deps.send;
     this.#addressing = deps.addressing;
     this.#log = deps.log;
@@ -75,7 +79,8 @@ export class Router {
   async handle(el: Element): Promise<void> {
     if (this.#log.isLevelEnabled('trace')) this.#log.trace({ stanza: stanzaSummary(el) }, 'stanza in');
     try {
-      await this.#dispatch(el);
+      // Work a stanza causes (identities created, ...) is charged to its sender (limits.ts).
+      await asRequester(String(el.attrs.from ?? '').split('/')[0]!.toLowerCase(), () => this.#dispatch(el));
     } catch (e) {
       this.#log.error({ err: e, stanza: stanzaSummary(el) }, 'stanza handling failed');
       this.#metrics.errors.inc({ kind: 'stanza_handler' });
@@ -87,6 +92,11 @@ export class Router {
     if (type === 'error' || (el.name === 'iq' && type === 'result')) {
       if (el.name !== 'iq' && this.#claims.length > 0) await this.#claimed(el);
       return; // never answer errors or results
+    }
+    const verdict = this.#limits?.check(el);
+    if (verdict && !verdict.ok) {
+      if (verdict.reply && this.#answerable(el)) await this.#reply(el, errorReply(el, verdict.reply, verdict.text));
+      return;
     }
     let from: Jid;
     let to: Jid;

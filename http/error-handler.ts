@@ -3,6 +3,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { GatewayError, toGatewayError } from '../errors.js';
+import { LimitError } from '../limits.js';
 
 /**
  * Maps the errors of express and body-parser onto our codes. Whatever comes of the client's own
@@ -32,6 +33,7 @@ export function errorHandler(log: Logger) {
       log.error({ err, method: req.method, path: req.route?.path ?? 'unmatched' }, 'request failed');
     }
     if (res.headersSent) return;
+    if (g instanceof LimitError && g.retryAfterSeconds !== null) res.setHeader('Retry-After', String(g.retryAfterSeconds));
     const message = g.code === 'internal' ? 'Internal error.' : g.userText;
     res.status(g.http).json({ error: { code: g.code, message } });
   };

@@ -11,6 +11,7 @@ const E = {
   409: err('Conflicts with the current state'),
   413: err('Body too large'),
   429: err('Rate limited; see Retry-After'),
+  503: err('Overloaded (back-pressure, code overloaded) or not ready; see Retry-After'),
 };
 const json = (description: string, schema: object) => ({ description, content: { 'application/json': { schema } } });
 const jidParam = { name: 'jid', in: 'path', required: true, schema: { type: 'string' }, description: 'A bare JID (URL-encoded)' };
@@ -122,7 +123,7 @@ export const openapi = {
         },
         responses: {
           202: json('Durably queued', { type: 'object', properties: { id: { type: 'string' }, status: { type: 'string' } } }),
-          400: E[400], 401: E[401], 403: E[403], 409: E[409], 413: E[413], 429: E[429],
+          400: E[400], 401: E[401], 403: E[403], 409: E[409], 413: E[413], 429: E[429], 503: E[503],
         },
       },
     },
@@ -139,7 +140,7 @@ export const openapi = {
         summary: 'Public identity of a hosted JID (created on first use); any valid token',
         security: bearer,
         parameters: [jidParam],
-        responses: { 200: json('Fingerprints and public keys', { type: 'object' }), 400: E[400], 401: E[401], 403: E[403], 404: E[404] },
+        responses: { 200: json('Fingerprints and public keys', { type: 'object' }), 400: E[400], 401: E[401], 403: E[403], 404: E[404], 429: E[429] },
       },
     },
     '/v1/contacts/{jid}/devices': {

@@ -8,6 +8,7 @@
 // Whatever the policy, a key first seen under one contact that shows up under another (another
 // user of the domain presenting someone's identity key, e.g. a replayed OMEMO PreKey message) is
 // untrusted there: a key is one person's, and no policy may trust it blindly for a second JID.
+import { LRUCache } from 'lru-cache';
 import type { Keystore } from './keystore.js';
 import type { TrustPolicy } from '../config.js';
 
@@ -63,7 +64,8 @@ export class TrustStore {
   readonly #counts;
   readonly #elsewhere;
   /** Hot path cache: (contact, protocol, fingerprint) -> level; invalidated on every write. */
-  readonly #cache = new Map<string, TrustLevel>();
+  /** Bounded: a miss is one indexed read. */
+  readonly #cache = new LRUCache<string, TrustLevel>({ max: 20_000 });
 
   constructor(ks: Keystore, policy: TrustPolicy) {
     this.#ks = ks;

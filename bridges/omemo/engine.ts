@@ -74,7 +74,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
   const opts: OmemoOptions = { ...DEFAULT_OPTIONS, ...rest };
   if (opts.preKeyCount < 20) throw new Error('omemo preKeyCount must be at least 20 (XEP-0384)');
   const log = ports.log.child({ protocol: PROTOCOL });
-  const keyring = new Keyring(ports.store, ports.pubsub, log, () => ports.now(), opts);
+  const keyring = new Keyring(ports.store, ports.pubsub, log, () => ports.now(), opts, ports.admitIdentity);
   const sessions = new Sessions(ports.store, keyring, opts.sessionCacheSize);
   const devices = new DeviceLists(ports.pubsub, ports.trust, log, () => ports.now(), opts);
   const ctx: OmemoContext = {

@@ -87,7 +87,10 @@ export class Keyring {
   /** Identities created / bundles completed by this process (tests, bench). */
   readonly created = { identities: 0, bundles: 0 };
 
-  constructor(store: ProtocolStore, pubsub: PubsubPort, log: Logger, now: () => number, opts: OmemoOptions) {
+  readonly #admit: (local: string) => void;
+
+  constructor(store: ProtocolStore, pubsub: PubsubPort, log: Logger, now: () => number, opts: OmemoOptions, admit: (local: string) => void = () => undefined) {
+    this.#admit = admit;
     this.#store = store;
     this.#pubsub = pubsub;
     this.#log = log;
@@ -147,6 +150,7 @@ export class Keyring {
   }
 
   async #create(local: string): Promise<IdentityRow> {
+    this.#admit(local);
     const keyPair = await KeyHelper.generateIdentityKeyPair();
     const row: IdentityRow = {
       v: 1,

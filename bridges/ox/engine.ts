@@ -43,7 +43,7 @@ export interface OxEngine extends ProtocolEngine {
 export function createOxEngine(ports: EnginePorts, opts: OxEngineOptions): OxEngine {
   const now = () => ports.now();
   const log = ports.log.child({ engine: PROTOCOL });
-  const keys = new LocalKeys(ports.store, 'curve25519', now);
+  const keys = new LocalKeys(ports.store, 'curve25519', now, ports.admitIdentity);
   const contacts = new OxContactKeys(ports.pubsub, ports.trust, log, now, { ...DEFAULT_CONTACT_KEY_OPTIONS, ...opts.contactKeys });
   /** Hosted JIDs whose current key is known to be on their nodes. */
   const published = new Set<string>();

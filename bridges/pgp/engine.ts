@@ -73,7 +73,7 @@ function minimal(key: openpgp.PublicKey): openpgp.PublicKey {
 export function createPgpEngine(ports: EnginePorts, opts: PgpEngineOptions): PgpEngine {
   const now = () => ports.now();
   const log = ports.log.child({ engine: 'pgp' });
-  const keys = new LocalKeys(ports.store, opts.keyType, now);
+  const keys = new LocalKeys(ports.store, opts.keyType, now, ports.admitIdentity);
   const contactKeys = new ContactKeys(ports.contacts, now);
   const replay = opts.replay ?? new ReplayGuard(new ReplayStore(ports.keystore), 'pgp', opts.replayWindowDays, now);
   replay.prune();

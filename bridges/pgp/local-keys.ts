@@ -42,7 +42,10 @@ export class LocalKeys {
   /** Generations started (for tests of coalescing and for logs). */
   generated = 0;
 
-  constructor(store: ProtocolStore, type: PgpKeyType, now: () => number) {
+  readonly #admit: (jid: string) => void;
+
+  constructor(store: ProtocolStore, type: PgpKeyType, now: () => number, admit: (jid: string) => void = () => undefined) {
+    this.#admit = admit;
     this.#store = store;
     this.#type = type;
     this.#now = now;
@@ -70,6 +73,7 @@ export class LocalKeys {
   async #loadOrCreate(jid: string): Promise<LocalKey> {
     const stored = this.#store.getJson<StoredIdentity>(jid, KIND, KEY);
     if (stored) return this.#remember(jid, await this.#parse(jid, stored));
+    this.#admit(jid);
     this.generated++;
     const privateKey = await this.#limited(() => generateLocalKey(jid, this.#type, new Date(this.#now())));
     const record: StoredIdentity = {

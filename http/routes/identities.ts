@@ -5,6 +5,8 @@ import { GatewayError } from '../../errors.js';
 import type { Addressing } from '../../component/addressing.js';
 import type { EngineRegistry } from '../../bridges/registry.js';
 import type { IdentityFacts } from '../../bridges/engine.js';
+import { asRequester } from '../../limits.js';
+import { principalOf } from '../auth.js';
 
 export async function identityOf(engines: EngineRegistry, local: string): Promise<Record<string, unknown>> {
   const facts: IdentityFacts = {};
@@ -17,7 +19,9 @@ export function identitiesRoutes(d: { addressing: Addressing; engines: EngineReg
   r.get('/identities/:jid', async (req, res) => {
     const a = d.addressing.classify(req.params.jid!);
     if (a.kind === 'domain') throw new GatewayError('not_hosted', 'The gateway domain has no identity; ask for a bot or proxy JID.');
-    res.json(await identityOf(d.engines, a.local));
+    // New identities are charged to the token that asked (limits.identities_per_requester_per_minute).
+    const p = principalOf(res);
+    res.json(await asRequester(p.kind === 'bot' ? `token:${p.bot.localpart}` : 'token:admin', () => identityOf(d.engines, a.local)));
   });
   return r;
 }

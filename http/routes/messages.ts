@@ -20,6 +20,8 @@ export interface MessagesDeps {
   queued: () => void;
   /** The bots' rooms: a `to` that is one of them is a group message (its domain need not be bridged). */
   rooms?: { isRoom(localpart: string, jid: string): boolean; refusal(localpart: string, jid: string, allowPlaintext: boolean): GatewayError | null };
+  /** Back-pressure (http/back-pressure.ts): the refusal for a new message from this bot, or null. */
+  overloaded?: (bot: string) => GatewayError | null;
 }
 
 export function messageView(m: OutboxMessage): Record<string, unknown> {
@@ -46,6 +48,8 @@ export function messagesRoutes(d: MessagesDeps): Router {
       res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
       throw new GatewayError('rate_limited', `Rate limit of ${bot.rateLimit.perSecond} messages per second exceeded.`);
     }
+    const overload = d.overloaded?.(bot.localpart);
+    if (overload) throw overload;
     const o = jsonObject(req.body, ['to', 'body', 'encryption']);
     const toRaw = requiredString(o, 'to');
     const body = requiredString(o, 'body');
