@@ -188,6 +188,13 @@ class Reader {
   limit(key: string, s: LimitSpec): number {
     if (s.kind === 'bytes') return this.bytes(key, s.value);
     if (s.kind === 'millis') return this.millis(key, s.value);
+    if (s.kind === 'rate') {
+      const v = this.obj[key];
+      if (v === undefined || v === null || v === '') return s.value;
+      const n = typeof v === 'number' ? v : Number(v);
+      if (!Number.isFinite(n) || n <= 0) throw new ConfigError(this.at(key), 'must be a positive number (per second; decimals allowed)');
+      return n;
+    }
     return this.int(key, s.value, 0, 1_000_000_000);
   }
 

@@ -7,7 +7,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { LRUCache } from 'lru-cache';
 import { GatewayError, type ErrorCode } from './errors.js';
 
-export type LimitKind = 'count' | 'bytes' | 'millis';
+/** count: a whole number; rate: a number per second (decimals allowed); bytes: 64kb, 1mb; millis: 500ms, 2s. */
+export type LimitKind = 'count' | 'rate' | 'bytes' | 'millis';
 
 export interface LimitSpec {
   /** The config key (dotted path; `[]` for list items). */
@@ -27,9 +28,9 @@ const STANZA_REFUSAL = 'one `resource-constraint` error reply (type wait), then 
 
 export const LIMITS = {
   // inbound stanzas (token buckets per sender bare JID and per sender domain)
-  sender_stanzas_per_second: spec('limits.sender_stanzas_per_second', 'count', '20', 20, limited('sender_stanzas'), STANZA_REFUSAL),
+  sender_stanzas_per_second: spec('limits.sender_stanzas_per_second', 'rate', '20', 20, limited('sender_stanzas'), STANZA_REFUSAL),
   sender_stanza_burst: spec('limits.sender_stanza_burst', 'count', '400', 400, limited('sender_stanzas'), STANZA_REFUSAL),
-  domain_stanzas_per_second: spec('limits.domain_stanzas_per_second', 'count', '200', 200, limited('domain_stanzas'), STANZA_REFUSAL),
+  domain_stanzas_per_second: spec('limits.domain_stanzas_per_second', 'rate', '200', 200, limited('domain_stanzas'), STANZA_REFUSAL),
   domain_stanza_burst: spec('limits.domain_stanza_burst', 'count', '4000', 4000, limited('domain_stanzas'), STANZA_REFUSAL),
   // inbound sizes
   max_stanza: spec('limits.max_stanza', 'bytes', '256kb', 256 * 1024, limited('max_stanza'), '`policy-violation` error reply; the stanza is not processed'),
