@@ -10,6 +10,7 @@ import { TestGateway, waitUntil } from '../harness/gateway.js';
 import { OMEMO_USER_SCRIPT, PythonOmemoUser } from '../harness/omemo-user.js';
 import { LegacyPgpUser } from '../harness/pgp-user.js';
 import { WebhookReceiver } from '../harness/webhook-receiver.js';
+import { PotrUser } from '../harness/otr-user.js';
 
 const OX_USER_SCRIPT = join(dirname(OMEMO_USER_SCRIPT), 'ox_user.py');
 const BOT_TOKEN = 'alerts-bot-token-0001';
@@ -23,6 +24,7 @@ describe('OX user (GnuPG + slixmpp) through the gateway', () => {
   let dave: PythonOmemoUser; // the OX user, driven like the OMEMO one
   let alice: PythonOmemoUser;
   let carol: LegacyPgpUser;
+  let bob: PotrUser;
   let bot: string;
   const proxy = (local: string) => `${local}\\40example.org@${gw.domain}`;
   const api = async (path: string, init: RequestInit & { token?: string } = {}) => {
@@ -41,6 +43,7 @@ describe('OX user (GnuPG + slixmpp) through the gateway', () => {
       PythonOmemoUser.start(server, 'alice', { resource: 'laptop' }),
       LegacyPgpUser.create(server, 'carol'),
     ]);
+    bob = await PotrUser.start(server, 'bob', { resource: 'pidgin' });
     assert.match(await carol.register(gw.domain), /Registered/);
   });
 
@@ -48,6 +51,7 @@ describe('OX user (GnuPG + slixmpp) through the gateway', () => {
     await dave?.stop();
     await alice?.stop();
     await carol?.stop();
+    await bob?.stop();
     await gw?.destroy();
     await hook?.stop();
     await server?.destroy();
@@ -102,6 +106,18 @@ describe('OX user (GnuPG + slixmpp) through the gateway', () => {
     assert.equal(m.from, proxy('carol'));
     assert.equal(m.signature, 'good');
     assert.equal(m.signer, await oxFpr(proxy('carol')));
+  });
+
+  test('OX <-> OTR (python-potr) through proxies, both ways', async () => {
+    await bob.command({ cmd: 'query', to: proxy('dave') });
+    await bob.waitFor((e) => e.event === 'encrypted', 30000, 'OTR session with the proxy of dave');
+    await bob.command({ cmd: 'send', to: proxy('dave'), body: 'OTR to OX ✓' });
+    const m = await dave.waitForMessage((x) => x.body === 'OTR to OX ✓', 20000, 'bridged OTR message at dave');
+    assert.equal(m.from, proxy('bob'));
+    assert.equal(m.signature, 'good');
+    assert.equal(m.signer, await oxFpr(proxy('bob')));
+    await dave.command({ cmd: 'send', to: proxy('bob'), body: 'OX to OTR ✓', id: 'd2o-1' });
+    await waitUntil(() => bob.messages(proxy('dave')).includes('OX to OTR ✓'), 20000, 'bridged OX message at bob');
   });
 
   test('a bot both ways: REST -> OX by outbound preference, OX -> webhook with the key and its trust', async () => {
