@@ -223,7 +223,7 @@ export class Gateway {
       resource: RESOURCE,
       metrics: this.metrics,
       log: log.child({ subsystem: 'bridge' }),
-      maxBody: (p) => (p === 'omemo' ? limits.omemo_max_body : p === 'pgp' ? limits.pgp_max_body : undefined),
+      maxBody: (p) => (p === 'omemo' ? limits.omemo_max_body : p === 'pgp' || p === 'ox' ? limits.pgp_max_body : undefined),
     });
 
     this.webhookStore = new WebhookStore(this.keystore);

@@ -14,6 +14,8 @@ import { keyIdsOf, PgpKeyError, readPublicKey, uidMatchesJid } from '../pgp/keys
 import { keyNode, NODE_METADATA, parseMetadata, parsePubkey } from './wire.js';
 
 export const PROTOCOL = 'ox';
+/** Keys read per contact: a metadata node listing more (a hostile or broken one) is cut here. */
+export const MAX_KEYS_PER_CONTACT = 16;
 
 export interface OxContactKey {
   key: openpgp.PublicKey;
@@ -127,7 +129,10 @@ export class OxContactKeys {
   async #resolve(local: string, contact: string, fingerprints: string[], reread: boolean): Promise<Entry> {
     const keys: OxContactKey[] = [];
     const problems: Record<string, string> = {};
-    for (const fpr of fingerprints) {
+    if (fingerprints.length > MAX_KEYS_PER_CONTACT) {
+      this.#log.warn({ contact, listed: fingerprints.length, read: MAX_KEYS_PER_CONTACT }, 'ox metadata lists too many keys; reading the first ones only');
+    }
+    for (const fpr of fingerprints.slice(0, MAX_KEYS_PER_CONTACT)) {
       const k = `${contact}\0${fpr}`;
       let parsed = reread ? undefined : this.#keys.get(k);
       if (!parsed) {

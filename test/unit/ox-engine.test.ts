@@ -237,3 +237,12 @@ test('a key node holding an armored key inside the base64 (Profanity announcing 
   node[0] = xml('item', { id: 'x' }, xml('pubkey', { xmlns: NS_OX }, xml('data', {}, Buffer.from(armored).toString('base64'))));
   assert.deepEqual((await rig.engine.contactKeys(PROXY, DAVE)).map((k) => k.fingerprint), [dave.fingerprint]);
 });
+
+test('a metadata node listing many keys costs at most MAX_KEYS_PER_CONTACT key reads', async () => {
+  const { MAX_KEYS_PER_CONTACT } = await import('../../bridges/ox/contact-keys.js');
+  const rig = makeOxRig();
+  const list = Array.from({ length: 200 }, (_, i) => xml('pubkey-metadata', { 'v4-fingerprint': i.toString(16).padStart(40, '0').toUpperCase(), date: '2026-01-01T00:00:00Z' }));
+  rig.remote.set(DAVE, new Map([[NODE_METADATA, [xml('item', { id: 'current' }, xml('public-keys-list', { xmlns: NS_OX }, ...list))]]]));
+  assert.equal(await rig.engine.reachability(PROXY, DAVE), 'no');
+  assert.equal(rig.fetches.filter((f) => f.includes(':public-keys:')).length, MAX_KEYS_PER_CONTACT);
+});
