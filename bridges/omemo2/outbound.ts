@@ -12,7 +12,7 @@ import { deviceKey, observe, type Omemo2Context } from './context.js';
 import type { LocalIdentity } from './keyring.js';
 import { emptyKeyMaterial, sealPayload } from './payload.js';
 import { buildEnvelope } from './sce.js';
-import { buildSession, encryptMessage, type PeerBundle } from './session.js';
+import { buildSession, encryptMessage, replacing, type PeerBundle } from './session.js';
 import { buildEncrypted, messageChildren, protocolMessage, type KeyElement } from './wire.js';
 
 /** Builds a session from the device's bundle unless one exists by now (parallel sends share one). */
@@ -23,7 +23,8 @@ export function buildOnce(ctx: Omemo2Context, id: LocalIdentity, peer: string, d
     p = (async () => {
       if (!replace && ctx.sessions.get(id.local, peer, deviceId)) return;
       const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
-      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.put(id.local, peer, deviceId, buildSession(id, bundle, preKey)));
+      const old = ctx.sessions.get(id.local, peer, deviceId);
+      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.put(id.local, peer, deviceId, replacing(buildSession(id, bundle, preKey), old)));
     })().finally(() => ctx.building.delete(key));
     ctx.building.set(key, p);
   }

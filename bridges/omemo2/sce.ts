@@ -38,21 +38,24 @@ export function openEnvelope(bytes: Buffer, expect: { from: string; to: string; 
   } catch {
     return { ok: false, reason: 'malformed' };
   }
-  if (env.name !== 'envelope' || env.attrs.xmlns !== NS_SCE) return { ok: false, reason: 'malformed' };
-  const content = env.getChild('content');
+  // Names are compared by local name and resolved namespace: a prefixed envelope (ns0:envelope, as
+  // Python's ElementTree writes it) is as valid as one with a default namespace.
+  if (env.getName() !== 'envelope' || env.getNS() !== NS_SCE) return { ok: false, reason: 'malformed' };
+  const child = (name: string) => env.getChildren(name).find((c) => c.getNS() === NS_SCE) ?? env.getChildren(name)[0];
+  const content = env.getChildren('content').find((c) => c.getNS() === NS_SCE);
   if (!content) return { ok: false, reason: 'malformed' };
-  const rpad = env.getChild('rpad');
+  const rpad = child('rpad');
   if (rpad && rpad.getText().length > MAX_RPAD) return { ok: false, reason: 'malformed' };
-  const from = env.getChild('from');
+  const from = child('from');
   if (from && bareOf(from.attrs.jid) !== expect.from) return { ok: false, reason: 'wrong-sender' };
-  const to = env.getChild('to');
+  const to = child('to');
   if (to && bareOf(to.attrs.jid) !== expect.to) return { ok: false, reason: 'wrong-recipient' };
-  const time = env.getChild('time');
+  const time = child('time');
   if (time) {
     const t = Date.parse(String(time.attrs.stamp ?? ''));
     if (!Number.isFinite(t) || t > expect.now + expect.maxSkewMs) return { ok: false, reason: 'bad-time' };
   }
-  const body = content.getChildren('body').find((b) => (b.attrs.xmlns ?? NS_CLIENT) === NS_CLIENT);
+  const body = content.children.find((c): c is typeof env => typeof c !== 'string' && c.getName() === 'body' && (c.getNS() ?? NS_CLIENT) === NS_CLIENT);
   return { ok: true, body: body ? body.getText() : null };
 }
 

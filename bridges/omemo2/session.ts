@@ -34,7 +34,17 @@ export interface Session {
   /** The ephemeral key of the key exchange that built the session (initiator: ours; responder: theirs). */
   ek: Buffer;
   initiator: boolean;
+  /**
+   * The session this one replaced (repair, a new key exchange), kept so that messages the peer sent
+   * on it before it learnt of the new one still decrypt; the one that decrypts becomes current.
+   */
+  previous?: Session | null;
 }
+
+const strip = (s: Session): Session => ({ ...s, previous: null });
+
+/** `next` as the current session, with `old` (if any) kept as its predecessor. */
+export const replacing = (next: Session, old: Session | undefined): Session => ({ ...next, previous: old ? strip(old) : null });
 
 export class SessionError extends Error {
   constructor(readonly reason: 'bad-signature' | 'malformed' | 'unknown-prekey' | 'no-prekey' | 'bad-mac' | 'duplicate' | 'too-many-skipped') {
@@ -81,9 +91,22 @@ function ratchetDecrypt(s: Session, wire: Buffer): { plaintext: Buffer; session:
   }
 }
 
-/** A normal message (OMEMOAuthenticatedMessage) on an existing session. */
+/** A normal message (OMEMOAuthenticatedMessage) on an existing session, or on the one it replaced. */
 export function decryptMessage(s: Session, data: Buffer): { plaintext: Buffer; session: Session; header: dr.Header } {
-  return ratchetDecrypt(s, data);
+  try {
+    const r = ratchetDecrypt(s, data);
+    return { ...r, session: { ...r.session, previous: s.previous ?? null } };
+  } catch (e) {
+    if (!s.previous || !(e instanceof SessionError) || e.reason === 'duplicate') throw e;
+    let r;
+    try {
+      r = ratchetDecrypt(s.previous, data);
+    } catch {
+      throw e;
+    }
+    // The peer is still on the older session: it becomes current again.
+    return { ...r, session: replacing(r.session, s) };
+  }
 }
 
 export interface KeyLookup {
@@ -108,8 +131,14 @@ export function acceptKeyExchange(
 ): { plaintext: Buffer; session: Session; isNew: boolean; pkId: number; header: dr.Header } {
   const k = decodeKeyExchange(data);
   if (!k) throw new SessionError('malformed');
-  if (existing && !existing.initiator && existing.ek.equals(k.ek) && existing.theirIk.equals(k.ik)) {
-    return { ...ratchetDecrypt(existing, k.message), isNew: false, pkId: k.pkId };
+  const same = (x: Session | null | undefined): boolean => !!x && !x.initiator && x.ek.equals(k.ek) && x.theirIk.equals(k.ik);
+  if (existing && same(existing)) {
+    const r = ratchetDecrypt(existing, k.message);
+    return { ...r, session: { ...r.session, previous: existing.previous ?? null }, isNew: false, pkId: k.pkId };
+  }
+  if (existing?.previous && same(existing.previous)) {
+    const r = ratchetDecrypt(existing.previous, k.message);
+    return { ...r, session: replacing(r.session, existing), isNew: false, pkId: k.pkId };
   }
   const spk = keys.signedPreKey(k.spkId);
   const pk = keys.preKey(k.pkId);
@@ -122,7 +151,8 @@ export function acceptKeyExchange(
   }
   const sk = x3dhResponder(X3DH, { ourIdentityPriv: own.priv, signedPreKeyPriv: spk.priv, preKeyPriv: pk.priv, theirIdentity, theirEphemeral: k.ek });
   const fresh: Session = { ad: Buffer.concat([k.ik, own.ik]), ratchet: dr.respond(sk, spk), theirIk: k.ik, kex: null, ek: k.ek, initiator: false };
-  return { ...ratchetDecrypt(fresh, k.message), isNew: true, pkId: k.pkId };
+  const r = ratchetDecrypt(fresh, k.message);
+  return { ...r, session: replacing(r.session, existing), isNew: true, pkId: k.pkId };
 }
 
 // ---- storage form ----
@@ -135,10 +165,12 @@ export interface StoredSession {
   kex: { pkId: number; spkId: number; ek: string } | null;
   ek: string;
   initiator: boolean;
+  previous?: StoredSession | null;
 }
 
 export function toStoredSession(s: Session): StoredSession {
   return {
+    ...(s.previous ? { previous: toStoredSession(strip(s.previous)) } : {}),
     v: 1,
     ad: s.ad.toString('base64'),
     ratchet: dr.toStored(s.ratchet),
@@ -158,5 +190,6 @@ export function fromStoredSession(r: StoredSession): Session {
     kex: r.kex ? { ...r.kex, ek: b(r.kex.ek) } : null,
     ek: b(r.ek),
     initiator: r.initiator,
+    previous: r.previous ? fromStoredSession(r.previous) : null,
   };
 }

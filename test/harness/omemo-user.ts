@@ -52,6 +52,8 @@ export interface OmemoUserOptions {
   /** Refetch a contact's device list before sending when it is older than this (default 30 s). */
   staleSeconds?: number;
   readyTimeoutMs?: number;
+  /** OMEMO versions the device speaks (python-oldmemo, python-twomemo); default legacy only. */
+  backends?: Array<'oldmemo' | 'twomemo'>;
   /** Another entry point speaking the same protocol and command line (e.g. bench/bridge_omemo_user.py). */
   script?: string;
 }
@@ -73,6 +75,11 @@ export interface ReceivedMessage extends OmemoEvent {
   encrypted: boolean;
   trust: string | null;
   fingerprint?: string;
+  /** Hex of the Ed25519 identity key (the gateway's OMEMO 2 fingerprint). */
+  fingerprint_ed25519?: string;
+  namespace?: 'oldmemo' | 'twomemo';
+  /** Our key in it started a session (OMEMO 2 kex, legacy prekey). */
+  kex?: boolean;
   type: string;
   delayed: boolean;
   /** Group chats: the sender's nick and real bare JID, and the device ids the header has keys for. */
@@ -97,6 +104,10 @@ export interface SentInfo extends OmemoEvent {
   rids?: number[];
   /** Those of rids whose key is a PreKeyWhisperMessage (new session). */
   prekey_rids?: number[];
+  /** Device ids per OMEMO version, and the versions sent (one stanza each, ids in `ids`). */
+  rids_by_namespace?: Partial<Record<'oldmemo' | 'twomemo', number[]>>;
+  namespaces?: Array<'oldmemo' | 'twomemo'>;
+  ids?: string[];
   /** Devices left out (bundle missing or unusable...). */
   errors?: Array<{ jid: string; device_id: number; error: string }>;
 }
@@ -152,6 +163,7 @@ export class PythonOmemoUser {
       '--trust', opts.trust ?? 'blind',
       '--auto-receipts', opts.autoReceipts === false ? 'no' : 'yes',
       '--stale-seconds', String(opts.staleSeconds ?? 30),
+      ...(opts.backends ? ['--backends', opts.backends.join(',')] : []),
     ];
     const u = new PythonOmemoUser(jid, resource, stateDir, ownsState, args);
     await u.#spawn(opts.readyTimeoutMs ?? 30000);
@@ -277,8 +289,8 @@ export class PythonOmemoUser {
   }
 
   /** OMEMO-encrypts `body` to every device of `to` (and our own other devices) and sends it. */
-  async send(to: string, body: string, opts: { id?: string; receipt?: boolean; timeoutMs?: number } = {}): Promise<SentInfo> {
-    return (await this.command({ cmd: 'send', to, body, ...(opts.id ? { id: opts.id } : {}), receipt: !!opts.receipt }, opts.timeoutMs)) as SentInfo;
+  async send(to: string, body: string, opts: { id?: string; receipt?: boolean; timeoutMs?: number; sceTo?: string } = {}): Promise<SentInfo> {
+    return (await this.command({ cmd: 'send', to, body, ...(opts.id ? { id: opts.id } : {}), ...(opts.sceTo ? { sce_to: opts.sceTo } : {}), receipt: !!opts.receipt }, opts.timeoutMs)) as SentInfo;
   }
 
   async sendPlain(to: string, body: string, opts: { id?: string; receipt?: boolean } = {}): Promise<SentInfo> {

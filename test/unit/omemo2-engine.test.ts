@@ -229,3 +229,44 @@ test('device union with legacy OMEMO: both lists -> OMEMO 2 only; legacy-only de
   const r3 = await b.legacy.decrypt(b.jid, legacyStanza);
   assert.ok(!r3.ok && r3.reason === 'not-for-this-device', 'the dual device does not get it twice');
 });
+
+test('SCE envelopes with namespace prefixes (as Python ElementTree writes them) are read', async () => {
+  const { openEnvelope } = await import('../../bridges/omemo2/sce.js');
+  const env = Buffer.from(
+    '<ns0:envelope xmlns:ns0="urn:xmpp:sce:1" xmlns:ns1="jabber:client"><ns0:content><ns1:body>Grüße</ns1:body></ns0:content>' +
+      '<ns0:rpad>abc</ns0:rpad><ns0:from jid="a@x/r"/><ns0:to jid="b@y"/><ns0:time stamp="2020-01-01T00:00:00Z"/></ns0:envelope>',
+  );
+  assert.deepEqual(openEnvelope(env, { from: 'a@x', to: 'b@y', now: Date.now(), maxSkewMs: 1000 }), { ok: true, body: 'Grüße' });
+  assert.deepEqual(openEnvelope(env, { from: 'a@x', to: 'z@y', now: Date.now(), maxSkewMs: 1000 }), { ok: false, reason: 'wrong-recipient' });
+  const other = Buffer.from('<envelope xmlns="urn:xmpp:other"><content/></envelope>');
+  assert.deepEqual(openEnvelope(other, { from: 'a@x', to: 'b@y', now: Date.now(), maxSkewMs: 1000 }), { ok: false, reason: 'malformed' });
+});
+
+test('a repair keeps the replaced session: messages in flight on it still decrypt, then the new one takes over', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  const b = await makeDual(net, 'bob@gw.example');
+  const r0 = await deliver(b, (await send(a, b, 'start')).stanza);
+  assert.ok(r0.ok);
+  await deliver(a, reparse(r0.replies[0]!));
+  // Garbage on the session makes b repair it (a new session, an empty key exchange to a).
+  const bad = await send(a, b, 'garbage');
+  const k = bad.stanza.getChild('encrypted', NS_OMEMO2)!.getChild('header')!.getChild('keys')!.getChild('key')!;
+  const kb = Buffer.from(k.getText(), 'base64');
+  kb[kb.length - 20]! ^= 1;
+  k.children = [kb.toString('base64')];
+  const rb = await deliver(b, bad.stanza);
+  assert.ok(!rb.ok && rb.replies.length === 1, 'a repair goes out');
+  // a has not seen the repair yet: its next message is on the old session.
+  const inflight = await deliver(b, (await send(a, b, 'in flight')).stanza);
+  assert.ok(inflight.ok && inflight.body === 'in flight');
+  // a takes the repair; from then on both are on the new session.
+  const rep = await deliver(a, reparse(rb.replies[0]!));
+  assert.ok(rep.ok && rep.body === null);
+  for (const body of ['after repair 1', 'after repair 2']) {
+    const r = await deliver(b, (await send(a, b, body)).stanza);
+    assert.ok(r.ok && r.body === body, body);
+    const back = await deliver(a, (await send(b, a, `re: ${body}`)).stanza);
+    assert.ok(back.ok && back.body === `re: ${body}`);
+  }
+});
