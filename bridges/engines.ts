@@ -39,6 +39,7 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
     replay,
     maxClockSkewMs: config.bridge.oxMaxClockSkewMs,
     plaintextAllowed: (local) => config.bridge.allowPlaintext || plaintextBots.has(local),
+    contactKeys: { cacheEntries: config.limits.peer_cache_entries },
   });
   // OMEMO 2 shares each hosted JID's device id and identity key with legacy OMEMO (see README).
   const omemo2 = createOmemo2Engine(portsFor('omemo2'), {

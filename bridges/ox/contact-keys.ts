@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { Element, PubsubPort } from '../engine.js';
 import type { TrustStore } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
+import { LIMITS } from '../../limits.js';
 import { keyIdsOf, PgpKeyError, readPublicKey, uidMatchesJid } from '../pgp/keys.js';
 import { keyNode, NODE_METADATA, parseMetadata, parsePubkey } from './wire.js';
 
@@ -39,9 +40,11 @@ export interface ContactKeyOptions {
   missingTtlMs: number;
   /** A forced re-read (unknown signer) happens at most this often per contact. */
   minRefreshMs: number;
+  /** Contacts (and their parsed keys) kept in memory (limits.peer_cache_entries). */
+  cacheEntries: number;
 }
 
-export const DEFAULT_CONTACT_KEY_OPTIONS: ContactKeyOptions = { ttlMs: 3600_000, missingTtlMs: 60_000, minRefreshMs: 5_000 };
+export const DEFAULT_CONTACT_KEY_OPTIONS: ContactKeyOptions = { ttlMs: 3600_000, missingTtlMs: 60_000, minRefreshMs: 5_000, cacheEntries: LIMITS.peer_cache_entries.value };
 
 export class OxContactKeys {
   readonly #pubsub: PubsubPort;
@@ -49,9 +52,9 @@ export class OxContactKeys {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #opts: ContactKeyOptions;
-  readonly #lists = new LRUCache<string, Entry>({ max: 20_000 });
+  readonly #lists: LRUCache<string, Entry>;
   /** Parsed keys by `contact\0fingerprint`. */
-  readonly #keys = new LRUCache<string, { key: OxContactKey } | { problem: string }>({ max: 20_000 });
+  readonly #keys: LRUCache<string, { key: OxContactKey } | { problem: string }>;
   readonly #inflight = new Map<string, Promise<Entry>>();
   /** Network reads, by node kind (tests check when we touch the network). */
   readonly fetches = { metadata: 0, keys: 0 };
@@ -62,6 +65,8 @@ export class OxContactKeys {
     this.#log = log;
     this.#now = now;
     this.#opts = opts;
+    this.#lists = new LRUCache({ max: opts.cacheEntries });
+    this.#keys = new LRUCache({ max: opts.cacheEntries });
   }
 
   /**
