@@ -10,11 +10,13 @@ import { TestGateway, waitUntil } from '../harness/gateway.js';
 import { PythonOmemoUser } from '../harness/omemo-user.js';
 import { PotrUser, type OtrEvent } from '../harness/otr-user.js';
 import { encodedText, encodeMessage, MSG_DATA } from '../../bridges/otr/messages.js';
+import { createProtocolStore } from '../../keystore/protocol-store.js';
 
 const ADMIN = { authorization: 'Bearer admin-token-for-tests-0001', 'content-type': 'application/json' };
 const BRIDGE = { otr_max_message_size: 400 };
 
-describe('OTR (python-potr, v2) <-> OMEMO (python-omemo) through proxy JIDs', () => {
+function otrSuite(name: string, version: 2 | 3, peer: { libotr?: 'v3' }): void {
+describe(`OTR (${name}) <-> OMEMO (python-omemo) through proxy JIDs`, () => {
   let server: Prosody;
   let gw: TestGateway;
   let alice: PythonOmemoUser;
@@ -26,7 +28,7 @@ describe('OTR (python-potr, v2) <-> OMEMO (python-omemo) through proxy JIDs', ()
     server = await Prosody.start();
     gw = await TestGateway.start(server, { bridge: BRIDGE });
     alice = await PythonOmemoUser.start(server, 'alice', { resource: 'laptop' });
-    bob = await PotrUser.start(server, 'bob', { resource: 'pidgin', maxMessageSize: 200 });
+    bob = await PotrUser.start(server, 'bob', { resource: 'pidgin', maxMessageSize: 200, ...peer });
     proxyOfAlice = `alice\\40example.org@${gw.domain}`;
     proxyOfBob = `bob\\40example.org@${gw.domain}`;
   });
@@ -67,8 +69,10 @@ describe('OTR (python-potr, v2) <-> OMEMO (python-omemo) through proxy JIDs', ()
     assert.match(String(err.text), /malformed/);
     // Well formed, but with keys the session does not have: an OTR error, a new AKE, the user told.
     before = bob.events.length;
+    const ourTag = createProtocolStore(gw.gateway.keystore, 'otr').getJson<number>(proxyOfAlice, 'instance', 'tag')!;
+    const h = version === 3 ? { version: 3 as const, senderTag: 0x1234567, receiverTag: ourTag } : { version: 2 as const, senderTag: 0, receiverTag: 0 };
     const unreadable = encodedText(
-      encodeMessage({ type: MSG_DATA, h: { version: 2, senderTag: 0, receiverTag: 0 }, flags: 0, senderKeyId: 1, recipientKeyId: 1, nextDh: 5n, ctr: Buffer.alloc(8, 1), encMsg: Buffer.from('garbage'), mac: Buffer.alloc(20, 7), oldMacKeys: Buffer.alloc(0), macedData: Buffer.alloc(0) }),
+      encodeMessage({ type: MSG_DATA, h, flags: 0, senderKeyId: 1, recipientKeyId: 1, nextDh: 5n, ctr: Buffer.alloc(8, 1), encMsg: Buffer.from('garbage'), mac: Buffer.alloc(20, 7), oldMacKeys: Buffer.alloc(0), macedData: Buffer.alloc(0) }),
     );
     await bob.command({ cmd: 'send_raw', to: `${proxyOfAlice}/gw`, body: unreadable });
     await bob.waitFor((e) => since(e) && e.event === 'otr_error', 15000, 'an OTR error');
@@ -91,11 +95,12 @@ describe('OTR (python-potr, v2) <-> OMEMO (python-omemo) through proxy JIDs', ()
   });
 
   test('the gateway starts: a message to a contact marked OTR waits for the AKE, then arrives exactly once', async () => {
-    const carol = await PotrUser.start(server, 'carol', { resource: 'mcabber' });
+    const carol = await PotrUser.start(server, version === 3 ? 'carol3' : 'carol', { resource: 'mcabber', ...peer });
     try {
-      const res = await fetch(`${gw.url}/v1/contacts/carol@example.org`, { method: 'PUT', headers: ADMIN, body: JSON.stringify({ protocol: 'otr' }) });
+      const carolJid = carol.jid;
+      const res = await fetch(`${gw.url}/v1/contacts/${carolJid}`, { method: 'PUT', headers: ADMIN, body: JSON.stringify({ protocol: 'otr' }) });
       assert.equal(res.status, 200);
-      await alice.send(`carol\\40example.org@${gw.domain}`, 'waited for the AKE');
+      await alice.send(`${carolJid.replace('@', '\\40')}@${gw.domain}`, 'waited for the AKE');
       await carol.waitFor((e) => e.event === 'encrypted', 30000, 'session started by the gateway');
       await waitUntil(() => carol.messages().includes('waited for the AKE'), 30000, 'the waiting message');
       await new Promise((r) => setTimeout(r, 2500));
@@ -105,3 +110,7 @@ describe('OTR (python-potr, v2) <-> OMEMO (python-omemo) through proxy JIDs', ()
     }
   });
 });
+}
+
+otrSuite('python-potr, v2', 2, {});
+otrSuite('libotr 4.1 through a C peer, v3', 3, { libotr: 'v3' });

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""A controllable OTR (version 2) XMPP user for interop tests: Debian's python3-potr on slixmpp.
+"""A controllable OTR XMPP user for interop tests: Debian's python3-potr (OTR v2) on slixmpp, or with
+--libotr PATH the C peer test/interop/libotr_peer.c (libotr 4.1, OTR v3) behind the same slixmpp
+client and control protocol.
 
 potr 1.0.2 was written for PyCrypto; Debian 12 ships pycryptodome (as Cryptodome), whose DSA key and
 AES-CTR APIs differ. The small fixes below (POTR_FIXES) only adapt those calls; potr's own protocol
@@ -26,7 +28,9 @@ import argparse
 import asyncio
 import json
 import logging
+import subprocess
 import sys
+import threading
 from typing import Any, Dict, Optional
 
 import potr  # noqa: E402
@@ -117,12 +121,73 @@ def fp_hex(key: Any) -> str:
     return key.fingerprint().hex().upper()
 
 
+LIBOTR_EVENTS = {8: "unreadable", 9: "unreadable", 12: "otr_error", 3: "connection_ended", 15: "other_instance"}
+
+
+class LibotrPeer:
+    """The C peer as a subprocess: bodies in and out, hex-encoded, one line each."""
+
+    def __init__(self, user: "OtrUser", path: str, state: str) -> None:
+        self.user = user
+        self.path = path
+        self.state = state
+        self.proc: Any = None
+        self.fingerprint = ""
+        self.ready = asyncio.Event()
+        self.secure_peers: Dict[str, str] = {}   # bare -> full JID of the last finished AKE
+
+    async def start(self) -> None:
+        # A plain Popen and a reader thread (asyncio's subprocess transport stopped our stdin reader
+        # under slixmpp); lines are handed to the event loop.
+        args = self.user.args
+        self.proc = subprocess.Popen(
+            [self.path, JID(args.jid).bare, self.state, str(args.max_message_size), args.libotr_policy],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        loop = asyncio.get_event_loop()
+
+        def pump() -> None:
+            for line in self.proc.stdout:
+                loop.call_soon_threadsafe(self.handle, line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        await self.ready.wait()
+
+    def write(self, cmd: str, who: str, body: str) -> None:
+        self.proc.stdin.write(f"{cmd} {who} {body.encode('utf-8').hex()}\n".encode())
+        self.proc.stdin.flush()
+
+    def handle(self, line: bytes) -> None:
+        if True:
+            parts = line.decode().rstrip("\n").split(" ")
+            kind = parts[0]
+            if kind == "fp":
+                self.fingerprint = "".join(parts[1:]).upper()
+                self.ready.set()
+            elif kind == "inject":
+                self.user.xmpp.send_message(mto=parts[1], mbody=bytes.fromhex(parts[2] if len(parts) > 2 else "").decode("utf-8"), mtype="chat")
+            elif kind == "message":
+                emit({"event": "message", "from_full": parts[1], "body": bytes.fromhex(parts[3] if len(parts) > 3 else "").decode("utf-8", "replace"), "encrypted": parts[2] == "1"})
+            elif kind == "secure":
+                self.secure_peers[JID(parts[1]).bare] = parts[1]
+                emit({"event": "encrypted", "peer": parts[1], "fingerprint": "".join(parts[2:]).upper()})
+            elif kind in ("finished", "insecure"):
+                emit({"event": "finished", "peer": parts[1]})
+            elif kind == "event":
+                code = int(parts[2])
+                text = bytes.fromhex(parts[3] if len(parts) > 3 else "").decode("utf-8", "replace")
+                emit({"event": LIBOTR_EVENTS.get(code, "otr_event"), "from_full": parts[1], "code": code, "text": text})
+            elif kind == "send_error":
+                emit({"event": "error", "error": line.decode().strip()})
+
+
 class OtrUser:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         Context.client = self
         self.account = Account(args.jid, args.max_message_size)
-        self.account.getPrivkey()
+        self.libotr: Optional[LibotrPeer] = LibotrPeer(self, args.libotr, args.state) if args.libotr else None
+        if not self.libotr:
+            self.account.getPrivkey()
         host, _, port = args.service.rpartition(":")
         self.address = (host or "127.0.0.1", int(port))
         self.xmpp = slixmpp.ClientXMPP(f"{JID(args.jid).bare}/{args.resource}", args.password)
@@ -145,8 +210,10 @@ class OtrUser:
 
     async def on_start(self, _e: Any) -> None:
         self.xmpp.send_presence()
+        if self.libotr:
+            await self.libotr.start()
         emit({"event": "ready", "jid": JID(self.args.jid).bare, "full_jid": str(self.xmpp.boundjid),
-              "fingerprint": fp_hex(self.account.getPrivkey())})
+              "fingerprint": self.libotr.fingerprint if self.libotr else fp_hex(self.account.getPrivkey())})
 
     def on_error(self, msg: Any) -> None:
         emit({"event": "stanza_error", "from_full": str(msg["from"]), "id": msg["id"], "text": msg["error"]["text"]})
@@ -164,6 +231,9 @@ class OtrUser:
         frm = str(msg["from"])
         body = msg["body"]
         if not body:
+            return
+        if self.libotr:
+            self.libotr.write("recv", frm, body)
             return
         c = self.ctx(frm)
         try:
@@ -185,11 +255,18 @@ class OtrUser:
         self.check_state(frm, c)
 
     async def commands(self) -> None:
+        # stdin is read by a thread: robust whatever the event loop does with pipes.
         loop = asyncio.get_event_loop()
-        reader = asyncio.StreamReader(limit=1 << 22)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        lines: "asyncio.Queue[bytes]" = asyncio.Queue()
+
+        def pump() -> None:
+            for raw in sys.stdin.buffer:
+                loop.call_soon_threadsafe(lines.put_nowait, raw)
+            loop.call_soon_threadsafe(lines.put_nowait, b"")
+
+        threading.Thread(target=pump, daemon=True).start()
         while True:
-            line = await reader.readline()
+            line = await lines.get()
             if not line:
                 break
             try:
@@ -202,9 +279,14 @@ class OtrUser:
                 if name == "stop":
                     break
                 if name == "query":
-                    self.xmpp.send_message(mto=cmd["to"], mbody="?OTRv2?", mtype="chat")
+                    self.xmpp.send_message(mto=cmd["to"], mbody="?OTRv3?" if self.libotr else "?OTRv2?", mtype="chat")
                 elif name == "send_raw":
                     self.xmpp.send_message(mto=cmd["to"], mbody=cmd["body"], mtype="chat")
+                elif name == "send" and self.libotr:
+                    full = self.libotr.secure_peers.get(JID(cmd["to"]).bare)
+                    if full is None:
+                        raise RuntimeError("no encrypted session")
+                    self.libotr.write("send", full, cmd["body"])
                 elif name == "send":
                     c = self.session_for(JID(cmd["to"]).bare)
                     if c is None:
@@ -239,6 +321,9 @@ def main() -> int:
     p.add_argument("--service", required=True)
     p.add_argument("--resource", default="potr")
     p.add_argument("--max-message-size", type=int, default=0)
+    p.add_argument("--libotr", help="path of the built libotr_peer: use libotr 4.1 (OTR v3) instead of potr")
+    p.add_argument("--libotr-policy", default="v3", choices=("v3", "v23"))
+    p.add_argument("--state", default="/tmp", help="libotr key and instance tag files")
     args = p.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     async def amain() -> int:

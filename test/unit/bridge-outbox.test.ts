@@ -59,11 +59,12 @@ function gateway(path: string, state: { established: boolean; starts: number }, 
   const outbox = new OutboxStore(ks);
   const addressing = new Addressing('gw.example', [], ['a.example', 'b.example']);
   let sender: OutboxSender | null = null;
+  const statuses: Array<{ id: string; status: string; code: string | undefined }> = [];
   const proxies = new ProxyBridge({ addressing, outbound, outbox, ttlMs: 86400_000, queued: () => sender?.kick(), send, resource: 'gw', log });
   sender = new OutboxSender({
     store: outbox,
     outbound,
-    bots: [],
+    bots: [{ localpart: 'alerts', token: 't', webhook: null, rateLimit: { perSecond: 10, burst: 10 }, allowPlaintext: false }],
     botJid: (l) => `${l}@gw.example`,
     isOnline: () => true,
     allowPlaintext: false,
@@ -71,11 +72,12 @@ function gateway(path: string, state: { established: boolean; starts: number }, 
     log,
     otrSessionTimeoutMs,
     onStatus: (c) => {
+      statuses.push({ id: c.message.id, status: c.status, code: c.message.error?.code });
       if (c.message.kind === 'bridge' && c.status === 'failed') void proxies.failed(c.message, new GatewayError('no_otr_session', c.message.error?.message));
     },
   });
   sender.start();
-  return { ks, sent, outbox, proxies, sender, addressing };
+  return { ks, sent, outbox, proxies, sender, addressing, statuses };
 }
 
 const inbound = (body: string, id: string): InboundMessage => ({
@@ -153,4 +155,22 @@ test('without a session in time, a bridged message fails with no_otr_session and
   const rows = g.ks.db.prepare("SELECT status, error_code FROM outbox WHERE kind = 'bridge'").all() as Array<{ status: string; error_code: string }>;
   assert.deepEqual(rows, [{ status: 'failed', error_code: 'no_otr_session' }]);
   assert.ok(state.starts >= 1, 'the handshake was started');
+});
+
+test('a bot message to an OTR contact without a session in time: status failed, code no_otr_session', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-bridge-outbox-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const state = { established: false, starts: 0 };
+  const g = gateway(join(dir, 'ks.db'), state, 1500);
+  t.after(async () => {
+    await g.sender.stop();
+    g.ks.close();
+  });
+  const { message } = g.outbox.enqueue({ bot: 'alerts', to: 'bob@b.example', body: 'from the bot', encryption: null, idempotencyKey: null, ttlMs: 86400_000 });
+  g.sender.kick();
+  await waitUntil(() => g.outbox.get(message.id)?.status === 'failed', 10_000, 'the bot message fails');
+  assert.equal(g.outbox.get(message.id)?.error?.code, 'no_otr_session');
+  assert.deepEqual(g.statuses.filter((x) => x.id === message.id).map((x) => [x.status, x.code]), [['failed', 'no_otr_session']]);
+  assert.ok(g.sent.some((s) => s.getChildText('body') === '?OTRv23?'), 'the gateway asked for a session');
+  assert.ok(!g.sent.some((s) => s.attrs.type === 'error'), 'a bot message is not answered with a stanza error');
 });
