@@ -69,7 +69,21 @@ async function settle(timeoutMs = 60_000): Promise<void> {
 before(async () => {
   process.on('unhandledRejection', onRejection);
   hook = await WebhookReceiver.start();
-  s = await Scenario.start({ bots: [{ localpart: 'alerts', token: 'alerts-bot-token-scenario-0001', webhook: { url: hook.url, secret: hook.secret } }] });
+  s = await Scenario.start({
+    bots: [{ localpart: 'alerts', token: 'alerts-bot-token-scenario-0001', webhook: { url: hook.url, secret: hook.secret } }],
+    // The engines are under test here, not the rate limits (test/scenario/limits.test.ts): at the
+    // default 20 stanzas/s per sender most of the run would be refused before reaching them.
+    extra: {
+      limits: {
+        sender_stanzas_per_second: 1_000_000,
+        sender_stanza_burst: 1_000_000,
+        domain_stanzas_per_second: 1_000_000,
+        domain_stanza_burst: 1_000_000,
+        identities_per_requester_per_minute: 1_000_000,
+        identities_per_minute: 1_000_000,
+      },
+    },
+  });
   remote = new RemoteUsers(s);
   connectionsAtStart.n = s.server.connections;
 });
