@@ -1,10 +1,11 @@
 // `npm run bench [-- NAME ...]`: runs every benchmark in turn (or the named ones): omemo, pgp,
-// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), bots. Each prints its figures and whether its targets were met.
+// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), otr, bots. Each prints its figures and whether its targets were met.
 import { runOmemoBench } from './omemo.js';
 import { runPgpBench } from './pgp.js';
 import { runBridgeBench } from './bridge.js';
 import { runOxBench } from './ox.js';
 import { runOxBridgeBench } from './bridge-ox.js';
+import { runOtrBench } from './otr.js';
 
 const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
   { name: 'omemo', run: () => runOmemoBench() },
@@ -12,6 +13,7 @@ const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
   { name: 'ox', run: () => runOxBench() },
   { name: 'bridge', run: async () => (await runBridgeBench()) && (await runOxBridgeBench()) },
   { name: 'bridge-ox', run: () => runOxBridgeBench() },
+  { name: 'otr', run: () => runOtrBench() },
   // Imported on use: the OMEMO bench must run before any engine installs its crypto backend.
   { name: 'bots', run: async () => (await import('./bots.js')).runBotsBench() },
 ];

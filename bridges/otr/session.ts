@@ -68,7 +68,21 @@ interface PairKeys {
   recvMac: Buffer;
 }
 
+/** Derived keys per (our key, their key), kept in memory: one modular exponentiation per key pair, not per message. */
+const pairCache = new Map<string, PairKeys>();
+const PAIR_CACHE_MAX = 4096;
+
 function pairKeys(our: KeyPair, their: string): PairKeys {
+  const id = `${our.priv}:${their}`;
+  const hit = pairCache.get(id);
+  if (hit) return hit;
+  const keys = derivePairKeys(our, their);
+  if (pairCache.size >= PAIR_CACHE_MAX) pairCache.delete(pairCache.keys().next().value!);
+  pairCache.set(id, keys);
+  return keys;
+}
+
+function derivePairKeys(our: KeyPair, their: string): PairKeys {
   const ourPub = big(our.pub);
   const theirPub = big(their);
   const secbytes = new Writer().mpi(dhSecret(big(our.priv), theirPub)).bytes();
