@@ -20,6 +20,9 @@ import { Metrics } from '../../../http/metrics.js';
 import { createLogger } from '../../../log.js';
 import { parseXml, xml, type Element } from '../../../component/xml.js';
 import { createOmemoEngine } from '../../../bridges/omemo/engine.js';
+import { createOxEngine } from '../../../bridges/ox/engine.js';
+import { ReplayGuard } from '../../../bridges/pgp/replay-guard.js';
+import { ReplayStore } from '../../../keystore/replay-store.js';
 import { NS_OMEMO } from '../../../bridges/omemo/constants.js';
 import { makeRig } from '../../unit/pgp-setup.js';
 import type { Scenario } from '../scenario.js';
@@ -201,12 +204,16 @@ function packets(b: Buffer): Array<[number, number]> | null {
       if (l0 === undefined) return null;
       if (l0 < 192) [len, hdr] = [l0, 2];
       else if (l0 < 224) [len, hdr] = [((l0 - 192) << 8) + (b[pos + 2] ?? 0) + 192, 3];
-      else if (l0 === 255) [len, hdr] = [b.readUInt32BE(pos + 2), 6];
+      else if (l0 === 255) {
+        if (pos + 6 > b.length) return null;
+        [len, hdr] = [b.readUInt32BE(pos + 2), 6];
+      }
       else return null; // partial lengths: not worth following here
     } else {
       const lt = tag & 3;
       if (lt === 3) return null;
       hdr = 1 + [1, 2, 4][lt]!;
+      if (pos + hdr > b.length) return null;
       len = lt === 0 ? b[pos + 1]! : lt === 1 ? b.readUInt16BE(pos + 1) : b.readUInt32BE(pos + 1);
     }
     if (pos + hdr + len > b.length) return null;
@@ -291,8 +298,105 @@ export const xep0027: FuzzEngine = {
   },
 };
 
+// ---- OX (XEP-0373/0374) ----
+
+const oxEl = (el: Element): Element | undefined => el.getChild('openpgp', 'urn:xmpp:openpgp:0');
+const oxBytes = (x: Element): Buffer => Buffer.from(x.getText().replace(/\s/g, ''), 'base64');
+
+const oxMutators = (replayer: string): Record<string, Mutator> => ({
+  'packet of another version': (el, rng) => {
+    const x = oxEl(el);
+    if (!x) return 'no payload (unchanged)';
+    const b = oxBytes(x);
+    const ps = packets(b);
+    if (!ps || ps.length === 0) return 'packets unreadable (unchanged)';
+    const [off] = rng.pick(ps);
+    b[off] = rng.pick([2, 3, 4, 5, 6, 0, 255]);
+    setText(x, b.toString('base64'));
+    return `packet at ${off}: version ${b[off]}`;
+  },
+  'a recipient packet dropped (outside the integrity check)': (el) => {
+    const x = oxEl(el);
+    if (!x) return 'no payload (unchanged)';
+    const b = oxBytes(x);
+    const ps = packets(b);
+    if (!ps || ps.length < 2) return 'one packet (unchanged)';
+    const [off, len] = ps[0]!;
+    const hdrStart = off - (b[0]! & 0x40 ? (b[1]! < 192 ? 2 : 3) : 1 + [1, 2, 4][b[0]! & 3]!);
+    setText(x, Buffer.concat([b.subarray(0, hdrStart), b.subarray(off + len)]).toString('base64'));
+    return 'first PKESK dropped';
+  },
+  'base64 wrapped': (el, rng) => {
+    const x = oxEl(el);
+    if (!x) return 'no payload (unchanged)';
+    const n = rng.pick([1, 64, 76, 1000]);
+    setText(x, oxBytes(x).toString('base64').replace(new RegExp(`(.{${n}})`, 'g'), '$1\n'));
+    return `wrapped at ${n}`;
+  },
+  'armored instead of base64': (el) => {
+    const x = oxEl(el);
+    if (!x) return 'no payload (unchanged)';
+    setText(x, `-----BEGIN PGP MESSAGE-----\n\n${oxBytes(x).toString('base64')}\n-----END PGP MESSAGE-----`);
+    return 'armored';
+  },
+  'old <delay> stamp': (el, rng) => {
+    el.cnode(xml('delay', { xmlns: 'urn:xmpp:delay', stamp: rng.pick(['1970-01-01T00:00:00Z', '2999-01-01T00:00:00Z', 'garbage', '']) }));
+    return 'delay stamp added';
+  },
+  'two <openpgp> elements': (el) => {
+    const x = oxEl(el);
+    if (!x) return 'no payload (unchanged)';
+    el.cnode(parseXml(x.toString()));
+    return 'payload doubled';
+  },
+  'replayed by another user': (el) => {
+    el.attrs.from = `${replayer}/laptop`;
+    return `from ${replayer}`;
+  },
+  'other resource': (el) => {
+    el.attrs.from = String(el.attrs.from).replace(/\/.*$/, '/other');
+    return 'other resource of the sender';
+  },
+});
+
+export const ox: FuzzEngine = {
+  name: 'ox',
+  deliversEvery: true,
+  async setup(_s, remote) {
+    const DAVE = 'dave@example.org';
+    const ks = Keystore.open(':memory:', 'fuzz-remote-passphrase', { kdf: TEST_KDF });
+    // Dave is an OX client: his key goes on his (remote) PEP nodes, where the gateway reads it;
+    // his engine reads the hosted JIDs' keys through the gateway's pubsub service.
+    const engine = createOxEngine(
+      {
+        store: createProtocolStore(ks, 'ox'),
+        trust: new TrustStore(ks, 'btbv'),
+        contacts: new ContactStore(ks),
+        keystore: ks,
+        pubsub: remote.port(DAVE, 'phone'),
+        metrics: new Metrics({ processMetrics: false }),
+        log: createLogger('silent', silentSink()),
+        now: () => Date.now(),
+        resource: 'phone',
+      },
+      { replay: new ReplayGuard(new ReplayStore(ks), 'pgp', 30, () => Date.now()), maxClockSkewMs: 600_000, plaintextAllowed: () => false },
+    );
+    await engine.ensureIdentity(DAVE);
+    return {
+      async message(to, body) {
+        const enc = await engine.encrypt(DAVE, to, body);
+        return { stanza: stanza(`${DAVE}/phone`, to, enc.children, nextId()), from: DAVE };
+      },
+      mutators: oxMutators('mallory@example.org'),
+      async close() {
+        ks.close();
+      },
+    };
+  },
+};
+
 /** Every engine the fuzz test drives, in order. Add new ones here (see the comment at the top). */
-export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, xep0027];
+export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, xep0027, ox];
 
 // ---- stanzas that are not messages: pubsub, disco, presence, commands ----
 
