@@ -77,6 +77,31 @@ class CachedCipher extends SessionCipher {
   override getRecord(): Promise<SessionRecord | undefined> {
     return Promise.resolve(this.#load());
   }
+
+  /**
+   * The library's version tries each session of the record in turn and steps a session's ratchet
+   * before it knows the MAC is right, leaving every session it failed on changed. A message in
+   * flight on an older session (e.g. sent just before a session repair) then corrupts the newer
+   * one, and the contact's next messages on it fail with bad-mac (found by the fuzz test, issue 15).
+   * Here a session that does not decrypt the message is put back as it was. With one session the
+   * whole operation's rollback (Sessions.#locked) does that already, at no cost.
+   */
+  override async decryptWithSessionList(buffer: ArrayBuffer, sessionList: SessionType[], errors: unknown[]): Promise<{ plaintext: ArrayBuffer; session: SessionType }> {
+    if (sessionList.length <= 1) return super.decryptWithSessionList(buffer, sessionList, errors);
+    for (let i = sessionList.length - 1; i >= 0; i--) {
+      const session = sessionList[i]!;
+      const before = structuredClone(session);
+      try {
+        return { plaintext: await this.doDecryptWhisperMessage(buffer, session), session };
+      } catch (e) {
+        for (const k of Object.keys(session)) delete (session as unknown as Record<string, unknown>)[k];
+        Object.assign(session, before);
+        if ((e as { name?: string }).name === 'MessageCounterError') throw e;
+        errors.push(e);
+      }
+    }
+    throw errors[0];
+  }
 }
 
 /** Maps a library exception to the failure reason reported for the message. */

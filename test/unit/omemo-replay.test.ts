@@ -127,3 +127,32 @@ test('an identity key first seen under one JID is untrusted under a second one, 
     assert.equal(trust.observe(MALLORY, 'pgp', 'k', 'AAAA'), 'trusted', policy);
   }
 });
+
+test('found by the fuzz test: a forged copy that triggers a session repair does not break the messages in flight or the repaired session', async () => {
+  const { alice, bot } = await rig();
+  const first = await bot.engine.decrypt(BOT, await send(alice, BOT, 'one'));
+  for (const r of first.replies) await alice.engine.decrypt(ALICE, reparse(r));
+  const normal = await send(alice, BOT, 'two');
+  assert.equal(encryptedOf(normal).getChild('header')!.getChild('key')!.attrs.prekey, undefined);
+  assert.equal((await bot.engine.decrypt(BOT, normal)).ok, true);
+  for (const pos of [10, 20]) {
+    // a copy with a bit flipped in the ratchet key: bad MAC, answered by a repair (a new session)
+    const forged = reparse(normal);
+    const k = encryptedOf(forged).getChild('header')!.getChild('key')!;
+    const b = Buffer.from(k.getText(), 'base64');
+    b[pos] = b[pos]! ^ 1;
+    k.children = [b.toString('base64')];
+    const f = await bot.engine.decrypt(BOT, forged);
+    assert.equal(!f.ok && f.reason, 'bad-mac');
+    assert.equal(f.replies.length, 1, 'a repair');
+    // alice's message sent before she saw the repair, on the old session
+    const inFlight = await send(alice, BOT, `in flight ${pos}`);
+    for (const r of f.replies) assert.equal((await alice.engine.decrypt(ALICE, reparse(r))).ok, true);
+    const a = await bot.engine.decrypt(BOT, inFlight);
+    assert.equal(a.ok && a.body, `in flight ${pos}`);
+    // and her next one, on the repaired session: the failed try on the old session left it intact
+    const next = await bot.engine.decrypt(BOT, await send(alice, BOT, `after ${pos}`));
+    assert.equal(next.ok && next.body, `after ${pos}`);
+    bot.clock.advance(bot.engine.internals.opts.repairIntervalMs + 1);
+  }
+});
