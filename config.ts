@@ -30,7 +30,9 @@ export interface RoomConfig {
 export interface Config {
   component: { service: string; domain: string; secret: string; reconnectMaxDelayMs: number; keepaliveMs: number };
   http: { host: string; port: number; adminToken: string; bodyLimitBytes: number };
-  keystore: { path: string; passphrase: string };
+  /** path: the SQLite file ('' when url is set); url: PostgreSQL (more than one instance), or null. */
+  keystore: { path: string; url: string | null; passphrase: string };
+  ha: { leaseMs: number };
   bridge: {
     allowedDomains: string[];
     trust: TrustPolicy;
@@ -269,7 +271,7 @@ function checkToken(path: string, v: string): string {
 
 export function validateConfig(raw: unknown): Config {
   const root = Reader.root(raw);
-  root.only('component', 'http', 'keystore', 'bridge', 'bots', 'outbox', 'webhooks', 'log', 'limits');
+  root.only('component', 'http', 'keystore', 'ha', 'bridge', 'bots', 'outbox', 'webhooks', 'log', 'limits');
 
   const c = root.section('component', true);
   c.only('service', 'domain', 'secret', 'reconnect_max_delay', 'keepalive');
@@ -291,8 +293,16 @@ export function validateConfig(raw: unknown): Config {
   };
 
   const k = root.section('keystore', true);
-  k.only('path', 'passphrase');
-  const keystore = { path: k.string('path', './data/gateway.db'), passphrase: k.secret('passphrase', 12) };
+  k.only('path', 'url', 'passphrase');
+  // Exactly one of path (SQLite, the default) and url (PostgreSQL); an empty url counts as unset.
+  const url = k.has('url') ? k.string('url', '') : '';
+  if (url && k.has('path')) throw new ConfigError('keystore.url', 'set keystore.path (SQLite) or keystore.url (PostgreSQL), not both');
+  if (url && !/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('keystore.url', 'must be a postgresql:// URL');
+  const keystore = { path: url ? '' : k.string('path', './data/gateway.db'), url: url || null, passphrase: k.secret('passphrase', 12) };
+  const hs = root.section('ha');
+  hs.only('lease');
+  const ha = { leaseMs: Math.round(hs.seconds('lease', 10) * 1000) };
+  if (ha.leaseMs < 1000) throw new ConfigError('ha.lease', 'must be at least 1s');
 
   const b = root.section('bridge');
   b.only('allowed_domains', 'trust', 'outbound_preference', 'allow_plaintext', 'allow_unverified_pgp_keys', 'pgp_key_type', 'replay_window', 'otr_session_timeout', 'ox_max_clock_skew', 'max_hosted_identities', 'otr_max_message_size');
@@ -371,7 +381,7 @@ export function validateConfig(raw: unknown): Config {
   limits.http_body_limit = http.bodyLimitBytes;
   limits.outbox_max_body = outbox.maxBodyBytes;
 
-  return deepFreeze({ component, http, keystore, bridge, outbox, webhooks, log, bots, limits });
+  return deepFreeze({ component, http, keystore, ha, bridge, outbox, webhooks, log, bots, limits });
 }
 
 const ROOM_JID_RE = /^[^@/\s"&'<>]{1,1023}@[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
@@ -437,8 +447,19 @@ export function publicView(cfg: Config): unknown {
   return {
     component: { service: cfg.component.service, domain: cfg.component.domain },
     http: { host: cfg.http.host, port: cfg.http.port },
-    keystore: { path: cfg.keystore.path },
+    keystore: cfg.keystore.url ? { url: redactPassword(cfg.keystore.url) } : { path: cfg.keystore.path },
     bridge: cfg.bridge,
     bots: cfg.bots.map((b) => ({ localpart: b.localpart, webhook: b.webhook ? new URL(b.webhook.url).origin : null, rooms: (b.rooms ?? []).map((r) => r.jid) })),
   };
+}
+
+/** A URL with its password hidden (logs, the startup line). */
+export function redactPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable url)';
+  }
 }

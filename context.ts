@@ -63,6 +63,18 @@ export interface GatewayOptions {
   api?: ExpressRouter[];
   /** Group chat timing (tests shorten it). */
   rooms?: { selfPingMs?: number; joinTimeoutMs?: number };
+  /** keystore.url: this gateway is the active instance of several (ha/instance.ts owns the rest). */
+  ha?: ActiveRole;
+}
+
+/** What the active instance of several runs on (ha/instance.ts). */
+export interface ActiveRole {
+  /** The working copy of the PostgreSQL keystore. */
+  keystore: Keystore;
+  /** Resolves once every change so far is committed in PostgreSQL; rejects once fenced. */
+  barrier(): Promise<void>;
+  /** The lease is held and valid: only then may anything be sent. */
+  mayAct(): boolean;
 }
 
 export class Gateway {
@@ -96,6 +108,7 @@ export class Gateway {
   readonly identityGate: IdentityGate;
   readonly loopLag = new LoopLag();
   #server: Server | null = null;
+  #ha: ActiveRole | null;
   #stopping = false;
   #inflight = new Set<Promise<unknown>>();
   #maintenance: NodeJS.Timeout | null = null;
@@ -105,7 +118,10 @@ export class Gateway {
     this.log = opts.log ?? createLogger(config.log.level);
     this.metrics = new Metrics();
     const log = this.log;
-    this.keystore = Keystore.open(config.keystore.path, config.keystore.passphrase, opts.keystore);
+    const ha = opts.ha ?? null;
+    this.#ha = ha;
+    this.keystore = ha ? ha.keystore : Keystore.open(config.keystore.path, config.keystore.passphrase, opts.keystore);
+    this.metrics.active.set(1);
     this.trust = new TrustStore(this.keystore, config.bridge.trust);
     this.contacts = new ContactStore(this.keystore);
     this.subscriptions = new SubscriptionStore(this.keystore);
@@ -118,8 +134,20 @@ export class Gateway {
       keepaliveMs: config.component.keepaliveMs,
       log: log.child({ subsystem: 'component' }),
       metrics: this.metrics,
+      ...(ha ? { allowed: () => ha.mayAct() } : {}),
     });
-    const send = (el: Element) => this.conn.send(el);
+    // With several instances no stanza leaves before the state it depends on is in PostgreSQL.
+    // And what the send changes (an outbox row marked sent) is shipped right after: the window in
+    // which a crash makes the next active instance send a message again is one database round trip.
+    const send = ha
+      ? async (el: Element) => {
+          await ha.barrier();
+          await this.conn.send(el);
+          setImmediate(() => {
+            ha.barrier().catch(() => undefined); // a failure is retried by the next batch
+          });
+        }
+      : (el: Element) => this.conn.send(el);
     const request = (iq: Element, timeoutMs?: number) => this.conn.request(iq, timeoutMs);
     const limits = config.limits;
     const stanzaLimits = new StanzaLimits({ limits, metrics: this.metrics, ownDomain: config.component.domain });
@@ -235,6 +263,7 @@ export class Gateway {
       timeoutMs: config.webhooks.timeoutMs,
       retryForMs: config.webhooks.retryForSeconds * 1000,
       maxDelayMs: config.webhooks.maxAttemptDelaySeconds * 1000,
+      ...(ha ? { beforeDeliver: () => this.#mayDeliver(ha) } : {}),
     });
     this.rooms = new RoomService({
       bots: config.bots,
@@ -425,6 +454,11 @@ export class Gateway {
     };
   }
 
+  async #mayDeliver(ha: ActiveRole): Promise<void> {
+    await ha.barrier();
+    if (!ha.mayAct()) throw new GatewayError('standby');
+  }
+
   /** No stanza or connection handler is running (for tests that wait for the gateway to settle). */
   idle(): boolean {
     return this.#inflight.size === 0;
@@ -456,20 +490,22 @@ export class Gateway {
     this.sender.kick();
   }
 
-  /** Listens on HTTP, then connects the component. Rejects on a refused component secret. */
+  /** Listens on HTTP (unless the instance runner serves this.app), then connects the component. Rejects on a refused component secret. */
   async start(): Promise<void> {
     this.loopLag.start();
     this.log.info({ config: publicView(this.config) }, 'starting');
-    const server = createServer(this.app);
-    this.#server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.config.http.port, this.config.http.host, () => {
-        server.off('error', reject);
-        resolve();
+    if (!this.#ha) {
+      const server = createServer(this.app);
+      this.#server = server;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.config.http.port, this.config.http.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
-    this.log.info({ address: this.httpUrl }, 'http listening');
+      this.log.info({ address: this.httpUrl }, 'http listening');
+    }
     this.webhooks.start();
     this.sender.start();
     await this.conn.start();
@@ -495,6 +531,21 @@ export class Gateway {
   get httpUrl(): string {
     const a = this.#server?.address() as AddressInfo | null;
     return a ? `http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : '';
+  }
+
+  /**
+   * The lease is lost (keystore.url): stops at once without writing or sending anything more; the
+   * working copy is dropped (PostgreSQL has everything that was ever acted upon).
+   */
+  async abandon(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.metrics.active.set(0);
+    if (this.#maintenance) clearInterval(this.#maintenance);
+    await Promise.allSettled([this.sender.stop(), this.webhooks.stop(), this.conn.stop()]);
+    await Promise.allSettled([...this.#inflight]);
+    this.keystore.close();
+    this.log.warn('lease lost: stopped as the active instance');
   }
 
   /** Stops accepting, finishes in-flight work, closes the component and the keystore. */

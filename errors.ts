@@ -17,6 +17,7 @@ export const ERRORS = {
   conflict: { http: 409, condition: 'conflict', text: 'The request conflicts with the current state.' },
   payload_too_large: { http: 413, condition: 'not-acceptable', text: 'The request body is too large.' },
   rate_limited: { http: 429, condition: 'resource-constraint', text: 'Too many requests; retry later.' },
+  standby: { http: 503, condition: 'service-unavailable', text: 'This instance is a standby; send this request to the active instance.' },
   not_ready: { http: 503, condition: 'remote-server-timeout', text: 'The gateway is not connected to the XMPP server.' },
   // addressing and routing
   jid_malformed: { http: 400, condition: 'jid-malformed', text: 'The address is not a valid JID.' },

@@ -7,6 +7,7 @@ import { loadConfig } from './config.js';
 import { ConfigError, GatewayError } from './errors.js';
 import { createLogger, errorSummary } from './log.js';
 import { Gateway } from './context.js';
+import { HaInstance } from './ha/instance.js';
 import { installProcessPolicy } from './process-policy.js';
 
 const USAGE = 'usage: npm start -- --config FILE   (or set GATEWAY_CONFIG=FILE)';
@@ -36,10 +37,12 @@ async function main(): Promise<void> {
   const file = configPath(argv);
   if (!file) fail(2, `no configuration file given\n${USAGE}`);
 
-  let gateway: Gateway;
+  let gateway: Gateway | HaInstance;
   try {
     const config = loadConfig(file);
-    gateway = new Gateway(config, { log: createLogger(process.env.LOG_LEVEL ?? config.log.level) });
+    const log = createLogger(process.env.LOG_LEVEL ?? config.log.level);
+    // keystore.url: one of several instances (active or standby); keystore.path: the only one.
+    gateway = config.keystore.url ? new HaInstance(config, { log }) : new Gateway(config, { log });
   } catch (e) {
     if (e instanceof ConfigError) fail(2, `configuration error: ${e.userText}`);
     if (e instanceof GatewayError && (e.code === 'keystore_passphrase_wrong' || e.code === 'keystore_unavailable')) fail(3, `keystore error: ${e.userText}`);
@@ -71,6 +74,7 @@ async function main(): Promise<void> {
   } catch (e) {
     await gateway.stop().catch(() => undefined);
     if (e instanceof GatewayError && e.code === 'component_auth_failed') fail(4, `component error: ${e.userText}`);
+    if (e instanceof GatewayError && (e.code === 'keystore_passphrase_wrong' || e.code === 'keystore_unavailable')) fail(3, `keystore error: ${e.userText}`);
     if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(2, `configuration error: http.port: ${gateway.config.http.port} is already in use`);
     throw e;
   }

@@ -28,6 +28,11 @@ export interface ConnectionOptions {
    * retried) instead of looking connected forever. 0 turns it off.
    */
   keepaliveMs?: number;
+  /**
+   * Connects and sends only while this says yes (keystore.url: while this instance holds the lease),
+   * so a former active instance that wakes up neither reconnects nor writes a stanza.
+   */
+  allowed?: () => boolean;
 }
 
 /** Stream errors that mean the configuration is wrong, not that the server is away. */
@@ -51,7 +56,7 @@ export interface ConnectionEvents {
 
 export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   readonly domain: string;
-  #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics'>> & Pick<ConnectionOptions, 'log' | 'metrics'>;
+  #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics' | 'allowed'>> & Pick<ConnectionOptions, 'log' | 'metrics' | 'allowed'>;
   #entity: Component | null = null;
   #online = false;
   #stopping = false;
@@ -95,6 +100,7 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   async #run(firstOutcome: (o: true | Error) => void): Promise<void> {
     let firstAttempt = true;
     while (!this.#stopping) {
+      if (this.#opts.allowed?.() === false) break;
       let entity: Component | null = null;
       try {
         entity = await this.#connectOnce();
@@ -235,6 +241,7 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   async send(el: Element): Promise<void> {
     const entity = this.#entity;
     if (!this.#online || !entity) throw new GatewayError('not_ready');
+    if (this.#opts.allowed?.() === false) throw new GatewayError('standby');
     // Checked before writing: the server would answer XML it cannot parse by closing the stream, and
     // a queued message would then cut the connection again on every attempt (issue 15).
     if (!isXmlSafe(el.toString())) {

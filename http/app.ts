@@ -18,6 +18,8 @@ export interface AppDeps {
   api: Router[];
   /** Unauthenticated extras (e.g. /openapi.json). */
   publicRoutes?: Router[];
+  /** For /readyz: 'standby' on a standby instance (keystore.url). */
+  role?: () => 'active' | 'standby';
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -31,7 +33,7 @@ export function createApp(deps: AppDeps): Express {
     });
     next();
   });
-  app.use(healthRoutes(deps.metrics, deps.readiness));
+  app.use(healthRoutes(deps.metrics, deps.readiness, deps.role));
   for (const r of deps.publicRoutes ?? []) app.use(r);
   // Authenticate first (401 before any body is read), then JSON only, size-limited; a wrong
   // content type is refused rather than ignored.

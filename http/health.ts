@@ -8,7 +8,7 @@ export interface ReadinessCheck {
   check(): { ok: boolean; reason?: string };
 }
 
-export function healthRoutes(metrics: Metrics, checks: ReadinessCheck[]): Router {
+export function healthRoutes(metrics: Metrics, checks: ReadinessCheck[], role: () => 'active' | 'standby' = () => 'active'): Router {
   const r = Router();
   r.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -16,7 +16,7 @@ export function healthRoutes(metrics: Metrics, checks: ReadinessCheck[]): Router
   r.get('/readyz', (_req, res) => {
     const results = Object.fromEntries(checks.map((c) => [c.name, c.check()]));
     const ready = Object.values(results).every((c) => c.ok);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks: results });
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', role: role(), checks: results });
   });
   r.get('/metrics', async (_req, res, next) => {
     try {

@@ -6,6 +6,7 @@ export class Metrics {
   readonly registry = new Registry();
 
   // component
+  readonly active = new Gauge({ name: 'gateway_active', help: '1 on the active instance (holds the component connection), 0 on a standby', registers: [this.registry] });
   readonly componentConnected = new Gauge({ name: 'gateway_component_connected', help: '1 while the XEP-0114 stream is authenticated', registers: [this.registry] });
   readonly componentReconnects = new Counter({ name: 'gateway_component_reconnects_total', help: 'Reconnection attempts to the XMPP server', registers: [this.registry] });
   readonly stanzasIn = new Counter({ name: 'gateway_stanzas_in_total', help: 'Stanzas received, by kind', labelNames: ['kind'] as const, registers: [this.registry] });

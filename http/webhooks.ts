@@ -21,6 +21,8 @@ export interface DispatcherOptions {
   baseDelayMs?: number;
   /** Deliveries in flight per bot (different senders). */
   concurrency?: number;
+  /** Awaited before each POST (keystore.url: the commit barrier and the lease check); a throw skips the attempt. */
+  beforeDeliver?: () => Promise<void>;
 }
 
 class BotWorker {
@@ -69,6 +71,7 @@ class BotWorker {
       return;
     }
     const url = this.bot.webhook!.url;
+    await d.beforeDeliver?.();
     let error: string;
     try {
       const res = await fetch(url, {

@@ -1,12 +1,12 @@
 // POST /v1/messages and GET /v1/messages/{id}: bots send end-to-end encrypted messages. A message is
 // committed to the outbox (body sealed) before the 202; an Idempotency-Key returns the same message.
-import { Router } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { Config } from '../../config.js';
 import { PROTOCOLS } from '../../config.js';
 import { GatewayError } from '../../errors.js';
 import type { Addressing } from '../../component/addressing.js';
 import { bare } from '../../component/jid.js';
-import type { OutboxMessage, OutboxStore } from '../../keystore/outbox-store.js';
+import type { NewMessage, OutboxMessage, OutboxStore } from '../../keystore/outbox-store.js';
 import { principalOf, requireBot } from '../auth.js';
 import type { TokenBuckets } from '../rate-limit.js';
 import { jsonObject, optionalEnum, requiredString } from '../validate.js';
@@ -38,43 +38,48 @@ export function messageView(m: OutboxMessage): Record<string, unknown> {
   };
 }
 
+/** Validates a POST /v1/messages (and takes its rate-limit token): the message to queue. */
+export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing' | 'buckets' | 'overloaded' | 'rooms'>, req: Request, res: Response): NewMessage {
+  const bot = requireBot(res);
+  const wait = d.buckets.take(bot.localpart, bot.rateLimit.perSecond, bot.rateLimit.burst);
+  if (wait > 0) {
+    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
+    throw new GatewayError('rate_limited', `Rate limit of ${bot.rateLimit.perSecond} messages per second exceeded.`);
+  }
+  const overload = d.overloaded?.(bot.localpart);
+  if (overload) throw overload;
+  const o = jsonObject(req.body, ['to', 'body', 'encryption']);
+  const toRaw = requiredString(o, 'to');
+  const body = requiredString(o, 'body');
+  const encryption = optionalEnum(o, 'encryption', [...PROTOCOLS, 'none'] as const) ?? null;
+  if (Buffer.byteLength(body, 'utf8') > d.config.outbox.maxBodyBytes) {
+    throw new GatewayError('payload_too_large', `"body" is larger than ${d.config.outbox.maxBodyBytes} bytes.`);
+  }
+  let to: string;
+  try {
+    to = bare(toRaw);
+  } catch {
+    throw new GatewayError('invalid_field', '"to" is not a valid JID.');
+  }
+  if (!to.includes('@')) throw new GatewayError('invalid_field', '"to" must be a user JID (local@domain).');
+  const room = d.rooms?.isRoom(bot.localpart, to) ?? false;
+  if (room) {
+    const refused = d.rooms!.refusal(bot.localpart, to, d.config.bridge.allowPlaintext || bot.allowPlaintext);
+    if (refused) throw refused;
+  } else if (!d.addressing.isAllowedJid(to)) throw new GatewayError('recipient_not_allowed', `"to": ${to.split('@')[1]} is not a domain this gateway serves.`);
+  if (encryption === 'none' && !(d.config.bridge.allowPlaintext || bot.allowPlaintext)) {
+    throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
+  }
+  const key = req.get('Idempotency-Key');
+  if (key !== undefined && (key.length === 0 || key.length > 255)) throw new GatewayError('invalid_field', 'Idempotency-Key must be 1 to 255 characters.');
+  return { bot: bot.localpart, to, body, encryption, idempotencyKey: key ?? null, ttlMs: d.config.outbox.messageTtlSeconds * 1000 };
+}
+
 export function messagesRoutes(d: MessagesDeps): Router {
   const r = Router();
 
   r.post('/messages', (req, res) => {
-    const bot = requireBot(res);
-    const wait = d.buckets.take(bot.localpart, bot.rateLimit.perSecond, bot.rateLimit.burst);
-    if (wait > 0) {
-      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
-      throw new GatewayError('rate_limited', `Rate limit of ${bot.rateLimit.perSecond} messages per second exceeded.`);
-    }
-    const overload = d.overloaded?.(bot.localpart);
-    if (overload) throw overload;
-    const o = jsonObject(req.body, ['to', 'body', 'encryption']);
-    const toRaw = requiredString(o, 'to');
-    const body = requiredString(o, 'body');
-    const encryption = optionalEnum(o, 'encryption', [...PROTOCOLS, 'none'] as const) ?? null;
-    if (Buffer.byteLength(body, 'utf8') > d.config.outbox.maxBodyBytes) {
-      throw new GatewayError('payload_too_large', `"body" is larger than ${d.config.outbox.maxBodyBytes} bytes.`);
-    }
-    let to: string;
-    try {
-      to = bare(toRaw);
-    } catch {
-      throw new GatewayError('invalid_field', '"to" is not a valid JID.');
-    }
-    if (!to.includes('@')) throw new GatewayError('invalid_field', '"to" must be a user JID (local@domain).');
-    const room = d.rooms?.isRoom(bot.localpart, to) ?? false;
-    if (room) {
-      const refused = d.rooms!.refusal(bot.localpart, to, d.config.bridge.allowPlaintext || bot.allowPlaintext);
-      if (refused) throw refused;
-    } else if (!d.addressing.isAllowedJid(to)) throw new GatewayError('recipient_not_allowed', `"to": ${to.split('@')[1]} is not a domain this gateway serves.`);
-    if (encryption === 'none' && !(d.config.bridge.allowPlaintext || bot.allowPlaintext)) {
-      throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
-    }
-    const key = req.get('Idempotency-Key');
-    if (key !== undefined && (key.length === 0 || key.length > 255)) throw new GatewayError('invalid_field', 'Idempotency-Key must be 1 to 255 characters.');
-    const result = d.outbox.enqueue({ bot: bot.localpart, to, body, encryption, idempotencyKey: key ?? null, ttlMs: d.config.outbox.messageTtlSeconds * 1000 });
+    const result = d.outbox.enqueue(readMessageRequest(d, req, res));
     if (!result.created && !result.sameRequest) {
       throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
     }

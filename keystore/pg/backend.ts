@@ -31,6 +31,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../../errors.js';
+import { redactPassword as redactUrl } from '../../config.js';
 import { Keystore, migrate, type Db } from '../keystore.js';
 import { MIGRATIONS } from '../migrations.js';
 import { DEFAULT_KDF, deriveKey, Sealer, SealError, type KdfParams } from '../seal.js';
@@ -42,16 +43,6 @@ export class FencedError extends Error {
   override name = 'FencedError';
 }
 
-/** The URL with its password hidden, for logs and errors. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgresql://(unparsable url)';
-  }
-}
 
 export interface PgOpenOptions {
   kdf?: KdfParams;
@@ -129,6 +120,29 @@ export class PgBackend {
       if (e instanceof GatewayError) throw e;
       throw new GatewayError('keystore_unavailable', `keystore.url: cannot use ${where} (${(e as Error).message})`, { cause: e });
     }
+  }
+
+  /**
+   * The copy command's target: an empty PostgreSQL keystore (no rows, no live lease) takes the
+   * source's passphrase check (salt, KDF parameters, check value), so the same passphrase opens it
+   * and every sealed field copied over still opens.
+   */
+  static async openAsCopyOf(url: string, passphrase: string, source: Map<string, Buffer>): Promise<PgBackend> {
+    const where = redactUrl(url);
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    pool.on('error', () => undefined);
+    try {
+      await migratePg(pool);
+      const rows = await pool.query('SELECT 1 FROM gw_rows LIMIT 1');
+      if (rows.rowCount) throw new GatewayError('keystore_unavailable', `${where} already holds a keystore; copy only into an empty one`);
+      const lease = await pool.query('SELECT 1 FROM gw_lease WHERE holder IS NOT NULL AND expires_at > now()');
+      if (lease.rowCount) throw new GatewayError('keystore_unavailable', `an instance is running on ${where}; stop every instance before copying`);
+      await pool.query("DELETE FROM gw_meta WHERE key IN ('kdf_salt', 'kdf_params', 'check')");
+      for (const k of ['kdf_salt', 'kdf_params', 'check']) await pool.query('INSERT INTO gw_meta (key, value) VALUES ($1, $2)', [k, source.get(k)!]);
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+    return PgBackend.open(url, passphrase);
   }
 
   async close(): Promise<void> {

@@ -68,6 +68,26 @@ export class GatewayProcess {
     this.#proc = null;
   }
 
+  /** SIGSTOP: the process freezes (a VM pause, a long GC), its sockets stay open. */
+  pause(): void {
+    this.#proc?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.#proc?.kill('SIGCONT');
+  }
+
+  /** /readyz: its status and "role" (keystore.url), or null while nothing answers. */
+  async readiness(): Promise<{ status: number; role: string } | null> {
+    try {
+      const r = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(2000) });
+      const body = (await r.json()) as { role?: string };
+      return { status: r.status, role: String(body.role) };
+    } catch {
+      return null;
+    }
+  }
+
   /** SIGTERM and wait; resolves with the exit code. */
   async stop(): Promise<number | null> {
     if (!this.#proc) return null;
@@ -78,6 +98,7 @@ export class GatewayProcess {
   }
 
   async destroy(): Promise<void> {
+    this.#proc?.kill('SIGCONT');
     if (this.#proc) await this.kill();
     if (!process.env.KEEP_GATEWAY) rmSync(this.dir, { recursive: true, force: true });
   }

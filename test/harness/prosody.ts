@@ -17,6 +17,8 @@ export interface ProsodyOptions {
   mucDomain?: string;
   /** Prosody's network_settings.nagle; unset leaves Prosody's default (Nagle's algorithm on). */
   nagle?: boolean;
+  /** mod_component's component_conflict_resolve: 'kick_new' (Prosody's default) or 'kick_old'. */
+  componentConflict?: 'kick_new' | 'kick_old';
 }
 
 const PROSODY = process.env.PROSODY_BIN ?? '/usr/bin/prosody';
@@ -36,6 +38,7 @@ export class Prosody {
   readonly componentSecret: string;
   readonly mucDomain: string;
   readonly nagle: boolean | undefined;
+  readonly componentConflict: 'kick_new' | 'kick_old' | undefined;
   c2sPort = 0;
   componentPort = 0;
   #proc: ChildProcess | null = null;
@@ -49,6 +52,7 @@ export class Prosody {
     this.componentSecret = opts.componentSecret ?? 'component-secret-for-tests';
     this.mucDomain = opts.mucDomain ?? `conference.${this.domain}`;
     this.nagle = opts.nagle;
+    this.componentConflict = opts.componentConflict;
   }
 
   static async start(opts: ProsodyOptions = {}): Promise<Prosody> {
@@ -104,7 +108,7 @@ ${this.nagle === undefined ? '' : `network_settings = { nagle = ${this.nagle} }`
 ${hosts}
 Component "${this.componentDomain}"
   component_secret = "${this.componentSecret}"
-
+${this.componentConflict ? `  component_conflict_resolve = "${this.componentConflict}"\n` : ''}
 -- XEP-0045 rooms (Debian's mod_muc): new rooms are members-only and non-anonymous (real JIDs to
 -- everyone), unlocked at once, persistent, with history; only local users may create them.
 Component "${this.mucDomain}" "muc"

@@ -53,7 +53,7 @@ test('config.example.yaml carries every key the loader accepts, each with a comm
   const expected = [
     'component.service', 'component.domain', 'component.secret', 'component.reconnect_max_delay', 'component.keepalive',
     'http.host', 'http.port', 'http.admin_token', 'http.body_limit',
-    'keystore.path', 'keystore.passphrase',
+    'keystore.path', 'keystore.url', 'keystore.passphrase', 'ha.lease',
     'bridge.allowed_domains', 'bridge.trust', 'bridge.outbound_preference', 'bridge.allow_plaintext',
     'bridge.allow_unverified_pgp_keys', 'bridge.pgp_key_type', 'bridge.replay_window', 'bridge.otr_session_timeout', 'bridge.ox_max_clock_skew', 'bridge.otr_max_message_size',
     'outbox.message_ttl', 'outbox.max_body', 'webhooks.retry_for', 'webhooks.timeout', 'webhooks.max_retry_delay', 'log.level',

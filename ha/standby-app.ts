@@ -1,0 +1,69 @@
+// The HTTP API of a standby instance (keystore.url): health, metrics and the bot message calls,
+// which work on PostgreSQL directly. POST /v1/messages is committed to gw_accepted before its 202 and
+// sent by the active instance; GET /v1/messages/{id} reads what the active instance last committed.
+// Anything else needs the engines and answers 503 `standby`.
+import { Router, type Express } from 'express';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { GatewayError } from '../errors.js';
+import { Addressing } from '../component/addressing.js';
+import { createApp } from '../http/app.js';
+import { TokenAuth, principalOf } from '../http/auth.js';
+import type { Metrics } from '../http/metrics.js';
+import { openapiRoutes } from '../http/openapi.js';
+import { TokenBuckets } from '../http/rate-limit.js';
+import { messageView, readMessageRequest } from '../http/routes/messages.js';
+import { OutboxStore, toMessage, type OutboxMessage, type OutboxRow } from '../keystore/outbox-store.js';
+import type { PgBackend } from '../keystore/pg/backend.js';
+
+export interface StandbyDeps {
+  config: Config;
+  backend: PgBackend;
+  metrics: Metrics;
+  log: Logger;
+  /** Whether the keystore answered lately (readiness). */
+  reachable: () => boolean;
+}
+
+export function standbyApp(d: StandbyDeps): Express {
+  const addressing = new Addressing(d.config.component.domain, d.config.bots.map((b) => b.localpart), d.config.bridge.allowedDomains);
+  const deps = { config: d.config, addressing, buckets: new TokenBuckets() };
+  const r = Router();
+  r.post('/messages', async (req, res) => {
+    const m = readMessageRequest(deps, req, res);
+    const result = await d.backend.accept({ ...m, id: OutboxStore.newId(), createdAt: Date.now() });
+    if (!result.created && !result.sameRequest) throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
+    res.setHeader('Location', `/v1/messages/${result.id}`);
+    if (!result.created) res.setHeader('Idempotent-Replayed', 'true');
+    res.status(202).json({ id: result.id, status: 'queued' });
+  });
+  r.get('/messages/:id', async (req, res) => {
+    const p = principalOf(res);
+    const id = req.params.id!;
+    let m: OutboxMessage | undefined;
+    const row = await d.backend.committedRow('outbox', JSON.stringify([id]));
+    if (row) m = toMessage(row as unknown as OutboxRow);
+    else {
+      const a = await d.backend.acceptedMessage(id);
+      if (a) {
+        m = {
+          id, kind: 'bot', bot: a.bot, to: a.to, encryptionRequested: a.encryption, encryption: null, status: 'queued', error: null,
+          attempts: 0, nextAttemptAt: a.createdAt, createdAt: a.createdAt, sentAt: null, deliveredAt: null, expiresAt: a.createdAt + a.ttlMs, undeliveredTo: null,
+        };
+      }
+    }
+    if (!m || (p.kind === 'bot' && m.bot !== p.bot.localpart)) throw new GatewayError('not_found', 'No such message.');
+    res.json(messageView(m));
+  });
+  r.use((_req, _res, next) => next(new GatewayError('standby')));
+  return createApp({
+    log: d.log,
+    metrics: d.metrics,
+    auth: new TokenAuth(d.config.http.adminToken, d.config.bots),
+    bodyLimitBytes: d.config.http.bodyLimitBytes,
+    readiness: [{ name: 'keystore', check: () => (d.reachable() ? { ok: true } : { ok: false, reason: 'PostgreSQL does not answer' }) }],
+    role: () => 'standby',
+    publicRoutes: [openapiRoutes()],
+    api: [r],
+  });
+}
