@@ -24,6 +24,8 @@ import { createOxEngine } from '../../../bridges/ox/engine.js';
 import { ReplayGuard } from '../../../bridges/pgp/replay-guard.js';
 import { ReplayStore } from '../../../keystore/replay-store.js';
 import { NS_OMEMO } from '../../../bridges/omemo/constants.js';
+import { createOmemo2Engine } from '../../../bridges/omemo2/engine.js';
+import { NS_OMEMO2 } from '../../../bridges/omemo2/constants.js';
 import { makeRig } from '../../unit/pgp-setup.js';
 import type { Scenario } from '../scenario.js';
 import { TEST_KDF } from '../gateway.js';
@@ -179,6 +181,76 @@ export const omemoLegacy: FuzzEngine = {
         return { stanza: stanza(`${ALICE}/phone`, to, enc.children, nextId()), from: ALICE };
       },
       mutators: omemoMutators('mallory@example.org'),
+      async close() {
+        await Promise.all(background);
+        ks.close();
+      },
+    };
+  },
+};
+
+// ---- OMEMO 2 (XEP-0384 v0.8+, urn:xmpp:omemo:2) ----
+
+export const omemo2: FuzzEngine = {
+  name: 'omemo2',
+  deliversEvery: true,
+  async setup(_s, remote) {
+    const OLGA = 'olga@example.org';
+    const ks = Keystore.open(':memory:', 'fuzz-remote-passphrase', { kdf: TEST_KDF });
+    const trust = new TrustStore(ks, 'btbv');
+    const portsFor = (id: 'omemo' | 'omemo2') => ({
+      store: createProtocolStore(ks, id),
+      trust,
+      contacts: new ContactStore(ks),
+      keystore: ks,
+      pubsub: remote.port(OLGA, 'tablet'),
+      metrics: new Metrics({ processMetrics: false }),
+      log: createLogger('silent', silentSink()),
+      now: () => Date.now(),
+      resource: 'tablet',
+    });
+    const legacy = createOmemoEngine(portsFor('omemo'));
+    const engine = createOmemo2Engine(portsFor('omemo2'), {
+      legacy,
+      identity: async (local) => {
+        const id = await legacy.internals.keyring.ensure(local);
+        return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
+      },
+    });
+    await engine.ensureIdentity(OLGA);
+    const background = new Set<Promise<unknown>>();
+    remote.onMessage(OLGA, (el) => {
+      if (el.attrs.type === 'error') return;
+      const target = el.getChild('encrypted', NS_OMEMO2) ? engine : el.getChild('encrypted', NS_OMEMO) ? legacy : null;
+      if (!target) return;
+      const p = target.decrypt(OLGA, parseXml(el.toString())).catch(() => undefined);
+      background.add(p);
+      void p.then(() => background.delete(p));
+    });
+    return {
+      async message(to, body) {
+        const enc = await engine.encrypt(OLGA, to, body);
+        const st = stanza(`${OLGA}/tablet`, to, enc.children, nextId());
+        if (!st.getChild('encrypted', NS_OMEMO2)) throw new Error('the OMEMO 2 source did not produce an OMEMO 2 message');
+        return { stanza: st, from: OLGA };
+      },
+      mutators: {
+        'replayed by another user': (el) => {
+          el.attrs.from = 'mallory@example.org/laptop';
+          return 'from mallory';
+        },
+        'other resource': (el) => {
+          el.attrs.from = String(el.attrs.from).replace(/\/.*$/, '/other');
+          return 'other resource of the sender';
+        },
+        'kex attribute toggled': (el) => {
+          for (const k of el.getChild('encrypted', NS_OMEMO2)?.getChild('header')?.getChildren('keys').flatMap((ks) => ks.getChildren('key')) ?? []) {
+            if (k.attrs.kex) delete k.attrs.kex;
+            else k.attrs.kex = 'true';
+          }
+          return 'kex toggled';
+        },
+      },
       async close() {
         await Promise.all(background);
         ks.close();
@@ -403,7 +475,7 @@ export const ox: FuzzEngine = {
 };
 
 /** Every engine the fuzz test drives, in order. Add new ones here (see the comment at the top). */
-export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, xep0027, ox];
+export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, omemo2, xep0027, ox];
 
 // ---- stanzas that are not messages: pubsub, disco, presence, commands ----
 
