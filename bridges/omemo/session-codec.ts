@@ -11,7 +11,23 @@
 //     oldRatchets: count x (ephemeralKey bytes, added)
 //     chains: count x (name bytes (base64-decoded), chainType, counter+1, opt key bytes,
 //                      messageKeys: count x (counter, key bytes))
-import type { Chain, SessionType } from '@privacyresearch/libsignal-protocol-typescript';
+
+/** libsignal-protocol-typescript's session types (session-types.d.ts), as the records hold them. */
+export interface LibraryChain<T = ArrayBuffer> {
+  chainType: number;
+  chainKey: { key?: T; counter: number };
+  messageKeys: { [key: number]: T };
+}
+export interface LibrarySession<T = ArrayBuffer> {
+  indexInfo: { closed: number; remoteIdentityKey: T; baseKey?: T; baseKeyType?: number };
+  registrationId?: number;
+  currentRatchet: { rootKey: T; ephemeralKeyPair?: { pubKey: T; privKey: T }; lastRemoteEphemeralKey: T; previousCounter: number; added?: number };
+  pendingPreKey?: { baseKey: T; preKeyId?: number; signedKeyId: number };
+  oldRatchetList: Array<{ ephemeralKey: T; added: number }>;
+  chains: { [ephKeyString: string]: LibraryChain<T> };
+}
+type SessionType = LibrarySession;
+type Chain<T> = LibraryChain<T>;
 import { ab, buf } from './bytes.js';
 
 const MAGIC0 = 0x53; // 'S'

@@ -85,13 +85,19 @@ export const isPublicKey = (k: Buffer | null): k is Buffer => k !== null && k.le
 const versionOk = (b: number | undefined): boolean => b === SIGNAL_VERSION_BYTE;
 
 export function inspectWhisper(msg: Buffer): WhisperInfo | null {
+  const m = inspectWhisperParts(msg);
+  return m && { ratchetKey: m.ratchetKey, counter: m.counter, previousCounter: m.previousCounter };
+}
+
+/** inspectWhisper and the ciphertext (what the ratchet's codec reads). */
+export function inspectWhisperParts(msg: Buffer): (WhisperInfo & { ciphertext: Buffer }) | null {
   if (msg.length < 1 + MAC_LENGTH + 2 || !versionOk(msg[0])) return null;
   const f = readFields(msg.subarray(1, msg.length - MAC_LENGTH));
   if (!f) return null;
   const ratchetKey = bytesOf(f, 1);
   const ciphertext = bytesOf(f, 4);
   if (!isPublicKey(ratchetKey) || !ciphertext || ciphertext.length === 0 || ciphertext.length % 16 !== 0) return null;
-  return { ratchetKey, counter: uintOf(f, 2), previousCounter: uintOf(f, 3) };
+  return { ratchetKey, counter: uintOf(f, 2), previousCounter: uintOf(f, 3), ciphertext };
 }
 
 /**

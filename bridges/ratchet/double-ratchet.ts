@@ -182,7 +182,9 @@ export function decrypt(v: RatchetVersion, s: RatchetState, wire: Buffer, ad: Bu
     }
     if (header.n < next.nr) throw new RatchetError('duplicate');
     skipTo(v, next, header.n);
-    const [ck, key] = kdfCk(next.ckr!);
+    // Their key is the one we know but no chain came of it yet (legacy: the signed prekey): not a message of this session.
+    if (!next.ckr) throw new RatchetError('malformed');
+    const [ck, key] = kdfCk(next.ckr);
     next.ckr = ck;
     next.nr++;
     mk = key;

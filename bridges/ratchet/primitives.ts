@@ -190,3 +190,32 @@ export function ed25519Sign(seed: Uint8Array, msg: Uint8Array): Buffer {
   const key = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' });
   return edSign(null, msg, key);
 }
+
+// ---- XEdDSA verification of an X25519 public key (legacy OMEMO, libsignal's curve25519_verify) ----
+// The signer's Edwards key is the birational image of its Montgomery u (y = (u - 1) / (u + 1), in
+// @noble/curves' field), with the sign of x taken from the signature's top bit (XEdDSA signers put
+// 0 there); the signature with that bit cleared is a plain Ed25519 signature, checked by node:crypto.
+
+const Fp = ed25519.Point.Fp;
+const MASK_255 = (1n << 255n) - 1n;
+
+/** The Ed25519 public key of a Montgomery u-coordinate with the given sign bit; null for u = -1. */
+export function x25519PubToEd25519(u: Uint8Array, signBit: 0 | 1): Buffer | null {
+  if (u.length !== 32) return null;
+  const x = Fp.create(bytesToNumberLE(u) & MASK_255);
+  const den = Fp.add(x, Fp.ONE);
+  if (Fp.is0(den)) return null;
+  const y = Buffer.from(Fp.toBytes(Fp.div(Fp.sub(x, Fp.ONE), den)));
+  y[31]! |= signBit << 7;
+  return y;
+}
+
+/** Verifies an XEdDSA signature of `msg` by the 32-byte X25519 public key `pub`; false on any bad input. */
+export function xeddsaVerify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
+  if (sig.length !== 64) return false;
+  const ed = x25519PubToEd25519(pub, ((sig[63]! & 0x80) >> 7) as 0 | 1);
+  if (!ed) return false;
+  const plain = Buffer.from(sig);
+  plain[63]! &= 0x7f;
+  return ed25519Verify(ed, msg, plain);
+}
