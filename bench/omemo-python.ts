@@ -27,10 +27,10 @@ function repoRoot(): string {
 }
 
 /** Runs the python benchmark; null (with the reason) when python-omemo is not installed. */
-export function runPythonBench(): { bench: PythonBench | null; why?: string } {
+export function runPythonBench(backend: 'oldmemo' | 'twomemo' = 'oldmemo'): { bench: PythonBench | null; why?: string } {
   const python = process.env.OMEMO_PYTHON ?? '/usr/bin/python3';
   const script = join(repoRoot(), 'test', 'interop', 'omemo_bench.py');
-  const r = spawnSync(python, [script, '--budget', '20'], { encoding: 'utf8', timeout: 120000 });
+  const r = spawnSync(python, [script, '--budget', '20', '--backend', backend], { encoding: 'utf8', timeout: 180000 });
   if (r.status !== 0) return { bench: null, why: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').slice(-1)[0] };
   try {
     return { bench: JSON.parse(r.stdout) as PythonBench };

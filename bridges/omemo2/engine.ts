@@ -78,7 +78,13 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     recognizes: (stanza: Element) => stanza.getChild('encrypted', NS_OMEMO2) !== undefined,
 
     async ensureIdentity(local) {
-      await ctx.keyring.ensure(local);
+      await ctx.keyring.ensureBundle(local);
+    },
+
+    async prepareNode(local, node) {
+      // A device list read needs only the identity; the bundle is made when our own item is read.
+      if (node === NODE_DEVICES) await ctx.keyring.ensure(local);
+      else if (node === NODE_BUNDLES) await ctx.keyring.ensureBundle(local);
     },
 
     async identity(local): Promise<IdentityFacts> {

@@ -62,6 +62,7 @@ export class Keyring {
   readonly #opts: Omemo2Options;
   readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
   readonly #creating = new Map<string, Promise<LocalIdentity>>();
+  readonly #completing = new Map<string, Promise<void>>();
 
   constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options) {
     this.#store = store;
@@ -72,6 +73,11 @@ export class Keyring {
     this.#opts = opts;
   }
 
+  /**
+   * The hosted JID's OMEMO 2 identity (from legacy OMEMO) with its device list published. Cheap: the
+   * prekeys and signed prekey are made by ensureBundle(), on the first read of the bundle or for a JID
+   * that must be ready at once (bots), as for legacy OMEMO.
+   */
   async ensure(local: string): Promise<LocalIdentity> {
     const hit = this.#cache.get(local);
     if (hit) return hit;
@@ -91,15 +97,40 @@ export class Keyring {
     const src = await this.#identity(local);
     const ik = xeddsaPublic(src.priv);
     const id: LocalIdentity = { local, deviceId: src.deviceId, priv: src.priv, ik, fingerprint: fingerprintOf(ik) };
-    if (!this.#store.getJson<StateRow>(local, K_STATE, SELF)) this.#create(id);
     this.#cache.set(local, id);
     this.#publishIfChanged(id);
     return id;
   }
 
-  #create(id: LocalIdentity): void {
+  /** Whether the hosted JID has its OMEMO 2 prekeys (and so a bundle). */
+  hasBundle(local: string): boolean {
+    return this.#store.getJson<StateRow>(local, K_STATE, SELF) !== undefined;
+  }
+
+  /** The identity with its prekeys and signed prekey made and the bundle published. */
+  async ensureBundle(local: string): Promise<LocalIdentity> {
+    const id = await this.ensure(local);
+    if (this.hasBundle(local)) return id;
+    let p = this.#completing.get(local);
+    if (!p) {
+      p = (async () => {
+        // Key generation in slices, yielding between them, so a burst of first reads does not stall the loop.
+        const keys: X25519KeyPair[] = [];
+        while (keys.length < this.#opts.preKeyCount) {
+          for (let i = 0; i < 10 && keys.length < this.#opts.preKeyCount; i++) keys.push(generateX25519());
+          await new Promise((r) => setImmediate(r));
+        }
+        this.#create(id, keys);
+        this.publishBundle(id);
+      })().finally(() => this.#completing.delete(local));
+      this.#completing.set(local, p);
+    }
+    await p;
+    return id;
+  }
+
+  #create(id: LocalIdentity, preKeys: X25519KeyPair[]): void {
     const spk = this.#newSignedPreKey(id);
-    const preKeys = Array.from({ length: this.#opts.preKeyCount }, () => generateX25519());
     this.#store.transaction(() => {
       if (this.#store.getJson<StateRow>(id.local, K_STATE, SELF)) return;
       this.#store.putJson(id.local, K_SPK, '1', spk);
@@ -168,6 +199,7 @@ export class Keyring {
     if (this.#pubsub.localItems(id.local, NODE_DEVICES)[0]?.payload.toString() !== list.toString()) {
       this.#pubsub.publish(id.local, NODE_DEVICES, ITEM_CURRENT, list, { accessModel: 'open' });
     }
+    if (!this.hasBundle(id.local)) return;
     const bundle = buildBundle(this.bundle(id));
     const have = this.#pubsub.localItems(id.local, NODE_BUNDLES).find((i) => i.id === String(id.deviceId))?.payload.toString();
     if (have !== bundle.toString()) this.publishBundle(id);
@@ -176,9 +208,9 @@ export class Keyring {
   // ---- upkeep ----
 
   async rotateSignedPreKey(local: string, force = false): Promise<boolean> {
-    const id = await this.ensure(local);
     const st = this.#store.getJson<StateRow>(local, K_STATE, SELF);
-    if (!st) return false;
+    if (!st) return false; // made with the bundle, not here
+    const id = await this.ensure(local);
     const now = this.#now();
     const period = this.#opts.signedPreKeyRotationMs;
     for (const { key, value } of this.#store.list(local, K_SPK)) {

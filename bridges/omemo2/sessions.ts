@@ -33,6 +33,11 @@ export class Sessions {
     this.#cache.set(`${local}\0${key(contact, deviceId)}`, s);
   }
 
+  delete(local: string, contact: string, deviceId: number): void {
+    this.#store.delete(local, K_SESSION, key(contact, deviceId));
+    this.#cache.delete(`${local}\0${key(contact, deviceId)}`);
+  }
+
   /** Device ids of a contact we hold sessions with. */
   deviceIds(local: string, contact: string): number[] {
     return this.#store

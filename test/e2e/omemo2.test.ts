@@ -83,6 +83,15 @@ describe('OMEMO 2: python-twomemo users, a bot and proxies through Prosody and t
     assert.ok(got.every((m) => m.namespace === 'twomemo' && m.encrypted && !m.kex));
   });
 
+  test('the `fingerprints` command lists the OMEMO 2 device with the key the user sees', async () => {
+    await dave.sendPlain(gw.domain, 'fingerprints');
+    const reply = await dave.waitForMessage((m) => m.from === gw.domain && /OMEMO 2 device/.test(m.body ?? ''), 10000, 'fingerprints reply');
+    const [dev] = await dave.devices(bot);
+    const grouped = (dev as unknown as { fingerprint_ed25519: string }).fingerprint_ed25519.replace(/(.{8})(?!$)/g, '$1 ');
+    assert.ok(reply.body!.includes(`OMEMO 2 device ${dev!.device_id}: ${grouped}`), reply.body!);
+    assert.ok(reply.body!.includes(`OMEMO device ${dev!.device_id}: `), 'legacy OMEMO listed too, same device id');
+  });
+
   test('a gateway restart keeps the sessions: 20 more each way, no new key exchange', async () => {
     await gw.stop();
     gw = await TestGateway.start(server, { ...botOpts(), dir: gw.dir });

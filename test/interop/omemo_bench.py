@@ -19,7 +19,10 @@ No XMPP: every device is a python-omemo SessionManager with the oldmemo backend 
 Each device sees only itself in its own account's device list, so that no encryption for one's own
 other devices is mixed in, and the library's heartbeat after 53 received messages is disabled.
 
-Usage: /usr/bin/python3 test/interop/omemo_bench.py [--budget SECONDS] [--max-n N]
+With --backend twomemo the same cases run on OMEMO 2 (python-twomemo); the plaintext is then the
+body bytes as given (the XEP-0420 envelope a client would build around it is not included).
+
+Usage: /usr/bin/python3 test/interop/omemo_bench.py [--budget SECONDS] [--max-n N] [--backend oldmemo|twomemo]
 Prints one JSON object on stdout.
 """
 
@@ -42,6 +45,15 @@ from omemo.types import DeviceInformation, TrustLevel  # noqa: E402
 import oldmemo  # noqa: E402
 import oldmemo.etree as oldmemo_etree  # noqa: E402
 from oldmemo.oldmemo import NAMESPACE as NS, PlainKeyMaterialImpl  # noqa: E402
+import twomemo  # noqa: E402
+import twomemo.etree as twomemo_etree  # noqa: E402
+from twomemo.twomemo import NAMESPACE as NS2, PlainKeyMaterialImpl as PlainKeyMaterialImpl2  # noqa: E402
+
+# --backend twomemo swaps these for OMEMO 2 (python-twomemo); the cases are the same.
+BACKEND: Any = oldmemo.Oldmemo
+ETREE: Any = oldmemo_etree
+PLAIN_KEY: Any = PlainKeyMaterialImpl
+CURRENT_NS = NS
 
 from omemo_storage import MemoryStorage  # noqa: E402
 
@@ -65,7 +77,7 @@ def device_class(net: Network, own_jid: str) -> type:
 
         async def _upload_bundle(self, bundle: omemo.Bundle) -> None:  # type: ignore[override]
             state["device_id"] = bundle.device_id
-            net.bundles[(own_jid, bundle.device_id)] = oldmemo_etree.serialize_bundle(bundle)  # type: ignore[arg-type]
+            net.bundles[(own_jid, bundle.device_id)] = ETREE.serialize_bundle(bundle)  # type: ignore[arg-type]
             # Others see the device as soon as its bundle is there (its own list download shows only itself,
             # so the library never needs to upload the account's list).
             net.lists.setdefault(own_jid, {})[bundle.device_id] = None
@@ -74,7 +86,7 @@ def device_class(net: Network, own_jid: str) -> type:
             xml = net.bundles.get((bare_jid, device_id))
             if xml is None:
                 raise omemo.BundleNotFound(f"{bare_jid}/{device_id}")
-            return oldmemo_etree.parse_bundle(xml, bare_jid, device_id)
+            return ETREE.parse_bundle(xml, bare_jid, device_id)
 
         async def _delete_bundle(self, namespace: str, device_id: int) -> None:  # type: ignore[override]
             net.bundles.pop((own_jid, device_id), None)
@@ -101,9 +113,9 @@ def device_class(net: Network, own_jid: str) -> type:
     return BenchSessionManager
 
 
-async def new_device(net: Network, jid: str) -> Tuple[omemo.SessionManager, oldmemo.Oldmemo]:
+async def new_device(net: Network, jid: str) -> Tuple[omemo.SessionManager, Any]:
     storage = MemoryStorage()
-    backend = oldmemo.Oldmemo(storage)
+    backend = BACKEND(storage)
     sm = await device_class(net, jid).create([backend], storage, jid, None, "undecided")
     await sm.after_history_sync()
     return sm, backend
@@ -132,12 +144,12 @@ async def bench_session_build(devices: int, budget: float, max_n: int) -> Dict[s
         _sm, _ = await new_device(net, "bob@bench")
     for (jid, device_id), xml in net.bundles.items():
         if jid == "bob@bench":
-            bundles.append(oldmemo_etree.parse_bundle(xml, jid, device_id))
+            bundles.append(ETREE.parse_bundle(xml, jid, device_id))
     samples: List[int] = []
     deadline = time.monotonic() + budget
     warmup = 3
     while len(samples) < max_n and (time.monotonic() < deadline or len(samples) < 20):
-        key = PlainKeyMaterialImpl.make_empty()
+        key = PLAIN_KEY.make_empty()
         t0 = time.perf_counter_ns()
         for bundle in bundles:
             await alice_backend.build_session_active(bundle.bare_jid, bundle.device_id, bundle, key)
@@ -153,12 +165,12 @@ async def bench_messages(devices: int, mode: str, budget: float, max_n: int) -> 
     net = Network()
     alice, _ = await new_device(net, "alice@bench")
     bobs = [(await new_device(net, "bob@bench"))[0] for _ in range(devices)]
-    await alice.refresh_device_list(NS, "bob@bench")
+    await alice.refresh_device_list(CURRENT_NS, "bob@bench")
     for bob in bobs:
-        await bob.refresh_device_list(NS, "alice@bench")
+        await bob.refresh_device_list(CURRENT_NS, "alice@bench")
 
     # First message: PreKey messages; every device of Bob answers with an empty message.
-    messages, errors = await alice.encrypt(frozenset(["bob@bench"]), {NS: BODY})
+    messages, errors = await alice.encrypt(frozenset(["bob@bench"]), {CURRENT_NS: BODY})
     assert not errors and len(next(iter(messages)).keys) == devices, (errors, messages)
     message = next(iter(messages))
     for bob in bobs:
@@ -173,7 +185,7 @@ async def bench_messages(devices: int, mode: str, budget: float, max_n: int) -> 
     first_bob = bobs[0]
     while len(dec) < max_n and (time.monotonic() < deadline or len(dec) < 20):
         t0 = time.perf_counter_ns()
-        messages, errors = await alice.encrypt(frozenset(["bob@bench"]), {NS: BODY})
+        messages, errors = await alice.encrypt(frozenset(["bob@bench"]), {CURRENT_NS: BODY})
         t1 = time.perf_counter_ns()
         message = next(iter(messages))
         t2 = time.perf_counter_ns()
@@ -184,7 +196,7 @@ async def bench_messages(devices: int, mode: str, budget: float, max_n: int) -> 
             for bob in bobs[1:]:
                 await bob.decrypt(message)
             for bob in bobs:
-                replies, _ = await bob.encrypt(frozenset(["alice@bench"]), {NS: b"ok"})
+                replies, _ = await bob.encrypt(frozenset(["alice@bench"]), {CURRENT_NS: b"ok"})
                 reply = next(iter(replies))
                 assert len(reply.keys) == 1
                 got, _, _ = await alice.decrypt(reply)
@@ -206,20 +218,21 @@ async def amain(args: argparse.Namespace) -> Dict[str, Any]:
         for devices in (1, 3):
             results.extend(await bench_messages(devices, mode, args.budget, args.max_n))
     versions = {}
-    for dist in ("OMEMO", "Oldmemo", "DoubleRatchet", "X3DH", "XEdDSA"):
+    for dist in ("OMEMO", "Oldmemo", "Twomemo", "DoubleRatchet", "X3DH", "XEdDSA"):
         try:
             from importlib.metadata import version
             versions[dist] = version(dist)
         except Exception:
             pass
     return {
-        "implementation": f"python-omemo {omemo.__version__['short']} / oldmemo {oldmemo.__version__['short']}",
+        "implementation": f"python-omemo {omemo.__version__['short']} / "
+                          + (f"twomemo {twomemo.__version__['short']}" if CURRENT_NS == NS2 else f"oldmemo {oldmemo.__version__['short']}"),
         "versions": versions,
         "python": sys.version.split()[0],
         "results": results,
         "total_s": round(time.monotonic() - started, 2),
-        "notes": "python-omemo SessionManager + oldmemo backend, in-memory storage, no XML, no network; "
-                 "session_build = oldmemo build_session_active from a parsed bundle",
+        "notes": f"python-omemo SessionManager + {'twomemo' if CURRENT_NS == NS2 else 'oldmemo'} backend, in-memory storage, "
+                 "no XML, no network; session_build = the backend's build_session_active from a parsed bundle",
     }
 
 
@@ -227,7 +240,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per measured case (at least 20 samples)")
     parser.add_argument("--max-n", type=int, default=500, help="samples per case at most")
+    parser.add_argument("--backend", choices=("oldmemo", "twomemo"), default="oldmemo")
     args = parser.parse_args()
+    global BACKEND, ETREE, PLAIN_KEY, CURRENT_NS
+    if args.backend == "twomemo":
+        BACKEND, ETREE, PLAIN_KEY, CURRENT_NS = twomemo.Twomemo, twomemo_etree, PlainKeyMaterialImpl2, NS2
     logging.basicConfig(stream=sys.stderr, level=logging.ERROR)
     print(json.dumps(asyncio.run(amain(args))), flush=True)
     return 0

@@ -4,55 +4,19 @@
 // OMEMO 2 only; a legacy-only device gets a legacy stanza of its own).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { createProtocolStore } from '../../keystore/protocol-store.js';
 import { TrustStore } from '../../keystore/trust-store.js';
 import { ContactStore } from '../../keystore/contact-store.js';
-import type { Keystore } from '../../keystore/keystore.js';
 import { Metrics } from '../../http/metrics.js';
 import { createLogger } from '../../log.js';
-import { createOmemoEngine, type OmemoEngine } from '../../bridges/omemo/engine.js';
-import { createOmemo2Engine, type Omemo2Engine } from '../../bridges/omemo2/engine.js';
+import { createOmemoEngine } from '../../bridges/omemo/engine.js';
 import { NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2 } from '../../bridges/omemo2/constants.js';
 import { parseBundle, parseEncrypted } from '../../bridges/omemo2/wire.js';
 import { ed25519Verify } from '../../bridges/ratchet/primitives.js';
 import { Clock, FakeNetwork, openTestKeystore, reparse } from './helpers/omemo-net.js';
-
-interface Dual {
-  jid: string;
-  ks: Keystore;
-  legacy: OmemoEngine;
-  omemo2: Omemo2Engine;
-  deviceId: number;
-  logs: string[];
-}
-
-async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string } = {}): Promise<Dual> {
-  const ks = o.ks ?? openTestKeystore();
-  const trust = new TrustStore(ks, 'btbv');
-  const metrics = new Metrics({ processMetrics: false });
-  const logs: string[] = [];
-  const log = createLogger('debug', new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }));
-  const clock = o.clock ?? new Clock();
-  const name = o.name ?? jid;
-  const base = { trust, contacts: new ContactStore(ks), keystore: ks, metrics, log, now: clock.now, resource: 'gw' };
-  const legacy = createOmemoEngine({ ...base, store: createProtocolStore(ks, 'omemo'), pubsub: net.port(name) });
-  const omemo2 = createOmemo2Engine(
-    { ...base, store: createProtocolStore(ks, 'omemo2'), pubsub: net.port(name) },
-    {
-      legacy,
-      identity: async (l) => {
-        const id = await legacy.internals.keyring.ensure(l);
-        return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
-      },
-    },
-  );
-  await legacy.ensureIdentity(jid);
-  await omemo2.ensureIdentity(jid);
-  return { jid, ks, legacy, omemo2, deviceId: (await omemo2.devices(jid))[0]!.device_id, logs };
-}
+import { makeDual, type Dual } from './helpers/omemo2-net.js';
 
 const msg = (from: string, to: string, children: Element[]) => reparse(xml('message', { from: `${from}/gw`, to, type: 'chat', id: 'x' }, ...children));
 const keysOf = (stanza: Element) => parseEncrypted(stanza.getChild('encrypted', NS_OMEMO2)!)!;
@@ -269,4 +233,17 @@ test('a repair keeps the replaced session: messages in flight on it still decryp
     const back = await deliver(a, (await send(b, a, `re: ${body}`)).stanza);
     assert.ok(back.ok && back.body === `re: ${body}`);
   }
+});
+
+test('a device list read creates only the identity; the prekeys come with the first bundle read', async () => {
+  const net = new FakeNetwork();
+  const a = await makeDual(net, 'alice@gw.example');
+  const proxy = 'bob\\40example.org@gw.example';
+  await a.omemo2.prepareNode!(proxy, NODE_DEVICES);
+  assert.equal(a.omemo2.internals.keyring.hasBundle(proxy), false);
+  assert.ok(net.items(proxy, NODE_DEVICES), 'the device list is published');
+  assert.equal(net.items(proxy, NODE_BUNDLES), null, 'no bundle yet');
+  await a.omemo2.prepareNode!(proxy, NODE_BUNDLES);
+  assert.equal(a.omemo2.internals.keyring.hasBundle(proxy), true);
+  assert.equal(parseBundle(net.items(proxy, NODE_BUNDLES)!)!.preKeys.length, 100);
 });

@@ -16,6 +16,7 @@ import { Metrics } from '../../../http/metrics.js';
 import { createLogger } from '../../../log.js';
 import type { TrustPolicy } from '../../../config.js';
 import { NODE_DEVICELIST, NS_OMEMO } from '../../../bridges/omemo/constants.js';
+import { NODE_DEVICES as OMEMO2_DEVICES, NS_OMEMO2 } from '../../../bridges/omemo2/constants.js';
 import { createOmemoEngine, type OmemoEngine, type OmemoEngineOptions } from '../../../bridges/omemo/engine.js';
 
 export const reparse = (el: Element): Element => parse(el.toString()) as unknown as Element;
@@ -71,10 +72,11 @@ export class FakeNetwork {
   items(owner: string, node: string): Element[] | null {
     const byPublisher = this.#items.get(owner)?.get(node);
     if (!byPublisher || [...byPublisher.values()].every((m) => m.size === 0)) return null;
-    if (node === NODE_DEVICELIST) {
+    if (node === NODE_DEVICELIST || node === OMEMO2_DEVICES) {
       const ids = new Set<string>();
       for (const m of byPublisher.values()) for (const p of m.values()) for (const d of p.getChildren('device')) ids.add(String(d.attrs.id));
-      return [xml('item', { id: 'current' }, xml('list', { xmlns: NS_OMEMO }, ...[...ids].map((id) => xml('device', { id }))))];
+      const [name, ns] = node === NODE_DEVICELIST ? ['list', NS_OMEMO] : ['devices', NS_OMEMO2];
+      return [xml('item', { id: 'current' }, xml(name, { xmlns: ns }, ...[...ids].map((id) => xml('device', { id }))))];
     }
     const out: Element[] = [];
     for (const m of byPublisher.values()) for (const [id, p] of m) out.push(xml('item', { id }, reparse(p)));

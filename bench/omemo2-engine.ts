@@ -1,0 +1,99 @@
+// OMEMO 2 on the path the gateway takes: createOmemo2Engine (beside legacy OMEMO, sharing identity)
+// on real SQLite keystores in temporary files, stanzas in and out, pubsub in memory (no network).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import xml from '@xmpp/xml';
+import type Element from 'ltx/lib/Element.js';
+import { FakeNetwork, openTestKeystore, reparse } from '../test/unit/helpers/omemo-net.js';
+import { makeDual, type Dual } from '../test/unit/helpers/omemo2-net.js';
+import type { Samples, Sizes } from './omemo-library.js';
+
+const A = 'alerts@gw.example.org';
+const B = 'bob\\40example.org@gw.example.org';
+const C = 'carol\\40example.org@gw.example.org';
+
+async function send(x: Dual, to: string, body: string, times?: number[]): Promise<Element> {
+  const t = performance.now();
+  const e = await x.omemo2.encrypt(x.jid, to, body);
+  times?.push(performance.now() - t);
+  return reparse(xml('message', { from: `${x.jid}/gw`, to, type: 'chat', id: 'b' }, ...e.children));
+}
+
+async function must(p: Dual, m: Element, times?: number[]): Promise<Element[]> {
+  const t = performance.now();
+  const d = await p.omemo2.decrypt(p.jid, m);
+  times?.push(performance.now() - t);
+  if (!d.ok) throw new Error(`bench: omemo2 decrypt failed (${d.reason})`);
+  return d.replies;
+}
+
+export async function benchOmemo2Engine(n: Sizes): Promise<Samples> {
+  const dir = mkdtempSync(join(tmpdir(), 'omemo2-bench-'));
+  const keystores: Array<{ close(): void }> = [];
+  const peer = async (jid: string, name: string, net: FakeNetwork) => {
+    const ks = openTestKeystore(join(dir, `${name}.db`));
+    keystores.push(ks);
+    // The per-contact bundle fetch limit (limits.ts) would stop the repeated session builds measured here.
+    return makeDual(net, jid, { ks, name, options: { bundleFetchesPerMinute: 1e9 } });
+  };
+  try {
+    const net = new FakeNetwork();
+    const a = await peer(A, 'alice', net);
+    const b = await peer(B, 'bob', net);
+    const forget = () => {
+      a.omemo2.internals.sessions.delete(A, B, b.deviceId);
+      b.omemo2.internals.sessions.delete(B, A, a.deviceId);
+    };
+    await must(b, await send(a, B, 'warm-up'));
+    const firsts: Element[] = [];
+    const buildInitiator: number[] = [];
+    for (let i = 0; i < n.build; i++) {
+      forget();
+      firsts.push(await send(a, B, 'first message', buildInitiator));
+    }
+    const buildResponder: number[] = [];
+    for (const m of firsts) {
+      b.omemo2.internals.sessions.delete(B, A, a.deviceId);
+      await must(b, m, buildResponder);
+    }
+    forget();
+    for (const r of await must(b, await send(a, B, 'hello'))) await a.omemo2.decrypt(A, reparse(r));
+    await must(a, await send(b, A, 'hi'));
+    const steady = async (count: number) => {
+      const msgs: Element[] = [];
+      const enc: number[] = [];
+      const dec: number[] = [];
+      for (let i = 0; i < count; i++) msgs.push(await send(a, B, `steady message ${i}`, enc));
+      // Heartbeats b sends (one per chain) are not delivered: the chain stays the same, as in python's case.
+      for (const m of msgs) await must(b, m, dec);
+      return { enc, dec };
+    };
+    await steady(Math.min(200, n.steady));
+    const s1 = await steady(n.steady);
+
+    const cs = [await peer(C, 'carol1', net), await peer(C, 'carol2', net), await peer(C, 'carol3', net)];
+    const setup = await send(a, C, 'setup');
+    for (const c of cs) for (const r of await must(c, setup)) await a.omemo2.decrypt(A, reparse(r));
+    const msgs3: Element[] = [];
+    const encrypt3: number[] = [];
+    const decrypt3: number[] = [];
+    for (let i = 0; i < n.three; i++) msgs3.push(await send(a, C, `three ${i}`, encrypt3));
+    for (const m of msgs3) {
+      const t = performance.now();
+      for (const c of cs) await must(c, m);
+      decrypt3.push(performance.now() - t);
+    }
+
+    const encryptTurn: number[] = [];
+    const decryptTurn: number[] = [];
+    for (let i = 0; i < n.pingpong; i++) {
+      const [x, y, to] = i % 2 === 0 ? [a, b, B] : [b, a, A];
+      await must(y, await send(x, to, `ping-pong ${i}`, encryptTurn), decryptTurn);
+    }
+    return { buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+  } finally {
+    for (const ks of keystores) ks.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
