@@ -6,12 +6,16 @@
 //
 // Environment (all optional): BENCH_BOTS_RATE (default 300 messages/s), BENCH_BOTS_SECONDS (60),
 // BENCH_BOTS_PYTHON=0 skips the python-omemo receiver probe, BENCH_BOTS_PROBE=0 skips the maximum
-// rate probe, BENCH_GATEWAY_CPU_PROF=DIR profiles the gateway process into DIR (bench/cpu-profile.ts).
+// rate probe, BENCH_BOTS_PG=0 skips the same load on a PostgreSQL keystore (keystore.url),
+// BENCH_GATEWAY_CPU_PROF=DIR profiles the gateway process into DIR (bench/cpu-profile.ts).
+// Short mode for development: BENCH_BOTS_SECONDS=5 BENCH_BOTS_PYTHON=0 BENCH_BOTS_PROBE=0.
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Prosody, prosodyAvailable } from '../test/harness/prosody.js';
 import { GatewayProcess } from '../test/harness/gateway-process.js';
+import { Postgres, postgresAvailable } from '../test/harness/postgres.js';
+import { waitUntil } from '../test/harness/gateway.js';
 import { PythonOmemoUser, pythonOmemoStatus } from '../test/harness/omemo-user.js';
 import { BenchOmemoClient } from './omemo-client.js';
 import { cpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
@@ -464,6 +468,7 @@ export async function runBotsBench(): Promise<boolean> {
   let gw: GatewayProcess | null = null;
   let py: PythonOmemoUser | null = null;
   let bob: BenchOmemoClient | null = null;
+  let pgDb: Postgres | null = null;
   const poster: { p: Poster | null } = { p: null };
   const prof = process.env.BENCH_GATEWAY_CPU_PROF;
   try {
@@ -542,6 +547,40 @@ export async function runBotsBench(): Promise<boolean> {
       for (const r of probe) results.push({ r, headline: false });
     }
 
+    // 4. The same load on a PostgreSQL keystore (keystore.url, the active instance of one): the SQLite
+    // gateway stops, a second process on a fresh PostgreSQL database (new bot identities) takes over.
+    let pgNote = 'PostgreSQL run skipped (BENCH_BOTS_PG=0)';
+    let pgOk = true;
+    if (process.env.BENCH_BOTS_PG !== '0' && !postgresAvailable()) pgNote = 'PostgreSQL run skipped: postgresql is not installed';
+    if (process.env.BENCH_BOTS_PG !== '0' && postgresAvailable()) {
+      pgDb = await Postgres.start();
+      const pgDir = pgDb.dir;
+      children.push(() => findPid(pgDir)); // the postmaster; its backends end with it
+      const url = await pgDb.createDatabase('bench');
+      poster.p.close();
+      const old = gw;
+      await old.stop();
+      await old.destroy();
+      gw = await GatewayProcess.create(prosody, { bots, extra: { limits: THROUGHPUT_LIMITS, keystore: { url, passphrase: 'keystore-passphrase-for-tests' } } });
+      const g = gw;
+      const pgCfg = g.configFile;
+      children.push(() => findPid(pgCfg));
+      dirs.push(g.dir);
+      await g.start(60000);
+      await waitUntil(async () => {
+        const r = await g.readiness();
+        return r?.role === 'active' && r.status === 200;
+      }, 60000, 'the PostgreSQL gateway active and connected');
+      poster.p = new Poster(g.url);
+      const envPg: Env = { prosody, gw: g, poster: poster.p, pids: { gateway: findPid(pgCfg), prosody: env.pids.prosody, receiver: null } };
+      await warmUp(envPg, all, to, 2);
+      await load(envPg, { label: 'warm-up (PostgreSQL)', receiver: 'node', bots: all, to, rate: RATE, seconds: 5 });
+      const tenPg = await load(envPg, { label: `${BOTS} bots, PostgreSQL`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
+      results.push({ r: tenPg, headline: false });
+      pgOk = rateMet(tenPg) && tenPg.lat.p99 < P99_TARGET_MS;
+      pgNote = `'${BOTS} bots, PostgreSQL': the same load with keystore.url (PostgreSQL 15 from Debian on loopback, fsync off, one active instance): ${pgOk ? 'targets met' : 'targets NOT met'} (compare with '${BOTS} bots' on SQLite above, same run)`;
+    }
+
     const headline = results.filter((x) => x.headline).map((x) => x.r);
     // Both headline runs back to back (one gateway process, ~2 minutes, ~36000 messages).
     const both = headline.flatMap((r, i) => {
@@ -595,6 +634,7 @@ What the figures include:
     up to ${SQLITE_CACHE_MB} MB (better-sqlite3's default cache_size) - a bounded cache filling, not a leak.
     The RSS slope is printed as asked; over 30 s it mostly follows the GC sawtooth. Resolution:
     between the halves of 'both runs' (~${Math.round((RATE * SECONDS) / 1000)}k messages apart) a JS leak of ~${Math.round((HEAP_FLOOR_RISE_MB * 1048576) / (RATE * SECONDS))} bytes per message would show.
+  postgresql: ${pgNote}.
   receiver: ${pyNote}.
     The headline rows use the Node receiver: BenchOmemoClient (@xmpp/client + the gateway's own OMEMO
     engine on an in-memory keystore), in the bench process next to the load generator.
@@ -604,7 +644,7 @@ What the figures include:
 
     const ks = both.length ? (both[both.length - 1]!.keystore - both[0]!.keystore) / (2 * RATE * SECONDS) : NaN;
     if (both.length) console.log(`  keystore growth: ~${ks.toFixed(0)} bytes per message over both runs (finished messages are kept a week).`);
-    const ok = headline.every((r) => rateMet(r) && r.lat.p99 < P99_TARGET_MS && !memVerdict(r.mem).growth) && !(both.length && memVerdict(both).growth);
+    const ok = pgOk && headline.every((r) => rateMet(r) && r.lat.p99 < P99_TARGET_MS && !memVerdict(r.mem).growth) && !(both.length && memVerdict(both).growth);
     console.log(ok ? 'All bots targets met.' : 'Some bots targets NOT met.');
     return ok;
   } finally {
@@ -618,6 +658,7 @@ What the figures include:
       await g.destroy();
     }
     await prosody?.destroy();
+    await pgDb?.stop();
     process.removeListener('exit', killAll);
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
