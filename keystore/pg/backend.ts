@@ -17,9 +17,10 @@
 // and a migration of the SQLite schema needs no PostgreSQL counterpart: the working copy is migrated
 // to the version the images were written at, loaded, then migrated on, and everything is shipped again.
 //
-// Fencing: every batch starts by reading the lease row FOR SHARE and commits only while this instance
-// still holds it under the same epoch and the lease has not expired by the database's clock. A taker
-// (lease.ts) updates that row, so it waits for a batch in flight and every batch after it is refused:
+// Fencing: every batch is one call of gw_ship() (schema.ts: one round trip, one transaction), which
+// reads the lease row FOR SHARE and writes only while this instance still holds it under the same
+// epoch and the lease has not expired by the database's clock. A taker (lease.ts) updates that row,
+// so it waits for a batch in flight and every batch after it is refused:
 // a paused or partitioned former leader can write nothing, and since every send waits on a barrier
 // (and on the lease's local validity), it sends nothing either.
 //
@@ -520,31 +521,20 @@ export class WriteThrough {
   }
 
   async #ship(batch: Batch): Promise<void> {
-    let c: pg.PoolClient | null = null;
     try {
-      c = await this.#b.pool.connect();
-      await c.query('BEGIN');
-      // A paused holder must not keep the lease row locked: the server ends such a transaction.
-      await c.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1000, Math.floor(this.#b.queryTimeoutMs / 2))}`);
-      const l = await c.query<{ holder: string | null; epoch: string; live: boolean }>('SELECT holder, epoch, expires_at > now() AS live FROM gw_lease WHERE id = 1 FOR SHARE');
-      const lease = l.rows[0];
-      if (!lease || lease.holder !== this.#fence.holder || String(lease.epoch) !== this.#fence.epoch || !lease.live) {
-        throw new FencedError(`the lease has moved on (epoch ${lease?.epoch ?? '?'}, this instance held ${this.#fence.epoch})`);
-      }
-      if (batch.upserts.length) await upsertRows(c, batch.upserts.map((u) => u.tbl), batch.upserts.map((u) => u.id), batch.upserts.map((u) => u.data), this.#fence.epoch);
-      if (batch.deletes.length) {
-        await c.query('DELETE FROM gw_rows USING unnest($1::text[], $2::text[]) AS d(tbl, pk) WHERE gw_rows.tbl = d.tbl AND gw_rows.pk = d.pk', [
-          batch.deletes.map((d) => d.tbl),
-          batch.deletes.map((d) => d.id),
-        ]);
-      }
-      if (batch.accepted.length) await c.query('DELETE FROM gw_accepted WHERE id = ANY($1::text[])', [batch.accepted]);
-      if (batch.version !== null) {
-        await c.query("INSERT INTO gw_meta (key, value) VALUES ('sqlite_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [Buffer.from(String(batch.version))]);
-      }
-      await c.query('COMMIT');
+      const r = await this.#b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9) AS ok', [
+        this.#fence.holder,
+        this.#fence.epoch,
+        batch.upserts.map((u) => u.tbl),
+        batch.upserts.map((u) => u.id),
+        batch.upserts.map((u) => u.data),
+        batch.deletes.map((d) => d.tbl),
+        batch.deletes.map((d) => d.id),
+        batch.accepted,
+        batch.version === null ? null : Buffer.from(String(batch.version)),
+      ]);
+      if (!r.rows[0]?.ok) throw new FencedError(`the lease has moved on (this instance held epoch ${this.#fence.epoch})`);
     } catch (e) {
-      await c?.query('ROLLBACK').catch(() => undefined);
       if (e instanceof FencedError) {
         this.#fenced = e;
         this.stop();
@@ -557,8 +547,6 @@ export class WriteThrough {
       this.#accepted.unshift(...batch.accepted);
       if (batch.version !== null && this.#version === null) this.#version = batch.version;
       throw e;
-    } finally {
-      c?.release();
     }
   }
 }

@@ -50,4 +50,29 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'one round trip per batch',
+    sql: `
+      -- A write-through batch in one statement (one round trip, its own transaction): the lease
+      -- check (FOR SHARE: a takeover waits for it, and it for a takeover) and every write. Returns
+      -- false, writing nothing, when the holder or epoch moved on or the lease has expired.
+      CREATE FUNCTION gw_ship(p_holder text, p_epoch bigint, up_tbl text[], up_pk text[], up_data bytea[],
+                              del_tbl text[], del_pk text[], accepted text[], version bytea)
+      RETURNS boolean LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM 1 FROM gw_lease WHERE id = 1 AND holder = p_holder AND epoch = p_epoch AND expires_at > now() FOR SHARE;
+        IF NOT FOUND THEN RETURN false; END IF;
+        INSERT INTO gw_rows (tbl, pk, data, rev, epoch)
+          SELECT u.tbl, u.pk, u.data, nextval('gw_rev'), p_epoch FROM unnest(up_tbl, up_pk, up_data) AS u(tbl, pk, data)
+        ON CONFLICT (tbl, pk) DO UPDATE SET data = excluded.data, rev = excluded.rev, epoch = excluded.epoch;
+        DELETE FROM gw_rows USING unnest(del_tbl, del_pk) AS d(tbl, pk) WHERE gw_rows.tbl = d.tbl AND gw_rows.pk = d.pk;
+        DELETE FROM gw_accepted WHERE id = ANY(accepted);
+        IF version IS NOT NULL THEN
+          INSERT INTO gw_meta (key, value) VALUES ('sqlite_version', version) ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+        END IF;
+        RETURN true;
+      END $$;
+    `,
+  },
 ];
