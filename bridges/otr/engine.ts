@@ -69,6 +69,12 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
   const keys = new Map<string, DsaPrivate>();
   const reassembly = new Map<string, Reassembler>();
   const queried = new Map<string, number>();
+  const akeStarted = new Map<string, number>();
+  /** Per-peer maps stay bounded whatever peers send: the oldest entry goes first. */
+  const bounded = <K, V>(m: Map<K, V>, max = 10_000): Map<K, V> => {
+    while (m.size >= max) m.delete(m.keys().next().value as K);
+    return m;
+  };
 
   function dsaKey(local: string): DsaPrivate {
     let k = keys.get(local);
@@ -127,9 +133,13 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     return step.send ? stanzas(local, full, step.send) : [];
   }
 
-  /** An OTR error message and a fresh AKE: for a data message we cannot read. */
+  /** An OTR error message and a fresh AKE (at most one per contact per queryIntervalMs): for a data message we cannot read. */
   function unreadable(local: string, full: string, c: OtrContext): Element[] {
     const out = [otrMessage(`${local}/${resource}`, full, '?OTR Error: The gateway could not read your encrypted message; it was not delivered. A new private conversation is being started.')];
+    const key = `${local}\0${full}`;
+    const last = akeStarted.get(key);
+    if (last !== undefined && now() - last < queryIntervalMs) return out;
+    bounded(akeStarted).set(key, now());
     const step = startAke({ ...header(local, c), receiverTag: c.version === 3 ? c.theirTag : 0 });
     c.ake = step.state;
     out.push(...stanzas(local, full, step.send!));
@@ -239,7 +249,7 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
           return { ok: false, reason: 'not-for-this-device', replies: [] };
         }
         let r = reassembly.get(key);
-        if (!r) reassembly.set(key, (r = new Reassembler()));
+        if (!r) bounded(reassembly).set(key, (r = new Reassembler()));
         const whole = r.add(parsed);
         if (whole === null) return { ok: true, body: null, sender, replies: [] };
         reassembly.delete(key);
@@ -313,8 +323,7 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     const key = `${local}\0${peer}`;
     const last = queried.get(key);
     if (last !== undefined && now() - last < queryIntervalMs) return [];
-    queried.set(key, now());
-    if (queried.size > 10000) queried.clear();
+    bounded(queried).set(key, now());
     // The contact's last known full JID (OTR is bound to one resource), else the bare JID.
     const to = lastFull(local, peer) ?? peer;
     log.info({ local, peer: to }, 'OTR query sent');

@@ -1,7 +1,7 @@
 // The engines the fuzz test drives (test/scenario/fuzz.test.ts), each with a source of valid
 // messages made by an engine of ours acting as a remote client, and mutators of its own.
 //
-// To add an engine (OMEMO 2, OX, OTR...): write a FuzzEngine below and add it to FUZZ_ENGINES.
+// To add an engine (OMEMO 2, ...): write a FuzzEngine below and add it to FUZZ_ENGINES.
 //   - setup() prepares one or more remote senders against the running gateway (their keys, any
 //     registration the gateway needs) and returns a FuzzSource;
 //   - FuzzSource.message(to, body) returns a valid stanza carrying `body` from one of its senders, as
@@ -21,6 +21,7 @@ import { createLogger } from '../../../log.js';
 import { parseXml, xml, type Element } from '../../../component/xml.js';
 import { createOmemoEngine } from '../../../bridges/omemo/engine.js';
 import { createOxEngine } from '../../../bridges/ox/engine.js';
+import { createOtrEngine } from '../../../bridges/otr/engine.js';
 import { ReplayGuard } from '../../../bridges/pgp/replay-guard.js';
 import { ReplayStore } from '../../../keystore/replay-store.js';
 import { NS_OMEMO } from '../../../bridges/omemo/constants.js';
@@ -474,8 +475,119 @@ export const ox: FuzzEngine = {
   },
 };
 
+// ---- OTR (v3 and v2) ----
+
+const otrBody = (el: Element): Element | undefined => el.getChild('body') ?? undefined;
+
+const otrMutators = (replayer: string): Record<string, Mutator> => ({
+  'instance tags changed': (el, rng) => {
+    const b = otrBody(el);
+    const m = b && /^\?OTR:([A-Za-z0-9+/=]+)\./.exec(b.getText());
+    if (!b || !m) return 'not an encoded message (unchanged)';
+    const bytes = Buffer.from(m[1]!, 'base64');
+    if (bytes.length < 11 || bytes.readUInt16BE(0) !== 3) return 'not v3 (unchanged)';
+    bytes.writeUInt32BE(rng.pick([0, 1, 0xff, 0x100, 0xffffffff]), rng.pick([3, 7]));
+    setText(b, `?OTR:${bytes.toString('base64')}.`);
+    return 'an instance tag changed';
+  },
+  'as v2': (el) => {
+    const b = otrBody(el);
+    const m = b && /^\?OTR:([A-Za-z0-9+/=]+)\./.exec(b.getText());
+    if (!b || !m) return 'not an encoded message (unchanged)';
+    const bytes = Buffer.from(m[1]!, 'base64');
+    setText(b, `?OTR:${Buffer.concat([Buffer.from([0, 2]), bytes.subarray(2, 3), bytes.subarray(11)]).toString('base64')}.`);
+    return 'v3 header rewritten as v2';
+  },
+  'split into fragments, one sent': (el, rng) => {
+    const b = otrBody(el);
+    if (!b) return 'no body (unchanged)';
+    const t = b.getText();
+    const n = rng.pick([2, 3, 7]);
+    const k = rng.int(n) + 1;
+    const size = Math.ceil(t.length / n);
+    setText(b, rng.chance(0.5) ? `?OTR|00000100|00000000,${String(k).padStart(5, '0')},${String(n).padStart(5, '0')},${t.slice((k - 1) * size, k * size)},` : `?OTR,${k},${n},${t.slice((k - 1) * size, k * size)},`);
+    return `fragment ${k} of ${n}`;
+  },
+  'odd fragment header': (el, rng) => {
+    const b = otrBody(el);
+    if (b) setText(b, rng.pick(['?OTR|zz|00,1,1,x,', '?OTR,0,0,,', '?OTR,65535,65535,x,', `?OTR,1,99999,${'A'.repeat(100)},`, '?OTR|ffffffff|ffffffff,00001,00001,?OTR:AAMD.,']));
+    return 'odd fragment';
+  },
+  'whitespace tag appended': (el) => {
+    const b = otrBody(el);
+    if (b) setText(b, `${b.getText()} \t  \t\t\t\t \t \t \t    \t\t  \t\t`);
+    return 'tag appended';
+  },
+  'query or error instead': (el, rng) => {
+    const b = otrBody(el);
+    if (b) setText(b, rng.pick(['?OTRv23?', '?OTRv2?', '?OTR?', '?OTRv?', '?OTR Error: fuzz', '?OTRv3456789?']));
+    return 'protocol text';
+  },
+  'replayed by another user': (el) => {
+    el.attrs.from = `${replayer}/laptop`;
+    return `from ${replayer}`;
+  },
+  'other resource': (el) => {
+    el.attrs.from = String(el.attrs.from).replace(/\/.*$/, '/other');
+    return 'other resource of the sender';
+  },
+});
+
+export const otr: FuzzEngine = {
+  name: 'otr',
+  deliversEvery: true,
+  async setup(s, remote) {
+    const OLIVE = 'olive@example.org';
+    const ks = Keystore.open(':memory:', 'fuzz-remote-passphrase', { kdf: TEST_KDF });
+    const engine = createOtrEngine({
+      store: createProtocolStore(ks, 'otr'),
+      trust: new TrustStore(ks, 'btbv'),
+      contacts: new ContactStore(ks),
+      keystore: ks,
+      pubsub: remote.port(OLIVE, 'phone'),
+      metrics: new Metrics({ processMetrics: false }),
+      log: createLogger('silent', silentSink()),
+      now: () => Date.now(),
+      resource: 'phone',
+    });
+    // Olive answers what the gateway sends her phone (AKE steps, heartbeats, fresh AKEs after
+    // mutants), one message at a time, as a client would; her replies go back through the server.
+    let chain: Promise<unknown> = Promise.resolve();
+    remote.onMessage(OLIVE, (el) => {
+      if (String(el.attrs.to) !== `${OLIVE}/phone` || el.attrs.type === 'error') return;
+      chain = chain.then(async () => {
+        const r = await engine.decrypt(OLIVE, parseXml(el.toString())).catch(() => null);
+        for (const reply of r?.replies ?? []) s.server.inject(parseXml(reply.toString()));
+      });
+    });
+    const peers = new Set<string>();
+    return {
+      async message(to, body) {
+        if (!peers.has(to)) {
+          // A session first: Olive's query, and the AKE the gateway starts.
+          s.server.inject(stanza(`${OLIVE}/phone`, to, [xml('body', {}, '?OTRv23?')], nextId()));
+          const deadline = Date.now() + 30_000;
+          while (!engine.hasSession(OLIVE, `${to}/gw`)) {
+            if (Date.now() > deadline) throw new Error('fuzz: no OTR session with the gateway');
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          peers.add(to);
+        }
+        await chain;
+        const enc = await engine.encrypt(OLIVE, to, body);
+        return { stanza: stanza(`${OLIVE}/phone`, to, enc.children, nextId()), from: OLIVE };
+      },
+      mutators: otrMutators('mallory@example.org'),
+      async close() {
+        await chain;
+        ks.close();
+      },
+    };
+  },
+};
+
 /** Every engine the fuzz test drives, in order. Add new ones here (see the comment at the top). */
-export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, omemo2, xep0027, ox];
+export const FUZZ_ENGINES: FuzzEngine[] = [omemoLegacy, omemo2, xep0027, ox, otr];
 
 // ---- stanzas that are not messages: pubsub, disco, presence, commands ----
 
