@@ -1,5 +1,5 @@
 // `npm run bench [-- NAME ...]`: runs every benchmark in turn (or the named ones): omemo, pgp,
-// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), otr, bots (SQLite, then PostgreSQL), failover (keystore.url takeover time). Each prints its figures and whether its targets were met.
+// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), otr, bots (SQLite, then PostgreSQL), failover (keystore.url takeover time), rooms. Each prints its figures and whether its targets were met.
 import { runOmemoBench } from './omemo.js';
 import { runPgpBench } from './pgp.js';
 import { runBridgeBench } from './bridge.js';
@@ -17,6 +17,7 @@ const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
   // Imported on use: the OMEMO bench must run before any engine installs its crypto backend.
   { name: 'bots', run: async () => (await import('./bots.js')).runBotsBench() },
   { name: 'failover', run: async () => (await import('./failover.js')).runFailoverBench() },
+  { name: 'rooms', run: async () => (await import('./rooms.js')).runRoomsBench() },
 ];
 
 const only = process.argv.slice(2);

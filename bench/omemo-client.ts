@@ -8,7 +8,8 @@ import { client, xml, type Client } from '@xmpp/client';
 import type Element from 'ltx/lib/Element.js';
 import type { PubsubPort, PublishOptions } from '../bridges/engine.js';
 import { createOmemoEngine, type OmemoEngine } from '../bridges/omemo/engine.js';
-import { NS_OMEMO } from '../bridges/omemo/constants.js';
+import { NODE_DEVICELIST, NS_OMEMO } from '../bridges/omemo/constants.js';
+import { buildDeviceList } from '../bridges/omemo/wire.js';
 import { GatewayError } from '../errors.js';
 import { Metrics } from '../http/metrics.js';
 import { Keystore } from '../keystore/keystore.js';
@@ -19,6 +20,7 @@ import { createLogger } from '../log.js';
 import type { Prosody } from '../test/harness/prosody.js';
 
 const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
+const NS_MUC_USER = 'http://jabber.org/protocol/muc#user';
 const NS_RECEIPTS = 'urn:xmpp:receipts';
 const NOT_OFFERED = new Set(['item-not-found', 'service-unavailable', 'feature-not-implemented', 'forbidden', 'not-authorized', 'not-allowed']);
 
@@ -69,13 +71,14 @@ export class BenchOmemoClient {
   }
 
   /** Creates the account, logs in, publishes the OMEMO device list and bundle, goes online. */
-  static async start(server: Prosody, localpart: string, opts: { receipts?: boolean } = {}): Promise<BenchOmemoClient> {
+  static async start(server: Prosody, localpart: string, opts: { receipts?: boolean; resource?: string } = {}): Promise<BenchOmemoClient> {
     const { jid, password } = server.addUser(localpart);
-    const c = client({ service: server.c2sService, domain: server.domain, username: localpart, password, resource: 'bench' });
+    const c = client({ service: server.c2sService, domain: server.domain, username: localpart, password, resource: opts.resource ?? 'bench' });
     c.on('error', () => {});
     const u = new BenchOmemoClient(c, jid, opts.receipts !== false);
     c.on('stanza', (el: Element) => {
       if (el.name === 'message') u.#onMessage(el);
+      else if (el.name === 'presence') u.#onPresence(el);
     });
     await c.start();
     c.reconnect.stop();
@@ -123,11 +126,68 @@ export class BenchOmemoClient {
     return res.getChild('pubsub', NS_PUBSUB)?.getChild('items')?.getChildren('item') ?? [];
   }
 
+  // ---- group chats (XEP-0045): occupants' real JIDs from their presence ----
+
+  /** room -> nick -> real bare JID. */
+  readonly #occupants = new Map<string, Map<string, string>>();
+
+  /** Joins `room` as `nick` (no history); resolves on our own presence (status 110). */
+  async joinRoom(room: string, nick: string, timeoutMs = 20000): Promise<void> {
+    this.#occupants.set(room, new Map());
+    const joined = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.jid}: no self-presence from ${room}`)), timeoutMs);
+      const onStanza = (el: Element) => {
+        if (el.name !== 'presence' || String(el.attrs.from ?? '') !== `${room}/${nick}`) return;
+        const x = el.getChild('x', NS_MUC_USER);
+        if (el.attrs.type === 'error') reject(new Error(`${this.jid}: join of ${room} refused`));
+        else if (!x?.getChildren('status').some((st) => st.attrs.code === '110')) return;
+        clearTimeout(timer);
+        this.client.off('stanza', onStanza);
+        resolve();
+      };
+      this.client.on('stanza', onStanza);
+    });
+    await this.client.send(xml('presence', { to: `${room}/${nick}` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' }, xml('history', { maxstanzas: '0' }))));
+    await joined;
+  }
+
+  /** As the room's owner: gives `jid` an affiliation (members-only rooms). */
+  async setAffiliation(room: string, jid: string, affiliation: string): Promise<void> {
+    await this.client.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: 'http://jabber.org/protocol/muc#admin' }, xml('item', { jid, affiliation }))), 10000);
+  }
+
+  /** Publishes the account's device list with these ids (several bench clients of one account). */
+  async publishDeviceList(ids: readonly number[]): Promise<void> {
+    this.#publish(this.jid, NODE_DEVICELIST, 'current', buildDeviceList(ids));
+    await Promise.all([...this.#pending]);
+    if (this.#publishErrors.length) throw new Error(`bench client ${this.jid}: publishing failed: ${this.#publishErrors.join('; ')}`);
+  }
+
+  #onPresence(el: Element): void {
+    const from = String(el.attrs.from ?? '');
+    const slash = from.indexOf('/');
+    const occ = slash > 0 ? this.#occupants.get(from.slice(0, slash)) : undefined;
+    if (!occ) return;
+    const nick = from.slice(slash + 1);
+    const real = el.getChild('x', NS_MUC_USER)?.getChild('item')?.attrs.jid;
+    if (el.attrs.type === 'unavailable') occ.delete(nick);
+    else if (typeof real === 'string') occ.set(nick, real.split('/')[0]!);
+  }
+
   #onMessage(el: Element): void {
     const from = String(el.attrs.from ?? '');
     if (el.attrs.type === 'error' || !el.getChild('encrypted', NS_OMEMO)) return;
-    const wantsReceipt = this.#receipts && el.getChild('request', NS_RECEIPTS) !== undefined && el.attrs.id;
-    void this.engine.decrypt(this.jid, el).then(
+    const wantsReceipt = this.#receipts && el.getChild('request', NS_RECEIPTS) !== undefined && el.attrs.id && el.attrs.type !== 'groupchat';
+    let sender = from;
+    let roomFrom: string | null = null;
+    if (el.attrs.type === 'groupchat') {
+      const slash = from.indexOf('/');
+      const real = slash > 0 ? this.#occupants.get(from.slice(0, slash))?.get(from.slice(slash + 1)) : undefined;
+      if (!real || real === this.jid) return; // a reflection of our own, or a hidden sender
+      sender = real;
+      roomFrom = from.slice(0, slash);
+    }
+    void this.engine.decryptFrom(this.jid, el, sender).then(
       (d) => {
         for (const r of d.replies) {
           delete r.attrs.from; // the server stamps our full JID
@@ -143,7 +203,7 @@ export class BenchOmemoClient {
           return;
         }
         this.counts.decrypted++;
-        this.onMessage({ from: from.split('/')[0]!, body: d.body });
+        this.onMessage({ from: roomFrom ?? from.split('/')[0]!, body: d.body });
         if (wantsReceipt) {
           this.counts.receiptsSent++;
           this.client.send(xml('message', { to: from, id: `r${this.counts.receiptsSent}` }, xml('received', { xmlns: NS_RECEIPTS, id: String(el.attrs.id) }))).catch(() => {});
