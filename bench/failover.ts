@@ -68,14 +68,17 @@ async function scenario(prosody: Prosody, db: Postgres, bob: BenchOmemoClient, l
     const before = new Set(received.keys());
     if (how === 'SIGKILL') await a.kill();
     else await a.stop();
+    // A stopping instance still sends what it has; the new active one's messages come after it exited.
+    const goneAt = performance.now();
     await waitUntil(active(b), (leaseS + 60) * 1000, 'the standby took over');
-    await waitUntil(() => [...received.keys()].some((k) => !before.has(k) && k.startsWith('fo ')), 60000, 'a message from the new active');
+    const fromNew = () => [...received.entries()].filter(([k, t]) => !before.has(k) && k.startsWith('fo ') && t[0]! > goneAt);
+    await waitUntil(() => fromNew().length > 0, 60000, 'a message from the new active');
     await new Promise((res) => setTimeout(res, 1000));
     stop = true;
     await posting;
     await waitUntil(() => bodies.every((x) => received.has(x)), 60000, 'every accepted message received').catch(() => undefined);
     await new Promise((res) => setTimeout(res, 1000));
-    const firstNew = Math.min(...[...received.entries()].filter(([k]) => !before.has(k) && k.startsWith('fo ')).map(([, t]) => t[0]!));
+    const firstNew = Math.min(...fromNew().map(([, t]) => t[0]!));
     return {
       scenario: how === 'SIGKILL' ? 'active SIGKILLed' : 'active stopped (SIGTERM)',
       leaseS,
