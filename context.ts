@@ -16,6 +16,7 @@ import { ContactStore } from './keystore/contact-store.js';
 import { SubscriptionStore } from './keystore/subscription-store.js';
 import { PubsubStore } from './keystore/pubsub-store.js';
 import { Addressing, RESOURCE } from './component/addressing.js';
+import { formatJid } from './component/jid.js';
 import { ComponentConnection } from './component/connection.js';
 import { Router } from './component/router.js';
 import { Disco } from './component/disco.js';
@@ -307,7 +308,12 @@ export class Gateway {
     this.disco.register(this.router);
     this.pubsub.register(this.router);
     this.router.claim((ctx) => this.rooms.claim(ctx));
-    this.router.presence((ctx) => this.presence.handle(ctx));
+    this.router.presence((ctx) => {
+      if (ctx.stanza.attrs.type === 'unavailable' && ctx.address.kind !== 'domain') {
+        for (const e of this.engines.all()) e.onUnavailable?.(ctx.address.local, formatJid(ctx.from));
+      }
+      return this.presence.handle(ctx);
+    });
     this.router.message((ctx) => (ctx.address.kind === 'domain' ? this.commands.handle(ctx) : this.core.handle(ctx)));
     this.conn.on('stanza', (el) => this.#track(this.router.handle(el)));
     this.conn.on('online', () => this.#track(this.#onOnline()));

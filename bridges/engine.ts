@@ -135,6 +135,8 @@ export interface ProtocolEngine {
    * ensureIdentity() is called.
    */
   prepareNode?(local: string, node: string): Promise<void>;
+  /** A contact's full JID `from` went offline (unavailable presence to hosted JID `local`): OTR ends its session. */
+  onUnavailable?(local: string, from: string): void;
   /** Periodic upkeep (signed prekey rotation, pruning). */
   maintain?(): Promise<void>;
   /**

@@ -344,5 +344,17 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     reachability,
     startSession,
     hasSession: (local, full) => !!loadCtx(local, full)?.session,
+    onUnavailable: (local, from) => {
+      // XEP-0364: the session is bound to that resource; it ends when the resource goes offline.
+      if (!from.includes('/')) return;
+      store.transaction(() => {
+        const c = loadCtx(local, from);
+        if (!c?.session) return;
+        c.session = null;
+        c.ake = idleAke();
+        saveCtx(local, from, c);
+        log.info({ local, peer: from }, 'OTR session ended: the contact went offline');
+      });
+    },
   } satisfies OtrEngine;
 }

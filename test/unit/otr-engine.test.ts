@@ -198,8 +198,13 @@ test('AKE started by the other side, whitespace tags stripped and answered, SMP 
   assert.ok(bye.ok && bye.body === null);
   assert.equal(a.engine.hasSession(A, `${B}/phone`), false, 'the disconnect TLV ends the session');
   await assert.rejects(a.engine.encrypt(A, B, 'after bye'), (e: unknown) => e instanceof GatewayError && e.code === 'no_otr_session');
+  // A new session, then the contact's resource goes offline: the session ends with it.
+  await pump([a, b], [msg(`${A}/gw`, B, '?OTRv23?')]);
+  assert.ok(b.engine.hasSession(B, `${A}/gw`));
+  b.engine.onUnavailable!(B, `${A}/gw`);
+  assert.equal(b.engine.hasSession(B, `${A}/gw`), false, 'unavailable presence ends the session');
   const q = await a.engine.startSession(A, B);
-  assert.equal(q[0]!.attrs.to, `${B}/phone`, 'the query goes to the last known full JID');
+  assert.equal(q[0]!.attrs.to, `${B}/gw`, 'the query goes to the last known full JID (the one of the last AKE)');
   assert.match(q[0]!.getChildText('body')!, /^\?OTRv23\?/);
   assert.deepEqual(await a.engine.startSession(A, B), [], 'not repeated at once');
 });
