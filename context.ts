@@ -336,7 +336,7 @@ export class Gateway {
       metrics: this.metrics,
       outboxDepth: () => this.outbox.stats().depth,
       webhookDepths: () => new Map(this.webhookStore.counts().filter((c) => c.status === 'pending').map((c) => [c.bot, c.n])),
-      lagMs: () => this.loopLag.ms,
+      lagMs: () => this.loopLag.sustainedMs,
     });
     this.metrics.onCollect(() => this.metrics.eventLoopLag.set(this.loopLag.ms / 1000));
 

@@ -1,6 +1,8 @@
-// Event-loop lag: a timer every 100 ms notes how late it fires; the lag is the worst delay over the
-// last second. Exported as gateway_event_loop_lag_seconds and used for back-pressure (limits.ts,
-// limits.max_event_loop_lag). The timer is unref'd: it never keeps the process alive.
+// Event-loop lag: a timer every 100 ms notes how late it fires. The worst delay over the last ten
+// ticks is exported as gateway_event_loop_lag_seconds; back-pressure (limits.ts,
+// limits.max_event_loop_lag) uses the sustained lag, the median of those ticks, so that one stall
+// (a GC, a key generation) does not refuse messages while a loop that stays behind does. The timer
+// is unref'd: it never keeps the process alive.
 const TICK_MS = 100;
 const WINDOW = 10;
 
@@ -26,9 +28,21 @@ export class LoopLag {
     this.#timer = null;
   }
 
-  /** The worst lag over the last second, in milliseconds; counts a tick that is overdue right now. */
+  /** The worst lag over the last ten ticks, in milliseconds; counts a tick that is overdue right now. */
   get ms(): number {
-    const overdue = this.#timer ? Math.max(0, performance.now() - this.#expected) : 0;
-    return Math.max(overdue, ...this.#samples);
+    return Math.max(this.#overdue(), ...this.#samples);
+  }
+
+  /**
+   * The sustained lag in milliseconds: the median of the last ten ticks and the one overdue now.
+   * Over the limit only when at least half of them were that late.
+   */
+  get sustainedMs(): number {
+    const all = [...this.#samples, this.#overdue()].sort((a, b) => a - b);
+    return all[Math.floor(all.length / 2)] ?? 0;
+  }
+
+  #overdue(): number {
+    return this.#timer ? Math.max(0, performance.now() - this.#expected) : 0;
   }
 }

@@ -1,6 +1,6 @@
 // Back-pressure on POST /v1/messages (limits.ts): past limits.max_outbox_depth queued messages, past
 // limits.max_webhook_queue_depth pending deliveries for the posting bot, or while the event loop
-// lags more than limits.max_event_loop_lag, new messages are refused with 503 `overloaded` and a
+// lags more than limits.max_event_loop_lag (sustained: loop-lag.ts), new messages are refused with 503 `overloaded` and a
 // Retry-After, instead of piling up work the gateway cannot keep up with. Queue depths are counted
 // in the keystore at most once a second.
 import type { Limits } from '../limits.js';
@@ -13,6 +13,7 @@ export interface BackPressureDeps {
   outboxDepth: () => number;
   /** Pending webhook deliveries per bot. */
   webhookDepths: () => ReadonlyMap<string, number>;
+  /** The sustained event-loop lag (LoopLag.sustainedMs). */
   lagMs: () => number;
   now?: () => number;
 }
