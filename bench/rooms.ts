@@ -135,6 +135,7 @@ async function serverBench(): Promise<string[][]> {
           else await new Promise((r) => setTimeout(r, 25));
         }
       })();
+      watcher.catch(() => undefined); // awaited below; a failure meanwhile must not go unhandled
       const statuses = await Promise.all(Array.from({ length: n }, (_, i) => p.post('/v1/messages', TOKEN, JSON.stringify({ to, body: `${tag} ${i}` }))));
       if (statuses.some((st) => st !== 202)) throw new Error(`bench: POST answered ${statuses.find((st) => st !== 202)}`);
       await waitUntil(() => readers.every((c) => (counter.get(c) ?? 0) - base.get(c)! >= n), 120000, `${tag}: every device read ${n}`);
@@ -169,6 +170,9 @@ async function serverBench(): Promise<string[][]> {
       ['reference: one-to-one sent by the gateway', `${oneSent.toFixed(1)} msg/s`, `${(oneSent * DEVICES).toFixed(0)} keys/s`, '1.00x'],
       ['gateway: encrypt of a room message (40 keys), from its metrics', `median ${fmtMs(histQuantile(enc, 0.5) * 1000)}`, `p90 ${fmtMs(histQuantile(enc, 0.9) * 1000)}`, `${enc.count} samples`],
     ];
+  } catch (e) {
+    if (gw) process.stderr.write(`  rooms bench: gateway output (last lines):\n${gw.output.split('\n').slice(-40).join('\n')}\n`);
+    throw e;
   } finally {
     poster?.close();
     await gw?.destroy();
