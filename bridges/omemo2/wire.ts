@@ -9,7 +9,6 @@ import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { NS_EME, NS_HINTS } from '../omemo/constants.js';
 import { parseId } from '../omemo/wire.js';
-import { isEd25519Point } from '../ratchet/primitives.js';
 import { ITEM_CURRENT, NS_OMEMO2 } from './constants.js';
 import type { PeerBundle } from './session.js';
 
@@ -121,7 +120,8 @@ export function parseBundle(items: readonly Element[], deviceId?: number): PeerB
   const spk = b64(text(spkEl));
   const sig = b64(text(el.getChild('spks')));
   const ik = b64(text(el.getChild('ik')));
-  if (spkId === null || spk.length !== 32 || sig.length !== 64 || !isEd25519Point(ik)) return null;
+  // ik must be an Ed25519 point: checked by the signature verification before any use.
+  if (spkId === null || spk.length !== 32 || sig.length !== 64 || ik.length !== 32) return null;
   const preKeys: PeerBundle['preKeys'] = [];
   for (const p of el.getChild('prekeys')?.getChildren('pk') ?? []) {
     const id = parseId(p.attrs.id, 0xffffffff, 0);

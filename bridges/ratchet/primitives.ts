@@ -114,11 +114,23 @@ export function macEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
+// Identity keys of contacts come back again and again (every session build, repair, bundle check):
+// their imported KeyObject and their Montgomery form are kept (the mapping is ~0.4 ms of bigint math).
+const edKeys = new Map<string, KeyObject>();
+const montgomery = new Map<string, Buffer>();
+const ID_CACHE_MAX = 4096;
+function remember<T>(m: Map<string, T>, k: string, v: T): T {
+  if (m.size >= ID_CACHE_MAX) m.delete(m.keys().next().value as string);
+  m.set(k, v);
+  return v;
+}
+
 /** Ed25519 verification (RFC 8032) of `sig` over `msg` by the 32-byte public key; false on any bad input. */
 export function ed25519Verify(pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
   if (pub.length !== 32 || sig.length !== 64) return false;
   try {
-    const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, pub]), format: 'der', type: 'spki' });
+    const id = Buffer.from(pub).toString('latin1');
+    const key = edKeys.get(id) ?? remember(edKeys, id, createPublicKey({ key: Buffer.concat([SPKI_ED25519, pub]), format: 'der', type: 'spki' }));
     return edVerify(null, msg, key, sig);
   } catch {
     return false;
@@ -138,7 +150,8 @@ export function isEd25519Point(pub: Uint8Array): boolean {
 
 /** The X25519 (Montgomery) form of an Ed25519 public key (birational map, from @noble/curves). */
 export function ed25519PubToX25519(pub: Uint8Array): Buffer {
-  return Buffer.from(ed25519.utils.toMontgomery(pub));
+  const id = Buffer.from(pub).toString('latin1');
+  return montgomery.get(id) ?? remember(montgomery, id, Buffer.from(ed25519.utils.toMontgomery(pub)));
 }
 
 // ---- an X25519 identity used as an Ed25519 key (XEdDSA) ----
