@@ -82,6 +82,7 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     const stored = store.get(local, 'identity', 'dsa');
     if (stored) k = loadDsaKey(stored);
     else {
+      ports.admitIdentity?.(local);
       k = generateDsaKey();
       store.put(local, 'identity', 'dsa', k.der);
     }
