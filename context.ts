@@ -49,6 +49,8 @@ import { GatewayError, type ErrorCode } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
 import { StanzaLimits } from './component/stanza-limits.js';
+import { InboundQueue } from './component/inbound-queue.js';
+import { errorReply } from './component/stanza.js';
 import { IdentityGate } from './bridges/identity-gate.js';
 import { LoopLag } from './loop-lag.js';
 import { BackPressure } from './http/back-pressure.js';
@@ -108,6 +110,7 @@ export class Gateway {
   readonly app: Express;
   readonly identityGate: IdentityGate;
   readonly loopLag = new LoopLag();
+  readonly inbound: InboundQueue;
   #server: Server | null = null;
   #ha: ActiveRole | null;
   #stopping = false;
@@ -315,7 +318,19 @@ export class Gateway {
       return this.presence.handle(ctx);
     });
     this.router.message((ctx) => (ctx.address.kind === 'domain' ? this.commands.handle(ctx) : this.core.handle(ctx)));
-    this.conn.on('stanza', (el) => this.#track(this.router.handle(el)));
+    this.inbound = new InboundQueue({
+      handle: (el) => this.router.handle(el),
+      maxQueued: config.limits.max_inbound_queue,
+      onDrop: (el) => {
+        this.metrics.limited.inc({ limit: 'inbound_queue' });
+        const type = String(el.attrs.type ?? '');
+        if (el.name === 'iq' && (type === 'get' || type === 'set')) {
+          this.conn.send(errorReply(el, 'resource-constraint', 'The gateway is overloaded; retry later.')).catch(() => undefined);
+        }
+      },
+    });
+    this.metrics.registerCache('inbound_queue', () => this.inbound.size);
+    this.conn.on('stanza', (el) => this.inbound.push(el));
     this.conn.on('online', () => this.#track(this.#onOnline()));
     this.conn.on('offline', () => {
       this.rooms.onOffline();
@@ -467,7 +482,7 @@ export class Gateway {
 
   /** No stanza or connection handler is running (for tests that wait for the gateway to settle). */
   idle(): boolean {
-    return this.#inflight.size === 0;
+    return this.#inflight.size === 0 && this.inbound.size === 0;
   }
 
   #track<T>(p: Promise<T>): void {
@@ -567,6 +582,7 @@ export class Gateway {
     await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
     server?.closeAllConnections();
     await this.sender.stop();
+    await this.inbound.drain();
     await Promise.allSettled([...this.#inflight]);
     await this.core.drain();
     await this.webhooks.stop();

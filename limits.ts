@@ -72,6 +72,7 @@ export const LIMITS = {
   ),
   // memory
   peer_cache_entries: spec('limits.peer_cache_entries', 'count', '20000', 20_000, 'gateway_cache_entries{cache}', 'the least recently used entry is forgotten (a rate-limit bucket starts full again, a cache entry is re-read)'),
+  max_inbound_queue: spec('limits.max_inbound_queue', 'count', '20000', 20_000, limited('inbound_queue'), 'dropped while that many stanzas wait to be handled; an iq gets a `resource-constraint` error'),
   // back-pressure on POST /v1/messages
   max_outbox_depth: spec('limits.max_outbox_depth', 'count', '10000', 10_000, limited('outbox_depth'), '503 `overloaded` with `Retry-After`'),
   max_webhook_queue_depth: spec('limits.max_webhook_queue_depth', 'count', '10000', 10_000, limited('webhook_queue_depth'), "503 `overloaded` with `Retry-After` (the posting bot's own queue)"),

@@ -1,5 +1,6 @@
 // `npm run bench [-- NAME ...]`: runs every benchmark in turn (or the named ones): omemo, pgp,
-// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), otr, bots (SQLite, then PostgreSQL), failover (keystore.url takeover time), rooms. Each prints its figures and whether its targets were met.
+// ox, bridge (PGP <-> OMEMO, then OX <-> OMEMO), bridge-ox (only the latter), otr, bots (SQLite, then PostgreSQL), failover (keystore.url takeover time), rooms, storm (hostile traffic and
+// first-contact bursts; only when named). Each prints its figures and whether its targets were met.
 import { runOmemoBench } from './omemo.js';
 import { runPgpBench } from './pgp.js';
 import { runBridgeBench } from './bridge.js';
@@ -18,12 +19,14 @@ const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
   { name: 'bots', run: async () => (await import('./bots.js')).runBotsBench() },
   { name: 'failover', run: async () => (await import('./failover.js')).runFailoverBench() },
   { name: 'rooms', run: async () => (await import('./rooms.js')).runRoomsBench() },
+  // Only when named (about four minutes): `npm run bench -- storm`.
+  { name: 'storm', run: async () => (await import('./storm.js')).runStormBench() },
 ];
 
 const only = process.argv.slice(2);
 let ok = true;
 for (const b of benches) {
-  if (only.length > 0 && !only.includes(b.name)) continue;
+  if (only.length > 0 ? !only.includes(b.name) : b.name === 'storm') continue;
   ok = (await b.run()) && ok;
 }
 // Targets missed are reported, not fatal: timing depends on the machine.

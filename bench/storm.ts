@@ -1,0 +1,306 @@
+// `npm run bench -- storm`: hostile traffic against the gateway (its own process) on a real Prosody,
+// all on loopback, bounded in count and time (issue 15). Two phases:
+//   1. storm: STORM_RATE hostile stanzas per second for STORM_SECONDS from ATTACKERS accounts of an
+//      allowed domain (junk OMEMO with made-up device ids, first-contact device-list reads of new
+//      proxies, subscribes, 100 KB plaintext bodies, odd pubsub and disco requests, junk XEP-0027),
+//      with the default limits; then a minute of quiet.
+//   2. burst: BURST first-contact device-list reads of distinct new proxies, as fast as the clients
+//      send them, against a gateway whose stanza and identity limits are lifted, to measure what a
+//      first contact costs now (identities created, keystore growth, time).
+// Throughout, a monitor account of another domain pings the component every PING_EVERY_MS; its
+// round trips, the gateway's RSS and its server connection are recorded.
+import { randomBytes, randomInt } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Prosody } from '../test/harness/prosody.js';
+import { GatewayProcess } from '../test/harness/gateway-process.js';
+import { XmppUser, xml } from '../test/harness/xmpp-user.js';
+import { findPid, rssBytes, scrape, total, quantile } from './bots-support.js';
+import { table } from './stats.js';
+
+const ATTACKERS = 8;
+const STORM_RATE = 500;
+const STORM_SECONDS = 20;
+const QUIET_SECONDS = 60;
+const BURST = 10_000;
+const BURST_TIMEOUT_MS = 180_000;
+const PING_EVERY_MS = 100;
+const PING_TIMEOUT_MS = 5000;
+const BOT_TOKEN = 'alerts-bot-token-0001';
+const MB = 1024 * 1024;
+
+// Targets (issue 15)
+const TARGET_PING_P99_MS = 1000;
+const TARGET_RSS_BACK_MB = 100;
+
+const NS_OMEMO = 'eu.siacs.conversations.axolotl';
+const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
+
+/** Pings the component from its own account; records each round trip (a timeout counts as PING_TIMEOUT_MS). */
+class Pinger {
+  readonly rtts: Array<{ at: number; ms: number; answered: boolean }> = [];
+  #stop = false;
+  #loop: Promise<void> = Promise.resolve();
+  constructor(
+    readonly user: XmppUser,
+    readonly to: string,
+  ) {}
+  start(): void {
+    this.#loop = (async () => {
+      while (!this.#stop) {
+        const t0 = performance.now();
+        const answered = await this.user
+          .iq(xml('iq', { type: 'get', to: this.to }, xml('ping', { xmlns: 'urn:xmpp:ping' })), PING_TIMEOUT_MS)
+          .then(() => true)
+          .catch(() => false);
+        const ms = answered ? performance.now() - t0 : PING_TIMEOUT_MS;
+        this.rtts.push({ at: Date.now(), ms, answered });
+        await new Promise((r) => setTimeout(r, Math.max(0, PING_EVERY_MS - ms)));
+      }
+    })();
+  }
+  async stop(): Promise<void> {
+    this.#stop = true;
+    await this.#loop;
+  }
+  between(from: number, to: number): { n: number; p50: number; p99: number; max: number; unanswered: number } {
+    const xs = this.rtts.filter((r) => r.at >= from && r.at <= to);
+    const sorted = xs.map((r) => r.ms).sort((a, b) => a - b);
+    return { n: xs.length, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0, unanswered: xs.filter((r) => !r.answered).length };
+  }
+}
+
+/** Samples the gateway's RSS and connection once a second. */
+class Watch {
+  readonly rss: Array<{ at: number; bytes: number }> = [];
+  disconnectedSamples = 0;
+  #timer: NodeJS.Timeout | null = null;
+  constructor(
+    readonly pid: number | null,
+    readonly url: string,
+  ) {}
+  start(): void {
+    this.#timer = setInterval(() => {
+      const b = rssBytes(this.pid);
+      if (b !== null) this.rss.push({ at: Date.now(), bytes: b });
+      scrape(this.url)
+        .then((s) => {
+          if (total(s, 'gateway_component_connected') !== 1) this.disconnectedSamples++;
+        })
+        .catch(() => this.disconnectedSamples++);
+    }, 1000);
+  }
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+  }
+  maxBetween(from: number, to: number): number {
+    return Math.max(0, ...this.rss.filter((r) => r.at >= from && r.at <= to).map((r) => r.bytes));
+  }
+}
+
+const proxyOf = (local: string, domain: string, gw: string) => `${local}\\40${domain}@${gw}`;
+
+/** The i-th hostile stanza (a mix of the kinds issue 15 found). */
+function hostile(i: number, domain: string, gw: string, botDevice: number): ReturnType<typeof xml> {
+  const bot = `alerts@${gw}`;
+  const id = `h${i}`;
+  switch (i % 8) {
+    case 0: // junk OMEMO, made-up device id, a key for the bot's device (decrypt fails, no repair fetch)
+      return xml(
+        'message',
+        { to: bot, type: 'chat', id },
+        xml(
+          'encrypted',
+          { xmlns: NS_OMEMO },
+          xml('header', { sid: String(randomInt(1, 0x7fffffff)) }, xml('key', { rid: String(botDevice) }, randomBytes(60).toString('base64')), xml('iv', {}, randomBytes(12).toString('base64'))),
+          xml('payload', {}, randomBytes(24).toString('base64')),
+        ),
+      );
+    case 1: // first-contact device-list read of a new proxy
+      return xml('iq', { type: 'get', to: proxyOf(`storm${i}`, domain, gw), id }, xml('pubsub', { xmlns: NS_PUBSUB }, xml('items', { node: `${NS_OMEMO}.devicelist` })));
+    case 2: // subscribe to a new proxy (signed presence back: a PGP key)
+      return xml('presence', { to: proxyOf(`sub${i}`, domain, gw), type: 'subscribe', id });
+    case 3: // one in 64: a 100 KB plaintext body to the bot (refused: plaintext); else a presence probe of a new proxy
+      if (i % 64 === 3) return xml('message', { to: bot, type: 'chat', id }, xml('body', {}, 'A'.repeat(100 * 1024)));
+      return xml('presence', { to: proxyOf(`probe${i}`, domain, gw), type: 'probe', id });
+    case 4: // a bundle read with a made-up device id
+      return xml('iq', { type: 'get', to: bot, id }, xml('pubsub', { xmlns: NS_PUBSUB }, xml('items', { node: `${NS_OMEMO}.bundles:${randomInt(1, 0x7fffffff)}` })));
+    case 5: // disco#info of a new proxy
+      return xml('iq', { type: 'get', to: proxyOf(`disco${i}`, domain, gw), id }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' }));
+    case 6: // junk XEP-0027 to a proxy
+      return xml('message', { to: proxyOf('bob', domain, gw), type: 'chat', id }, xml('body', {}, 'x'), xml('x', { xmlns: 'jabber:x:encrypted' }, randomBytes(300).toString('base64')));
+    default: // an iq nobody handles
+      return xml('iq', { type: 'set', to: bot, id }, xml('query', { xmlns: `urn:example:junk:${i % 97}` }));
+  }
+}
+
+const mb = (b: number) => `${(b / MB).toFixed(0)} MB`;
+const ms = (x: number) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
+const dbBytes = (dir: string) => ['gateway.db', 'gateway.db-wal'].reduce((n, f) => n + (statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0), 0);
+const limitedLines = (s: Map<string, number>) =>
+  [...s.entries()]
+    .filter(([k, v]) => k.startsWith('gateway_limited_total{') && v > 0)
+    .map(([k, v]) => `${/limit="([^"]+)"/.exec(k)?.[1]}=${v}`)
+    .join(', ');
+
+async function connectAll(server: Prosody, names: string[], domain?: string): Promise<XmppUser[]> {
+  const out: XmppUser[] = [];
+  for (const n of names) out.push(await XmppUser.connect(server, n, { presence: false, ...(domain ? { domain } : {}) }));
+  return out;
+}
+
+export async function runStormBench(): Promise<boolean> {
+  console.log('\n## storm: hostile stanzas against the gateway (its own process, Prosody on loopback)');
+  const server = await Prosody.start({ extraDomains: ['monitor.example'] });
+  const gwDomain = server.componentDomain;
+  let gw: GatewayProcess | null = null;
+  const users: XmppUser[] = [];
+  let ok = true;
+  try {
+    // ---- phase 1: storm with the default limits ----
+    // Default limits and keepalive (30 s): the configuration a deployment runs.
+    gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain] } });
+    await gw.start();
+    const pid = findPid(gw.configFile);
+    const botDevice = ((await gw.get(`/v1/identities/${encodeURIComponent(`alerts@${gwDomain}`)}`, BOT_TOKEN)).body.omemo as Array<{ device_id: number }>)[0]!.device_id;
+    const attackers = await connectAll(server, Array.from({ length: ATTACKERS }, (_, i) => `mallory${i}`));
+    const [monitor] = await connectAll(server, ['monitor'], 'monitor.example');
+    users.push(...attackers, monitor!);
+    const pinger = new Pinger(monitor!, gwDomain);
+    const watch = new Watch(pid, gw.url);
+    pinger.start();
+    watch.start();
+    await new Promise((r) => setTimeout(r, 3000));
+    const before = await scrape(gw.url);
+    const rss0 = rssBytes(pid) ?? 0;
+    const db0 = dbBytes(gw.dir);
+
+    const t0 = Date.now();
+    const perTick = STORM_RATE / 100;
+    let sent = 0;
+    let outstanding = 0;
+    const count = STORM_RATE * STORM_SECONDS;
+    while (sent < count && Date.now() - t0 < STORM_SECONDS * 1000 * 2) {
+      const tick = Date.now();
+      // Sends are not awaited one by one (the socket buffers them); at most 1000 outstanding.
+      for (let k = 0; k < perTick && sent < count; k++, sent++) {
+        outstanding++;
+        attackers[sent % ATTACKERS]!.send(hostile(sent, server.domain, gwDomain, botDevice)).then(
+          () => outstanding--,
+          () => outstanding--,
+        );
+      }
+      while (outstanding > 1000) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, Math.max(0, 10 - (Date.now() - tick))));
+    }
+    while (outstanding > 0) await new Promise((r) => setTimeout(r, 10));
+    const t1 = Date.now();
+    // Let the gateway finish what reached it.
+    await new Promise((r) => setTimeout(r, 2000));
+    const t1b = Date.now();
+    const after = await scrape(gw.url);
+    const rssStormEnd = rssBytes(pid) ?? 0;
+    const stormPing = pinger.between(t0, t1b);
+    const stormRate = sent / ((t1 - t0) / 1000);
+    console.log(`sent ${sent} hostile stanzas in ${((t1 - t0) / 1000).toFixed(1)} s from ${ATTACKERS} accounts (${stormRate.toFixed(0)}/s offered)`);
+    const stanzasIn = total(after, 'gateway_stanzas_in_total') - total(before, 'gateway_stanzas_in_total');
+    console.log(`the gateway took in ${stanzasIn} stanzas (${(stanzasIn / ((t1b - t0) / 1000)).toFixed(0)}/s, pings and answers to its own requests included); refused by limits: ${limitedLines(after) || 'none'}`);
+
+    // A minute of quiet: does memory come back?
+    const quietUntil = Date.now() + QUIET_SECONDS * 1000;
+    while (Date.now() < quietUntil) await new Promise((r) => setTimeout(r, 1000));
+    const t2 = Date.now();
+    const rssAfter = rssBytes(pid) ?? 0;
+    const quietPing = pinger.between(t1b, t2);
+    const reconnects1 = total(await scrape(gw.url), 'gateway_component_reconnects_total') - total(before, 'gateway_component_reconnects_total');
+    const disconnected1 = watch.disconnectedSamples;
+    console.log(`keystore: ${mb(db0)} before, ${mb(dbBytes(gw.dir))} after the storm; hosted identities ${total(after, 'gateway_hosted_identities')}`);
+    await pinger.stop();
+    watch.stop();
+    await gw.stop();
+    await gw.destroy();
+    gw = null;
+
+    // ---- phase 2: a burst of first-contact reads, limits lifted ----
+    gw = await GatewayProcess.create(server, {
+      bridge: { allowed_domains: [server.domain] },
+      extra: {
+        limits: {
+          sender_stanzas_per_second: 1_000_000,
+          sender_stanza_burst: 1_000_000,
+          domain_stanzas_per_second: 1_000_000,
+          domain_stanza_burst: 1_000_000,
+          identities_per_requester_per_minute: 1_000_000,
+          identities_per_minute: 1_000_000,
+        },
+      },
+    });
+    await gw.start();
+    const pid2 = findPid(gw.configFile);
+    const pinger2 = new Pinger(monitor!, gwDomain);
+    const watch2 = new Watch(pid2, gw.url);
+    pinger2.start();
+    watch2.start();
+    await new Promise((r) => setTimeout(r, 3000));
+    const b0 = await scrape(gw.url);
+    const bRss0 = rssBytes(pid2) ?? 0;
+    const bDb0 = dbBytes(gw.dir);
+    const answered = new Set<string>();
+    const onStanza = (el: { name: string; attrs: Record<string, unknown> }) => {
+      if (el.name === 'iq' && typeof el.attrs.id === 'string' && el.attrs.id.startsWith('fc')) answered.add(el.attrs.id);
+    };
+    for (const a of attackers) a.client.on('stanza', onStanza);
+    const s0 = Date.now();
+    for (let i = 0; i < BURST; i += 200) {
+      const batch: Array<Promise<void>> = [];
+      for (let k = i; k < Math.min(BURST, i + 200); k++) {
+        const read = xml('iq', { type: 'get', to: proxyOf(`first${k}`, server.domain, gwDomain), id: `fc${k}` }, xml('pubsub', { xmlns: NS_PUBSUB }, xml('items', { node: `${NS_OMEMO}.devicelist` })));
+        batch.push(attackers[k % ATTACKERS]!.send(read).catch(() => undefined));
+      }
+      await Promise.all(batch);
+    }
+    const sentAt = Date.now();
+    while (answered.size < BURST && Date.now() - s0 < BURST_TIMEOUT_MS) await new Promise((r) => setTimeout(r, 100));
+    const s1 = Date.now();
+    await new Promise((r) => setTimeout(r, 1500));
+    const b1 = await scrape(gw.url);
+    const created = total(b1, 'gateway_hosted_identities') - total(b0, 'gateway_hosted_identities');
+    const growth = dbBytes(gw.dir) - bDb0;
+    const burstPing = pinger2.between(s0, s1 + 1500);
+    const burstRssMax = watch2.maxBetween(s0, s1 + 1500);
+    const reconnects2 = total(b1, 'gateway_component_reconnects_total') - total(b0, 'gateway_component_reconnects_total');
+    await pinger2.stop();
+    watch2.stop();
+    for (const a of attackers) a.client.removeListener('stanza', onStanza);
+
+    console.log(
+      `burst: ${BURST} first-contact device-list reads sent in ${((sentAt - s0) / 1000).toFixed(1)} s, ${answered.size} answered after ${((s1 - s0) / 1000).toFixed(1)} s; ` +
+        `identities created ${created}; keystore +${mb(growth)} (${(growth / Math.max(1, created) / 1024).toFixed(2)} KB per identity; issue 15 measured ~36 KB and ~30 ms each before); ` +
+        `RSS ${mb(bRss0)} -> max ${mb(burstRssMax)}`,
+    );
+
+    const stormRssMax = watch.maxBetween(t0, t1b);
+    const pingOk = stormPing.p99 < TARGET_PING_P99_MS && burstPing.p99 < TARGET_PING_P99_MS && quietPing.p99 < TARGET_PING_P99_MS;
+    const rssOk = rssAfter - rss0 < TARGET_RSS_BACK_MB * MB;
+    const connOk = reconnects1 === 0 && reconnects2 === 0 && disconnected1 === 0 && watch2.disconnectedSamples === 0;
+    console.log(
+      table(
+        ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered', 'RSS'],
+        [
+          ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered), `${mb(rss0)} -> max ${mb(stormRssMax)}, ${mb(rssStormEnd)} at the end`],
+          ['quiet minute', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered), `${mb(rssAfter)} after ${QUIET_SECONDS} s (start ${mb(rss0)})`],
+          [`burst ${BURST}`, String(burstPing.n), ms(burstPing.p50), ms(burstPing.p99), ms(burstPing.max), String(burstPing.unanswered), `${mb(bRss0)} -> max ${mb(burstRssMax)}`],
+        ],
+      ),
+    );
+    console.log(`target: ping p99 under ${TARGET_PING_P99_MS} ms throughout: ${pingOk ? 'met' : 'MISSED'}`);
+    console.log(`target: RSS back within ${TARGET_RSS_BACK_MB} MB of the start a minute after the storm (${mb(rssAfter - rss0)} above): ${rssOk ? 'met' : 'MISSED'}`);
+    console.log(`target: no dropped server connection (reconnects ${reconnects1} + ${reconnects2}, samples disconnected ${disconnected1} + ${watch2.disconnectedSamples}): ${connOk ? 'met' : 'MISSED'}`);
+    ok = pingOk && rssOk && connOk && answered.size === BURST;
+  } finally {
+    for (const u of users) await u.stop();
+    if (gw) await gw.destroy();
+    await server.destroy();
+  }
+  return ok;
+}

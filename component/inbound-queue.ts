@@ -1,0 +1,76 @@
+// Inbound stanzas wait here between the socket and the router. Handlers are started a few at a time,
+// with a turn of the event loop (setImmediate) between slices, and at most MAX_RUNNING at once:
+// most of a handler's work is synchronous (SQLite, sealing, key generation), and thousands started
+// from one socket read would run back to back in one microtask drain, starving the socket itself,
+// so the server's keepalive answers (and everyone else's stanzas) would wait behind a flood. Past
+// limits.max_inbound_queue waiting stanzas, new ones are dropped (an iq gets resource-constraint).
+import type Element from 'ltx/lib/Element.js';
+
+const MAX_RUNNING = 64;
+const SLICE = 16;
+
+export interface InboundQueueDeps {
+  handle: (el: Element) => Promise<void>;
+  /** Most stanzas waiting (limits.max_inbound_queue). */
+  maxQueued: number;
+  /** A stanza dropped because the queue is full. */
+  onDrop: (el: Element) => void;
+}
+
+export class InboundQueue {
+  readonly #d: InboundQueueDeps;
+  readonly #queue: Element[] = [];
+  #head = 0;
+  #running = 0;
+  #scheduled = false;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(d: InboundQueueDeps) {
+    this.#d = d;
+  }
+
+  /** Stanzas waiting or being handled. */
+  get size(): number {
+    return this.#queue.length - this.#head + this.#running;
+  }
+
+  push(el: Element): void {
+    if (this.#queue.length - this.#head >= this.#d.maxQueued) {
+      this.#d.onDrop(el);
+      return;
+    }
+    this.#queue.push(el);
+    this.#schedule();
+  }
+
+  /** Resolves once nothing is waiting or running. */
+  drain(): Promise<void> {
+    if (this.size === 0) return Promise.resolve();
+    return new Promise((r) => this.#idleWaiters.push(r));
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#running >= MAX_RUNNING || this.#head >= this.#queue.length) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      for (let n = 0; n < SLICE && this.#running < MAX_RUNNING && this.#head < this.#queue.length; n++) this.#start(this.#queue[this.#head++]!);
+      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+        this.#queue.splice(0, this.#head);
+        this.#head = 0;
+      }
+      this.#schedule();
+    });
+  }
+
+  #start(el: Element): void {
+    this.#running++;
+    const done = () => {
+      this.#running--;
+      if (this.size === 0) for (const w of this.#idleWaiters.splice(0)) w();
+      else this.#schedule();
+    };
+    // handle() never rejects (the router turns every failure into a reply or a log line).
+    this.#d.handle(el).then(done, done);
+  }
+}
