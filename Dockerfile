@@ -19,6 +19,7 @@ COPY component ./component
 COPY bridges ./bridges
 COPY http ./http
 COPY keystore ./keystore
+COPY ha ./ha
 RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev
 
 FROM node:24-slim
