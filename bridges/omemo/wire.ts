@@ -112,8 +112,16 @@ export function buildDeviceList(ids: readonly number[]): Element {
 
 /** Device ids from devicelist <item>s (the `current` item, else the first); invalid ids are skipped. */
 export function parseDeviceList(items: readonly Element[]): number[] {
+  return deviceIdsIn(items, 'list', NS_OMEMO);
+}
+
+/**
+ * Device ids from device-list <item>s whose payload is <`name` xmlns=`ns`> (both OMEMO versions:
+ * legacy `list`, OMEMO 2 `devices`), from the `current` item, else the first; invalid ids skipped.
+ */
+export function deviceIdsIn(items: readonly Element[], name: string, ns: string): number[] {
   const item = items.find((i) => i.attrs.id === ITEM_CURRENT) ?? items[0];
-  const list = item?.getChild('list', NS_OMEMO);
+  const list = item?.getChild(name, ns);
   if (!list) return [];
   const ids = new Set<number>();
   for (const d of list.getChildren('device')) {

@@ -8,8 +8,8 @@
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { NS_EME, NS_HINTS } from '../omemo/constants.js';
-import { parseId } from '../omemo/wire.js';
-import { ITEM_CURRENT, NS_OMEMO2 } from './constants.js';
+import { deviceIdsIn, parseId, protocolMessage } from '../omemo/wire.js';
+import { NS_OMEMO2 } from './constants.js';
 import type { PeerBundle } from './session.js';
 
 export interface KeyElement {
@@ -75,9 +75,8 @@ export function messageChildren(encrypted: Element, fallbackBody: string): Eleme
   return [encrypted, xml('encryption', { xmlns: NS_EME, namespace: NS_OMEMO2, name: 'OMEMO 2' }), xml('store', { xmlns: NS_HINTS }), xml('body', {}, fallbackBody)];
 }
 
-export function protocolMessage(from: string, to: string, id: string, encrypted: Element): Element {
-  return xml('message', { from, to, type: 'chat', id }, encrypted, xml('store', { xmlns: NS_HINTS }));
-}
+// The bodiless protocol message (key exchange completion, heartbeat) is built as legacy builds it.
+export { protocolMessage };
 
 // ---- device list ----
 
@@ -86,15 +85,7 @@ export function buildDeviceList(ids: readonly number[]): Element {
 }
 
 export function parseDeviceList(items: readonly Element[]): number[] {
-  const item = items.find((i) => i.attrs.id === ITEM_CURRENT) ?? items[0];
-  const list = item?.getChild('devices', NS_OMEMO2);
-  if (!list) return [];
-  const ids = new Set<number>();
-  for (const d of list.getChildren('device')) {
-    const id = parseId(d.attrs.id);
-    if (id !== null) ids.add(id);
-  }
-  return [...ids];
+  return deviceIdsIn(items, 'devices', NS_OMEMO2);
 }
 
 // ---- bundle ----
