@@ -10,34 +10,16 @@
 //     skipped: count x (dh bytes, n, mk bytes)   (oldest first)
 import type { RatchetState } from '../ratchet/double-ratchet.js';
 import { MAX_ARCHIVED_SESSIONS, MAX_SKIPPED_KEYS, without05, type LegacyRecord, type LegacySession } from './legacy-protocol.js';
+import { RecordReader, RecordWriter } from './record-bytes.js';
 import { decodeSessions, isBinaryRecord, type LibraryChain, type LibrarySession } from './session-codec.js';
 
 const MAGIC0 = 0x4c; // 'L'
 const MAGIC1 = 0x52; // 'R'
 const VERSION = 1;
 
-class Writer {
-  b = Buffer.allocUnsafe(512);
-  n = 0;
-  #room(k: number): void {
-    if (this.n + k <= this.b.length) return;
-    const nb = Buffer.allocUnsafe(Math.max(this.b.length * 2, this.n + k));
-    this.b.copy(nb, 0, 0, this.n);
-    this.b = nb;
-  }
-  uint(v: number): void {
-    this.#room(10);
-    while (v >= 0x80) {
-      this.b[this.n++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.b[this.n++] = v;
-  }
-  bytes(x: Uint8Array): void {
-    this.uint(x.length);
-    this.#room(x.length);
-    this.b.set(x, this.n);
-    this.n += x.length;
+class Writer extends RecordWriter {
+  constructor() {
+    super('legacy session record', 512);
   }
   opt(x: Uint8Array | null | undefined): void {
     if (!x) this.uint(0);
@@ -46,32 +28,14 @@ class Writer {
       this.bytes(x);
     }
   }
-  done(): Buffer {
-    return Buffer.from(this.b.subarray(0, this.n));
-  }
 }
 
-class Reader {
-  n = 0;
-  constructor(readonly b: Buffer) {}
-  uint(): number {
-    let v = 0;
-    let m = 1;
-    for (let i = 0; i < 8; i++) {
-      if (this.n >= this.b.length) throw new Error('legacy session record: truncated');
-      const x = this.b[this.n++]!;
-      v += (x & 0x7f) * m;
-      if ((x & 0x80) === 0) return v;
-      m *= 0x80;
-    }
-    throw new Error('legacy session record: varint too long');
+class Reader extends RecordReader {
+  constructor(b: Buffer) {
+    super(b, 'legacy session record');
   }
   bytes(): Buffer {
-    const len = this.uint();
-    if (this.n + len > this.b.length) throw new Error('legacy session record: truncated');
-    const out = Buffer.from(this.b.subarray(this.n, this.n + len));
-    this.n += len;
-    return out;
+    return this.copy();
   }
   opt(): Buffer | null {
     return this.uint() === 0 ? null : this.bytes();

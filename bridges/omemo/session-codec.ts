@@ -29,35 +29,18 @@ export interface LibrarySession<T = ArrayBuffer> {
 type SessionType = LibrarySession;
 type Chain<T> = LibraryChain<T>;
 import { ab, buf } from './bytes.js';
+import { RecordReader, RecordWriter } from './record-bytes.js';
 
 const MAGIC0 = 0x53; // 'S'
 const MAGIC1 = 0x52; // 'R'
 const VERSION = 1;
 
-class Writer {
-  b = Buffer.allocUnsafe(1024);
-  n = 0;
-  #room(k: number): void {
-    if (this.n + k <= this.b.length) return;
-    const nb = Buffer.allocUnsafe(Math.max(this.b.length * 2, this.n + k));
-    this.b.copy(nb, 0, 0, this.n);
-    this.b = nb;
+class Writer extends RecordWriter {
+  constructor() {
+    super('session codec', 1024);
   }
-  uint(v: number): void {
-    if (!Number.isInteger(v) || v < 0) throw new Error(`session codec: bad integer ${v}`);
-    this.#room(8);
-    while (v >= 0x80) {
-      this.b[this.n++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.b[this.n++] = v;
-  }
-  bytes(x: ArrayBuffer | Uint8Array): void {
-    const v = buf(x);
-    this.uint(v.length);
-    this.#room(v.length);
-    v.copy(this.b, this.n);
-    this.n += v.length;
+  override bytes(x: ArrayBuffer | Uint8Array): void {
+    super.bytes(buf(x));
   }
   opt(x: ArrayBuffer | undefined): void {
     if (x === undefined) this.uint(0);
@@ -66,43 +49,20 @@ class Writer {
       this.bytes(x);
     }
   }
-  done(): Buffer {
-    // A copy that owns exactly its bytes (the store keeps it as the rollback state).
-    return Buffer.from(this.b.subarray(0, this.n));
-  }
 }
 
-class Reader {
-  n = 0;
-  constructor(readonly b: Buffer) {}
-  uint(): number {
-    let v = 0;
-    let m = 1;
-    for (let i = 0; i < 8; i++) {
-      if (this.n >= this.b.length) throw new Error('session codec: truncated');
-      const x = this.b[this.n++]!;
-      v += (x & 0x7f) * m;
-      if ((x & 0x80) === 0) return v;
-      m *= 0x80;
-    }
-    throw new Error('session codec: varint too long');
-  }
-  raw(): Buffer {
-    const len = this.uint();
-    if (this.n + len > this.b.length) throw new Error('session codec: truncated');
-    const out = this.b.subarray(this.n, this.n + len);
-    this.n += len;
-    return out;
+class Reader extends RecordReader {
+  constructor(b: Buffer) {
+    super(b, 'session codec');
   }
   bytes(): ArrayBuffer {
-    return ab(Buffer.from(this.raw()));
+    return ab(this.copy());
   }
   opt(): ArrayBuffer | undefined {
     return this.uint() === 0 ? undefined : this.bytes();
   }
 }
 
-/** Is this stored value in our binary form (else: the library's JSON)? */
 export const isBinaryRecord = (v: Buffer): boolean => v.length >= 3 && v[0] === MAGIC0 && v[1] === MAGIC1;
 
 export function encodeSessions(sessions: Record<string, SessionType>): Buffer {
