@@ -48,6 +48,7 @@ import { ChatCommands } from './component/commands.js';
 import { GatewayError, type ErrorCode } from './errors.js';
 import { TokenAuth } from './http/auth.js';
 import { createApp } from './http/app.js';
+import { perMinute } from './limits.js';
 import { StanzaLimits } from './component/stanza-limits.js';
 import { InboundQueue } from './component/inbound-queue.js';
 import { errorReply } from './component/stanza.js';
@@ -164,6 +165,13 @@ export class Gateway {
     });
     this.router = new Router({ send, addressing: this.addressing, log: log.child({ subsystem: 'router' }), metrics: this.metrics, limits: stanzaLimits });
     const caps = new RemoteCaps(request, log.child({ subsystem: 'caps' }));
+    // One budget of automatic text replies per (hosted JID, contact), shared by every kind of notice.
+    const autoReplies = perMinute(limits.auto_replies_per_contact_per_minute, limits.peer_cache_entries);
+    const mayAutoReply = (local: string, peer: string): boolean => {
+      if (autoReplies.take(`${local}\0${peer.split('/')[0]!}`) === 0) return true;
+      this.metrics.limited.inc({ limit: 'auto_replies' });
+      return false;
+    };
 
     // Engines are created before disco (their features go into caps) but need the pubsub port:
     // the port is late-bound to the service built just below.
@@ -185,6 +193,7 @@ export class Gateway {
       now: () => Date.now(),
       resource: RESOURCE,
       admitIdentity: (local) => this.identityGate.admit(local),
+      mayAutoReply,
     });
     const engines = createEngines(config, portsFor);
     this.engines = new EngineRegistry(engines.all);
@@ -245,6 +254,7 @@ export class Gateway {
       queued: () => this.sender.kick(),
       send,
       resource: RESOURCE,
+      mayAutoReply,
       log: log.child({ subsystem: 'proxy' }),
     });
     this.core = new BridgeCore({
@@ -305,6 +315,7 @@ export class Gateway {
         register: (contact, armored) => pgpKeys.register(contact, armored, { viaAdmin: false }),
         remove: (contact) => pgpKeys.remove(contact),
       },
+      mayAutoReply,
       log: log.child({ subsystem: 'commands' }),
     });
 

@@ -70,6 +70,15 @@ export const LIMITS = {
     limited('bundle_fetches'),
     'the OMEMO bundle is not fetched: no session repair for that device, and it is skipped when sending',
   ),
+  // automatic text replies (loops between automata: our notice answered by a bot's notice, and so on)
+  auto_replies_per_contact_per_minute: spec(
+    'limits.auto_replies_per_contact_per_minute',
+    'count',
+    '10',
+    10,
+    limited('auto_replies'),
+    'the chat-command answer or "not delivered"/"not encrypted" notice is not sent (the message itself is still refused or answered with an error stanza)',
+  ),
   // memory
   peer_cache_entries: spec('limits.peer_cache_entries', 'count', '20000', 20_000, 'gateway_cache_entries{cache}', 'the least recently used entry is forgotten (a rate-limit bucket starts full again, a cache entry is re-read)'),
   max_inbound_queue: spec('limits.max_inbound_queue', 'count', '20000', 20_000, limited('inbound_queue'), 'dropped while that many stanzas wait to be handled; an iq gets a `resource-constraint` error'),

@@ -102,6 +102,12 @@ export interface EnginePorts {
    * the identity limits refuse it (bridges/identity-gate.ts). Absent: no limit (tests).
    */
   admitIdentity?: (local: string) => void;
+  /**
+   * Whether hosted JID `local` may send one more automatic text reply (a notice, not protocol
+   * traffic) to `peer` now (limits.auto_replies_per_contact_per_minute): two automata answering
+   * each other's notices would otherwise loop forever. Absent: always (tests).
+   */
+  mayAutoReply?: (local: string, peer: string) => boolean;
 }
 
 export interface ProtocolEngine {

@@ -26,6 +26,7 @@ export class ProxyBridge {
   readonly #queued: () => void;
   readonly #send: (el: Element) => Promise<void>;
   readonly #resource: string;
+  readonly #mayAutoReply: (local: string, peer: string) => boolean;
   readonly #log: Logger;
 
   constructor(deps: {
@@ -38,6 +39,8 @@ export class ProxyBridge {
     queued: () => void;
     send: (el: Element) => Promise<void>;
     resource: string;
+    /** The shared budget of automatic text replies (limits.auto_replies_per_contact_per_minute). */
+    mayAutoReply?: (local: string, peer: string) => boolean;
     log: Logger;
   }) {
     this.#addressing = deps.addressing;
@@ -47,6 +50,7 @@ export class ProxyBridge {
     this.#queued = deps.queued;
     this.#send = deps.send;
     this.#resource = deps.resource;
+    this.#mayAutoReply = deps.mayAutoReply ?? (() => true);
     this.#log = deps.log;
   }
 
@@ -95,7 +99,8 @@ export class ProxyBridge {
     );
     await this.#send(error).catch(() => undefined);
     // And a notice from the proxy the sender can read in their chat, encrypted the way they wrote.
-    if (o.encryption === 'none') return;
+    // (An auto-responder answering the notice would be bridged, fail, and be noticed again: budgeted.)
+    if (o.encryption === 'none' || !this.#mayAutoReply(o.local, o.from)) return;
     try {
       await this.#outbound.send({ from: o.local, to: o.from, body: `[gateway] ${text}`, id: `ntc-${randomBytes(6).toString('base64url')}`, encryption: o.encryption as Encryption });
     } catch (e) {

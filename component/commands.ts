@@ -37,20 +37,29 @@ export class ChatCommands {
   readonly #subs: SubscriptionStore;
   readonly #facts: CommandFacts;
   readonly #pgp: PgpCommands | null;
+  readonly #mayAutoReply: (local: string, peer: string) => boolean;
   readonly #log: Logger;
 
-  constructor(deps: { send: (el: Element) => Promise<void>; addressing: Addressing; subs: SubscriptionStore; facts: CommandFacts; pgp: PgpCommands | null; log: Logger }) {
+  constructor(deps: { send: (el: Element) => Promise<void>; addressing: Addressing; subs: SubscriptionStore; facts: CommandFacts; pgp: PgpCommands | null; mayAutoReply?: (local: string, peer: string) => boolean; log: Logger }) {
     this.#send = deps.send;
     this.#addressing = deps.addressing;
     this.#subs = deps.subs;
     this.#facts = deps.facts;
     this.#pgp = deps.pgp;
+    this.#mayAutoReply = deps.mayAutoReply ?? (() => true);
     this.#log = deps.log;
   }
 
   async handle(ctx: StanzaContext): Promise<void> {
     const body = ctx.stanza.getChildText('body');
     if (body === null || ctx.stanza.attrs.type === 'groupchat') return;
+    // OTR protocol text (a client's query or AKE sent to the domain) is no command; the domain speaks no OTR.
+    if (body.trimStart().startsWith('?OTR')) return;
+    // Answers are automatic replies: another bot answering them ("unknown command") must not loop.
+    if (!this.#mayAutoReply(this.#addressing.domain, ctx.fromBare)) {
+      this.#log.debug({ sender: ctx.fromBare }, 'chat command not answered: auto-reply budget spent');
+      return;
+    }
     let answer: string;
     try {
       answer = await this.#run(body.trim(), ctx.fromBare);

@@ -277,7 +277,7 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
           const v = pickVersion(parsed.versions);
           const replies = v ? commitTo(local, full, v) : [];
           // The tag is stripped and never forwarded; the text itself was not encrypted.
-          if (parsed.text.trim()) {
+          if (parsed.text.trim() && (ports.mayAutoReply?.(local, full) ?? true)) {
             replies.push(otrMessage(`${local}/${resource}`, full, '[gateway] Your message was not delivered: it was not encrypted. A private (OTR) conversation is being started; please send it again.'));
           }
           count('plaintext_tagged');

@@ -61,7 +61,11 @@ async function settle(timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const answered = () => s.server.received.slice(mark).some((e) => e.attrs.id === id);
   while (!answered() || !s.gateway.idle()) {
-    if (Date.now() > deadline) throw new Error(`gateway did not settle within ${timeoutMs} ms (seed ${SEED})`);
+    if (Date.now() > deadline) {
+      const out = s.server.received.slice(mark);
+      const last = out.slice(-3).map((e) => e.toString().slice(0, 300)).join('\n  ');
+      throw new Error(`gateway did not settle within ${timeoutMs} ms (seed ${SEED}): ping answered ${answered()}, handlers idle ${s.gateway.idle()}, ${out.length} stanzas sent meanwhile; the last:\n  ${last}`);
+    }
     await new Promise((r) => setTimeout(r, 2));
   }
 }

@@ -140,3 +140,39 @@ test('back-pressure: POST /v1/messages answers 503 overloaded with Retry-After p
   assert.match(m, /gateway_limited_total\{limit="outbox_depth"\} 1/);
   assert.match(m, /gateway_event_loop_lag_seconds \d/);
 });
+
+test('automatic replies: a bot answering every chat-command answer gets limits.auto_replies_per_contact_per_minute of them, then none; OTR text is no command', async () => {
+  const s = await start({ auto_replies_per_contact_per_minute: 10 });
+  const chat = (from: string, to: string, body: string) => xml('message', { type: 'chat', id: `m${++n}`, from, to }, xml('body', {}, body));
+  const answersTo = (mark: number, who: string) => s.server.since(mark).filter((e) => e.name === 'message' && String(e.attrs.to).startsWith(who) && e.getChildText('body') !== null);
+  // An auto-responder: whatever the gateway says to it, it answers with a line the gateway does not know.
+  let mark = s.server.received.length;
+  for (let i = 0; i < 30; i++) s.server.inject(chat('echo-bot@example.org/r', 'gw.example.org', `[bot] I did not understand "${i}"`));
+  await s.settle();
+  const answers = answersTo(mark, 'echo-bot@example.org');
+  assert.equal(answers.length, 10, 'ten answers, then silence');
+  assert.match(answers[0]!.getChildText('body')!, /^Unknown command/);
+  assert.equal(await limitedCount(s, 'auto_replies'), 20);
+  // Another contact has a budget of its own.
+  mark = s.server.received.length;
+  s.server.inject(chat('dave@example.org/x', 'gw.example.org', 'help'));
+  await s.settle();
+  assert.equal(answersTo(mark, 'dave@example.org').length, 1);
+  // An OTR query or message to the domain is protocol traffic, not a command: no answer at all.
+  mark = s.server.received.length;
+  s.server.inject(chat('erin@example.org/x', 'gw.example.org', '?OTRv23?'));
+  s.server.inject(chat('erin@example.org/x', 'gw.example.org', '?OTR:AAMDAAAAAQ==.'));
+  await s.settle();
+  assert.equal(answersTo(mark, 'erin@example.org').length, 0);
+});
+
+test('automatic replies: the OTR "not encrypted" notice to a contact who keeps sending tagged plaintext is budgeted too', async () => {
+  const s = await start({ auto_replies_per_contact_per_minute: 3 });
+  const tagged = 'hello \t  \t\t\t\t \t \t \t    \t\t  \t   \t\t  \t\t';
+  const mark = s.server.received.length;
+  for (let i = 0; i < 8; i++) s.server.inject(xml('message', { type: 'chat', id: `t${++n}`, from: 'olga@example.org/pc', to: proxy(7) }, xml('body', {}, tagged)));
+  await s.settle();
+  const notices = s.server.since(mark).filter((e) => /not encrypted/.test(e.getChildText('body') ?? ''));
+  assert.equal(notices.length, 3);
+  assert.ok((await limitedCount(s, 'auto_replies')) >= 5);
+});
