@@ -3,15 +3,20 @@
 // "More than one instance"): with the default (kick_new) the second connection is refused while the
 // first one is up, so a frozen former active instance would keep its domain until its socket dies;
 // with kick_old the new connection replaces the old one, which gets a conflict stream error.
+// ejabberd (ejabberd_service) has no such setting: it takes the second connection beside the first
+// and shares the domain's inbound stanzas between them.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { Prosody } from '../harness/prosody.js';
+import xml from '@xmpp/xml';
+import { Prosody, type XmppServer } from '../harness/prosody.js';
+import { Ejabberd } from '../harness/ejabberd.js';
+import { XmppUser } from '../harness/xmpp-user.js';
 import { waitUntil } from '../harness/gateway.js';
 import { ComponentConnection } from '../../component/connection.js';
 import { Metrics } from '../../http/metrics.js';
 
-const connection = (server: Prosody) =>
+const connection = (server: XmppServer) =>
   new ComponentConnection({
     service: server.componentService,
     domain: server.componentDomain,
@@ -63,5 +68,44 @@ describe('Prosody and a second connection for the same component domain', () => 
     // instances fight over the domain. Hence a standby never connects, and a former active one
     // stops reconnecting once its lease is gone.
     await first.stop();
+  });
+});
+
+describe('ejabberd and a second connection for the same component domain', () => {
+  let server: Ejabberd;
+  const conns: ComponentConnection[] = [];
+  let alice: XmppUser | undefined;
+  after(async () => {
+    await alice?.client.stop().catch(() => undefined);
+    for (const c of conns) await c.stop();
+    await server?.destroy();
+  });
+
+  test('both connections stay up and the inbound stanzas are split between them; once one goes, the other gets everything', async () => {
+    server = await Ejabberd.start();
+    const first = connection(server);
+    const second = connection(server);
+    conns.push(first, second);
+    const got = new Map<ComponentConnection, string[]>([[first, []], [second, []]]);
+    for (const c of [first, second]) c.on('stanza', (el) => el.is('message') && got.get(c)!.push(String(el.attrs.id)));
+    await first.start();
+    await second.start();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(first.online, true);
+    assert.equal(second.online, true, `ejabberd refused the second connection: ${second.lastError}`);
+
+    alice = await XmppUser.connect(server, 'alice');
+    const N = 60;
+    for (let i = 0; i < N; i++) await alice.send(xml('message', { to: `user${i}@${server.componentDomain}`, type: 'chat', id: `split-${i}` }, xml('body', {}, 'x')));
+    await waitUntil(() => got.get(first)!.length + got.get(second)!.length >= N, 10000, 'every message reached one of the connections');
+    // Each stanza reaches exactly one of the two; neither gets them all.
+    assert.equal(new Set([...got.get(first)!, ...got.get(second)!]).size, N);
+    assert.equal(got.get(first)!.length + got.get(second)!.length, N);
+    assert.ok(got.get(first)!.length > 0 && got.get(second)!.length > 0, `split ${got.get(first)!.length}/${got.get(second)!.length}`);
+
+    await first.stop();
+    got.get(second)!.length = 0;
+    for (let i = 0; i < 20; i++) await alice.send(xml('message', { to: `user${i}@${server.componentDomain}`, type: 'chat', id: `after-${i}` }, xml('body', {}, 'x')));
+    await waitUntil(() => got.get(second)!.length >= 20, 10000, 'the remaining connection gets every message');
   });
 });

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { Prosody } from './prosody.js';
+import type { XmppServer } from './prosody.js';
 import { rawConfig, waitUntil, type GatewayHarnessOptions } from './gateway.js';
 import { freePort } from './ports.js';
 
@@ -25,7 +25,7 @@ export class GatewayProcess {
     this.port = port;
   }
 
-  static async create(server: Prosody, opts: GatewayHarnessOptions = {}): Promise<GatewayProcess> {
+  static async create(server: XmppServer, opts: GatewayHarnessOptions = {}): Promise<GatewayProcess> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'gw-proc-'));
     const port = await freePort();
     const cfg = rawConfig(server, dir, opts);

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { validateConfig, type Config } from '../../config.js';
 import { Gateway } from '../../context.js';
 import { createLogger } from '../../log.js';
-import type { Prosody } from './prosody.js';
+import type { XmppServer } from './prosody.js';
 
 export const TEST_KDF = { N: 1024, r: 8, p: 1 };
 
@@ -22,7 +22,7 @@ export interface GatewayHarnessOptions {
 }
 
 /** A raw config object for `server`, as the YAML would give it. */
-export function rawConfig(server: Prosody, dir: string, opts: GatewayHarnessOptions = {}): Record<string, unknown> {
+export function rawConfig(server: XmppServer, dir: string, opts: GatewayHarnessOptions = {}): Record<string, unknown> {
   return {
     component: { service: server.componentService, domain: server.componentDomain, secret: server.componentSecret, reconnect_max_delay: '2s', ...(opts.component ?? {}) },
     http: { host: '127.0.0.1', port: 0, admin_token: 'admin-token-for-tests-0001' },
@@ -63,7 +63,7 @@ export class TestGateway {
   }
 
   /** Builds and starts a gateway for `server`; resolves once the component is online. */
-  static async start(server: Prosody, opts: GatewayHarnessOptions = {}): Promise<TestGateway> {
+  static async start(server: XmppServer, opts: GatewayHarnessOptions = {}): Promise<TestGateway> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'gw-test-'));
     const config = validateConfig(rawConfig(server, dir, opts));
     const logs = new LogCapture();

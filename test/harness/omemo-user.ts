@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { Prosody } from './prosody.js';
+import type { XmppServer } from './prosody.js';
 
 export const OMEMO_PYTHON = process.env.OMEMO_PYTHON ?? '/usr/bin/python3';
 
@@ -147,7 +147,7 @@ export class PythonOmemoUser {
   }
 
   /** Creates the account (or resets its password) and starts a device of it; resolves on `ready`. */
-  static async start(server: Prosody, localpart: string, opts: OmemoUserOptions = {}): Promise<PythonOmemoUser> {
+  static async start(server: XmppServer, localpart: string, opts: OmemoUserOptions = {}): Promise<PythonOmemoUser> {
     const domain = opts.domain ?? server.domain;
     const { jid, password } = server.addUser(localpart, opts.password ?? 'password', domain);
     const resource = opts.resource ?? 'py';

@@ -21,6 +21,19 @@ export interface ProsodyOptions {
   componentConflict?: 'kick_new' | 'kick_old';
 }
 
+/** What the test harness needs of an XMPP server on loopback: Prosody here, ejabberd in ejabberd.ts. */
+export interface XmppServer {
+  readonly domain: string;
+  readonly componentDomain: string;
+  readonly componentSecret: string;
+  readonly mucDomain: string;
+  readonly c2sPort: number;
+  readonly c2sService: string;
+  readonly componentService: string;
+  /** Creates (or resets the password of) a user. */
+  addUser(localpart: string, password?: string, domain?: string): { jid: string; password: string };
+}
+
 const PROSODY = process.env.PROSODY_BIN ?? '/usr/bin/prosody';
 
 export function prosodyAvailable(): boolean {
@@ -30,7 +43,7 @@ export function prosodyAvailable(): boolean {
 /** Storage escapes of Prosody's internal datamanager ('.' -> %2e, '-' -> %2d, ...). */
 const encodePath = (s: string) => s.replace(/[^a-zA-Z0-9]/g, (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 
-export class Prosody {
+export class Prosody implements XmppServer {
   readonly dir: string;
   readonly domain: string;
   readonly domains: string[];

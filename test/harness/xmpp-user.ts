@@ -2,7 +2,7 @@
 // stanzas matching a predicate.
 import { client, xml, type Client } from '@xmpp/client';
 import type Element from 'ltx/lib/Element.js';
-import type { Prosody } from './prosody.js';
+import type { XmppServer } from './prosody.js';
 
 export { xml };
 
@@ -27,7 +27,7 @@ export class XmppUser {
     c.on('error', () => {});
   }
 
-  static async connect(server: Prosody, localpart: string, opts: { resource?: string; domain?: string; presence?: boolean } = {}): Promise<XmppUser> {
+  static async connect(server: XmppServer, localpart: string, opts: { resource?: string; domain?: string; presence?: boolean } = {}): Promise<XmppUser> {
     const domain = opts.domain ?? server.domain;
     const { password } = server.addUser(localpart, 'password', domain);
     const resource = opts.resource ?? 'test';
