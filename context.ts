@@ -79,6 +79,11 @@ export interface ActiveRole {
   barrier(): Promise<void>;
   /** The lease is held and valid: only then may anything be sent. */
   mayAct(): boolean;
+  /**
+   * A stanza read from the server while the lease is not held (a frozen former active instance
+   * that ejabberd kept feeding): stored for the active instance to handle instead of being lost.
+   */
+  handOff?(el: Element): Promise<void>;
 }
 
 export class Gateway {
@@ -330,7 +335,7 @@ export class Gateway {
     });
     this.router.message((ctx) => (ctx.address.kind === 'domain' ? this.commands.handle(ctx) : this.core.handle(ctx)));
     this.inbound = new InboundQueue({
-      handle: (el) => this.router.handle(el),
+      handle: (el) => (ha && !ha.mayAct() ? this.#handOff(ha, el) : this.router.handle(el)),
       maxQueued: config.limits.max_inbound_queue,
       onDrop: (el) => {
         this.metrics.limited.inc({ limit: 'inbound_queue' });
@@ -484,6 +489,28 @@ export class Gateway {
         return bot?.allowPlaintext ?? false;
       },
     };
+  }
+
+  /**
+   * What a user sent (messages, subscription requests and answers) goes to the active instance;
+   * iqs and presence probes are dropped: their senders time out and ask again, and the answer
+   * would be stale by the time the active instance saw it.
+   */
+  async #handOff(ha: ActiveRole, el: Element): Promise<void> {
+    const type = String(el.attrs.type ?? '');
+    const wanted = el.name === 'message' || (el.name === 'presence' && ['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed'].includes(type));
+    if (!wanted || !ha.handOff) {
+      this.metrics.handedOff.inc({ outcome: 'dropped' });
+      return;
+    }
+    try {
+      await ha.handOff(el);
+      this.metrics.handedOff.inc({ outcome: 'stored' });
+      this.log.info({ stanza: el.name }, 'read without the lease: handed to the active instance');
+    } catch (err) {
+      this.metrics.handedOff.inc({ outcome: 'failed' });
+      this.log.warn({ err, stanza: el.name }, 'a stanza read without the lease could not be handed to the active instance');
+    }
   }
 
   async #mayDeliver(ha: ActiveRole): Promise<void> {

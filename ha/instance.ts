@@ -20,6 +20,7 @@ import { PgBackend, WriteThrough, type FencedError } from '../keystore/pg/backen
 import { Lease } from '../keystore/pg/lease.js';
 import type { KdfParams } from '../keystore/seal.js';
 import { standbyApp } from './standby-app.js';
+import { parseXml } from '../component/xml.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -154,7 +155,12 @@ export class HaInstance {
     wt.start(10);
     const gateway = new Gateway(this.config, {
       log: this.log,
-      ha: { keystore: wt.keystore, barrier: () => wt.barrier(), mayAct: () => lease.valid() && !wt.fenced },
+      ha: {
+        keystore: wt.keystore,
+        barrier: () => wt.barrier(),
+        mayAct: () => lease.valid() && !wt.fenced,
+        handOff: (el) => backend.handOff(el.toString()),
+      },
     });
     this.#gateway = gateway;
     const app = gateway.app as unknown as Handler;
@@ -215,8 +221,22 @@ export class HaInstance {
     const gateway = this.#gateway;
     const wt = this.#wt;
     if (!gateway || !wt || wt.fenced) return;
+    const handedOver = await this.#backend!.handoffBatch(200);
+    if (handedOver.length && this.#gateway === gateway) {
+      // Stanzas a former active instance read after its lease had gone: handled here as if the
+      // server had sent them to us (they were meant for the component domain all along).
+      for (const h of handedOver) {
+        try {
+          gateway.inbound.push(parseXml(h.xml));
+        } catch (err) {
+          this.log.warn({ err }, 'a handed-over stanza does not parse; dropped');
+        }
+      }
+      await this.#backend!.dropHandoff(handedOver.map((h) => h.id));
+      this.log.info({ stanzas: handedOver.length }, 'handling stanzas a former active instance read without the lease');
+    }
     const batch = await this.#backend!.acceptedBatch(200);
-    this.#lastImport = batch.length;
+    this.#lastImport = batch.length + handedOver.length;
     if (!batch.length || this.#gateway !== gateway) return;
     for (const m of batch) {
       if (!gateway.outbox.get(m.id)) {

@@ -63,6 +63,7 @@ export class Metrics {
 
   // limits (limits.ts): refusals by limit, per-peer map sizes, event-loop lag, hosted identities
   readonly limited = new Counter({ name: 'gateway_limited_total', help: 'Work refused by a limit, by limit (see the README, "Limits")', labelNames: ['limit'] as const, registers: [this.registry] });
+  readonly handedOff = new Counter({ name: 'gateway_handed_off_total', help: 'Stanzas read from the server after the lease was lost (keystore.url), by outcome: stored for the active instance, dropped (iqs, probes) or failed', labelNames: ['outcome'] as const, registers: [this.registry] });
   readonly cacheEntries = new Gauge({ name: 'gateway_cache_entries', help: 'Entries of each bounded in-memory per-peer map', labelNames: ['cache'] as const, registers: [this.registry] });
   readonly eventLoopLag = new Gauge({ name: 'gateway_event_loop_lag_seconds', help: 'Event-loop lag: the longest delay of a timer over the last second', registers: [this.registry] });
   readonly hostedIdentities = new Gauge({ name: 'gateway_hosted_identities', help: 'Hosted JIDs with an identity (bridge.max_hosted_identities)', registers: [this.registry] });

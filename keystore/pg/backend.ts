@@ -242,6 +242,27 @@ export class PgBackend {
     return r.rows.map((x) => JSON.parse(this.sealer.open(x.data, `accepted\0${x.id}`).toString('utf8')) as AcceptedMessage);
   }
 
+  /**
+   * A stanza read from the server by an instance without the lease, for the active one to handle
+   * (not fenced: it is what the server already delivered to us, and only the active instance acts
+   * on it). Sealed: it may carry a plaintext body.
+   */
+  async handOff(stanzaXml: string): Promise<void> {
+    const id = `${Date.now().toString(36)}-${randomBytes(8).toString('hex')}`;
+    await this.pool.query('INSERT INTO gw_handoff (id, data) VALUES ($1, $2)', [id, this.sealer.seal(stanzaXml, `handoff\0${id}`)]);
+    await this.pool.query('NOTIFY gw_accepted');
+  }
+
+  /** Stanzas handed over, oldest first. */
+  async handoffBatch(limit: number): Promise<Array<{ id: string; xml: string }>> {
+    const r = await this.pool.query<{ id: string; data: Buffer }>('SELECT id, data FROM gw_handoff ORDER BY created_at, id LIMIT $1', [limit]);
+    return r.rows.map((x) => ({ id: x.id, xml: this.sealer.open(x.data, `handoff\0${x.id}`).toString('utf8') }));
+  }
+
+  async dropHandoff(ids: string[]): Promise<void> {
+    if (ids.length) await this.pool.query('DELETE FROM gw_handoff WHERE id = ANY($1)', [ids]);
+  }
+
   /** One SQLite row as the active instance last committed it (a standby's GET), or undefined. */
   async committedRow(tbl: string, pkJson: string): Promise<Record<string, unknown> | undefined> {
     const id = this.rowId(tbl, pkJson);

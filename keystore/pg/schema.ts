@@ -75,4 +75,17 @@ export const PG_MIGRATIONS: PgMigration[] = [
       END $$;
     `,
   },
+  {
+    version: 3,
+    name: 'stanzas handed over',
+    sql: `
+      -- Stanzas an instance read from the server after its lease had gone (a frozen former active
+      -- instance whose connection ejabberd kept feeding), sealed, until the active one handles them.
+      CREATE TABLE gw_handoff (
+        id text PRIMARY KEY,
+        data bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+      );
+    `,
+  },
 ];
