@@ -1,6 +1,6 @@
 // The HTTP API of a standby instance (keystore.url): health, metrics and the bot message calls,
-// which work on PostgreSQL directly. POST /v1/messages is committed to gw_accepted before its 202 and
-// sent by the active instance; GET /v1/messages/{id} reads what the active instance last committed.
+// which work on PostgreSQL directly. POST /v1/messages (to users and to the bots' rooms) is committed
+// to gw_accepted before its 202 and sent by the active instance; GET /v1/messages/{id} reads what the active instance last committed.
 // Anything else needs the engines and answers 503 `standby`.
 import { Router, type Express } from 'express';
 import type { Logger } from 'pino';
@@ -27,7 +27,16 @@ export interface StandbyDeps {
 
 export function standbyApp(d: StandbyDeps): Express {
   const addressing = new Addressing(d.config.component.domain, d.config.bots.map((b) => b.localpart), d.config.bridge.allowedDomains);
-  const deps = { config: d.config, addressing, buckets: new TokenBuckets() };
+  // A bot's rooms are in its config, so a standby tells a group message from a refused domain the
+  // same way; whether a room is private enough is known only to the active instance, which fails
+  // the message then (status failed, room_not_private) instead of a 409 here.
+  const rooms = new Set(d.config.bots.flatMap((b) => (b.rooms ?? []).map((r) => `${b.localpart}\0${r.jid}`)));
+  const deps = {
+    config: d.config,
+    addressing,
+    buckets: new TokenBuckets(),
+    rooms: { isRoom: (localpart: string, jid: string) => rooms.has(`${localpart}\0${jid}`), refusal: () => null },
+  };
   const r = Router();
   r.post('/messages', async (req, res) => {
     const m = readMessageRequest(deps, req, res);

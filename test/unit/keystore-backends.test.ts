@@ -16,6 +16,11 @@ import { FencedError, PgBackend, WriteThrough } from '../../keystore/pg/backend.
 import { Lease } from '../../keystore/pg/lease.js';
 import { GatewayError } from '../../errors.js';
 import { Postgres } from '../harness/postgres.js';
+import request from 'supertest';
+import { pino } from 'pino';
+import { validateConfig } from '../../config.js';
+import { Metrics } from '../../http/metrics.js';
+import { standbyApp } from '../../ha/standby-app.js';
 import { pgKeystore, sqliteKeystore, TEST_KDF, type TestKeystore } from '../harness/keystores.js';
 
 const PASS = 'passphrase-for-backend-tests';
@@ -198,5 +203,30 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     assert.equal(outbox.body(m.id), BODY);
     await standby.close();
     await active.close();
+  });
+});
+
+describe('the standby API', () => {
+  test("a standby accepts a message to one of the bot's rooms (configured), as the active one does, and still refuses a domain it does not serve", async () => {
+    const url = await pgServer.createDatabase();
+    const backend = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const config = validateConfig({
+      component: { service: 'xmpp://127.0.0.1:1', domain: 'gw.example.org', secret: 'component-secret' },
+      http: { admin_token: 'admin-token-for-tests-0001' },
+      keystore: { url, passphrase: PASS },
+      bridge: { allowed_domains: ['example.org'] },
+      bots: [{ localpart: 'alerts', token: 'alerts-bot-token-0001', rooms: ['ops@conference.elsewhere.net'] }],
+    });
+    const app = standbyApp({ config, backend, metrics: new Metrics(), log: pino({ level: 'silent' }), reachable: () => true });
+    const post = (to: string) => request(app).post('/v1/messages').set('authorization', 'Bearer alerts-bot-token-0001').send({ to, body: 'to the room' });
+    const room = await post('ops@conference.elsewhere.net');
+    assert.equal(room.status, 202, JSON.stringify(room.body));
+    const [accepted] = await backend.acceptedBatch(10);
+    assert.equal(accepted?.to, 'ops@conference.elsewhere.net');
+    assert.equal(accepted?.id, room.body.id);
+    const other = await post('someone@elsewhere.net');
+    assert.equal(other.status, 403);
+    assert.equal(other.body.error?.code ?? other.body.code, 'recipient_not_allowed');
+    await backend.close();
   });
 });
