@@ -1,5 +1,5 @@
-// Our configuration, measured on the path the gateway takes: createOmemoEngine (node:crypto backend,
-// cached session records) on real SQLite keystores in temporary files, stanzas in and out. The pubsub
+// Our configuration, measured on the path the gateway takes: createOmemoEngine (own X3DH and Double
+// Ratchet on node:crypto, cached session records) on real SQLite keystores in temporary files, stanzas in and out. The pubsub
 // network is in memory, so no network time is included.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,6 +1,6 @@
 // Baseline: libsignal-protocol-typescript as shipped (its default WebCrypto and asm.js curve), driven
 // through its own API with a minimal in-memory StorageType (records kept as the JSON strings the
-// library produces). Must run before the engine installs its node:crypto backend (process-wide).
+// library produces).
 import {
   KeyHelper,
   SessionBuilder,

@@ -1,12 +1,5 @@
-// Conversions between the ArrayBuffers libsignal works with and node Buffers, without copies where
-// node already hands out an exactly sized buffer (HMAC digests, X25519 outputs).
-
-/** A Uint8Array view of any binary value, without copying. */
-export function view(x: ArrayBuffer | ArrayBufferView): Uint8Array {
-  if (x instanceof Uint8Array) return x;
-  if (ArrayBuffer.isView(x)) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-  return new Uint8Array(x);
-}
+// Conversions between the ArrayBuffers of stored key pairs and libsignal-era session records and
+// node Buffers, without copies where node already hands out an exactly sized buffer.
 
 /** A Buffer view of any binary value, without copying. */
 export function buf(x: ArrayBuffer | ArrayBufferView): Buffer {
@@ -31,10 +24,3 @@ export const b64 = (x: ArrayBuffer | ArrayBufferView): string => buf(x).toString
 export const fromB64 = (s: string): ArrayBuffer => ab(Buffer.from(s, 'base64'));
 
 export const hex = (x: ArrayBuffer | ArrayBufferView): string => buf(x).toString('hex');
-
-/** libsignal hands ciphertexts out as "binary strings" (one char per byte). */
-export const fromBinaryString = (s: string): Buffer => Buffer.from(s, 'latin1');
-
-export function equalBytes(a: ArrayBuffer | ArrayBufferView, b: ArrayBuffer | ArrayBufferView): boolean {
-  return buf(a).equals(buf(b));
-}

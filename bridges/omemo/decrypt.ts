@@ -11,7 +11,7 @@ import { observe, replayDigest, type OmemoContext } from './context.js';
 import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { isKeyTransportMaterial, openPayload } from './payload.js';
 import { keyTransport, repair, wantsHeartbeat } from './replies.js';
-import { classifyLibraryError } from './sessions.js';
+import { classifySessionError } from './sessions.js';
 import { inspectPreKey, inspectWhisper, macCoveredBytes } from './signal-message.js';
 import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
 
@@ -115,7 +115,7 @@ async function preKeyMessage(j: Job): Promise<Step> {
   if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(info.identityKey))?.trust === 'distrusted') return { reason: 'distrusted' };
   const isNew = !ctx.sessions.hasBaseKey(id.local, from, enc.sid, info.baseKey);
   if (isNew) {
-    // libsignal would go on without the one-time prekey and fail the MAC; say what is wrong instead.
+    // Checked before any key agreement: say what is wrong instead of failing the MAC.
     if (info.preKeyId !== 0 && !ctx.keyring.hasPreKey(id.local, info.preKeyId)) return { reason: 'unknown-prekey' };
     if (!ctx.keyring.hasSignedPreKey(id.local, info.signedPreKeyId)) return { reason: 'unknown-prekey' };
   }
@@ -141,14 +141,14 @@ async function whisperMessage(j: Job): Promise<Step> {
   if (!info) return { reason: 'malformed' };
   const before = ctx.sessions.openSession(id.local, from, enc.sid);
   if (!before && !ctx.sessions.hasAnySession(id.local, from, enc.sid)) return { reason: 'no-session' };
-  const pre = before && observe(ctx, from, enc.sid, before.indexInfo.remoteIdentityKey);
+  const pre = before && observe(ctx, from, enc.sid, before.remoteIdentityKey);
   if (pre?.trust === 'distrusted') return { reason: 'distrusted' };
   const out = await signalDecrypt(j, false, 'decrypt');
   if ('reason' in out) return out;
-  // The session that decrypted is now the open one (the library promotes an archived one that fits).
+  // The session that decrypted is now the open one (an archived one that fits is promoted).
   const after = ctx.sessions.openSession(id.local, from, enc.sid);
   if (!after) return { reason: 'internal' };
-  const { trust, fingerprint } = pre && after === before ? pre : observe(ctx, from, enc.sid, after.indexInfo.remoteIdentityKey);
+  const { trust, fingerprint } = pre && after.remoteIdentityKey.equals(before.remoteIdentityKey) ? pre : observe(ctx, from, enc.sid, after.remoteIdentityKey);
   if (trust === 'distrusted') {
     out.fill(0);
     return { reason: 'distrusted' };
@@ -167,7 +167,7 @@ async function signalDecrypt(j: Job, prekey: boolean, op: string): Promise<Buffe
     j.ctx.sessions.flush();
     return out;
   } catch (e) {
-    return { reason: classifyLibraryError(e), err: e };
+    return { reason: classifySessionError(e), err: e };
   } finally {
     end();
   }

@@ -34,7 +34,7 @@ async function plan(ctx: OmemoContext, id: LocalIdentity, peer: string, ids: rea
     if (peer === id.local && deviceId === id.deviceId) continue;
     const open = ctx.sessions.openSession(id.local, peer, deviceId);
     if (open) {
-      if (isUsable(observe(ctx, peer, deviceId, open.indexInfo.remoteIdentityKey).trust)) p.ready.push(deviceId);
+      if (isUsable(observe(ctx, peer, deviceId, open.remoteIdentityKey).trust)) p.ready.push(deviceId);
       else p.refused++;
       continue;
     }

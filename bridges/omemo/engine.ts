@@ -1,7 +1,8 @@
 // Legacy OMEMO (XEP-0384 v0.3.0, eu.siacs.conversations.axolotl) for the gateway's hosted JIDs, on
-// libsignal-protocol-typescript with the node:crypto backend of crypto-provider.ts. The parts:
+// the gateway's own X3DH and Double Ratchet (bridges/ratchet/, with legacy's constants and wire
+// format in legacy-protocol.ts). The parts:
 //   keyring.ts      own identities, prekeys, bundle/device list publishing
-//   sessions.ts     libsignal sessions (cached records, locks, rollback)
+//   sessions.ts     sessions (cached records, locks, rollback; libsignal-era records converted)
 //   device-cache.ts contacts' device lists and bundles
 //   encrypt.ts / decrypt.ts / replies.ts   the message flows
 import { LRUCache } from 'lru-cache';
@@ -11,7 +12,6 @@ import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, bundleNode, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
 import { OmemoMetrics, type OmemoContext } from './context.js';
-import { installFastCrypto } from './crypto-provider.js';
 import { decryptStanza } from './decrypt.js';
 import { DeviceLists } from './device-cache.js';
 import { encryptBody, encryptGroup } from './encrypt.js';
@@ -22,11 +22,6 @@ import { ReplayStore } from '../../keystore/replay-store.js';
 import { ReplayGuard } from '../pgp/replay-guard.js';
 
 export interface OmemoEngineOptions extends Partial<OmemoOptions> {
-  /**
-   * 'node' (default) installs the node:crypto backend into libsignal (process-wide). 'library' leaves
-   * libsignal's own WebCrypto + asm.js curve in place; only for comparisons.
-   */
-  crypto?: 'node' | 'library';
   /**
    * Where digests of decrypted messages are kept (the keystore's replay table, bridge.replay_window).
    * Default: the keystore of `ports`, 30 days.
@@ -69,8 +64,7 @@ export interface OmemoEngine extends GroupEngine {
 }
 
 export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOptions = {}): OmemoEngine {
-  const { crypto = 'node', replay, ...rest } = options;
-  if (crypto === 'node') installFastCrypto();
+  const { replay, ...rest } = options;
   const opts: OmemoOptions = { ...DEFAULT_OPTIONS, ...rest };
   if (opts.preKeyCount < 20) throw new Error('omemo preKeyCount must be at least 20 (XEP-0384)');
   const log = ports.log.child({ protocol: PROTOCOL });
@@ -162,7 +156,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       for (const deviceId of ids) {
         const open = sessions.openSession(local, peer, deviceId);
         if (open) {
-          const t = ports.trust.observe(peer, PROTOCOL, String(deviceId), fingerprintOf(open.indexInfo.remoteIdentityKey), ports.now());
+          const t = ports.trust.observe(peer, PROTOCOL, String(deviceId), fingerprintOf(open.remoteIdentityKey), ports.now());
           if (isUsable(t)) return 'ready';
           continue;
         }
@@ -221,7 +215,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       const out: ContactDevice[] = [];
       for (const deviceId of [...all].sort((a, b) => a - b)) {
         const open = sessions.openSession(local, contact, deviceId);
-        let fingerprint = open ? fingerprintOf(open.indexInfo.remoteIdentityKey) : null;
+        let fingerprint = open ? fingerprintOf(open.remoteIdentityKey) : null;
         if (!fingerprint && o.bundles && listed.has(deviceId)) {
           const b = await devices.bundle(local, contact, deviceId).catch(() => null);
           if (b) fingerprint = fingerprintOf(b.identityKey);

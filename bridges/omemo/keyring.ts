@@ -6,21 +6,43 @@
 import { randomInt } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { KeyHelper, type KeyPairType, type SignedPreKeyPairType } from '@privacyresearch/libsignal-protocol-typescript';
 import type { ProtocolStore } from '../../keystore/protocol-store.js';
 import type { PubsubPort } from '../engine.js';
-import { b64, buf, fromB64, hex } from './bytes.js';
+import { generateX25519, xeddsaSign, type X25519KeyPair } from '../ratchet/primitives.js';
+import { ab, b64, buf, fromB64, hex } from './bytes.js';
 import { ITEM_CURRENT, MAX_DEVICE_ID, NODE_DEVICELIST, bundleNode, type OmemoOptions } from './constants.js';
+import { with05, without05, type OwnIdentity, type PreKeyLookups } from './legacy-protocol.js';
 import { buildBundle, buildDeviceList, type Bundle } from './wire.js';
+
+/** A key pair as the rows hold it: pubKey is the 33-byte 0x05-prefixed form, privKey the 32-byte scalar. */
+export interface KeyPairType {
+  pubKey: ArrayBuffer;
+  privKey: ArrayBuffer;
+}
 
 export interface LocalIdentity {
   local: string;
   deviceId: number;
   registrationId: number;
-  /** pubKey is the 33-byte 0x05-prefixed form. */
   keyPair: KeyPairType;
+  /** The same identity as the session layer takes it. */
+  own: OwnIdentity;
   fingerprint: string;
 }
+
+/** A new key pair in the rows' form (the X25519 scalar is stored clamped, as libsignal stored it). */
+function newKeyPair(): KeyPairType {
+  const k = generateX25519();
+  return { pubKey: ab(with05(k.pub)), privKey: ab(k.priv) };
+}
+
+/** A new signed prekey: its public key (0x05-prefixed) signed with the identity key (XEdDSA). */
+function newSignedPreKey(identity: KeyPairType, keyId: number): { keyId: number; keyPair: KeyPairType; signature: ArrayBuffer } {
+  const keyPair = newKeyPair();
+  return { keyId, keyPair, signature: ab(xeddsaSign(buf(identity.privKey), buf(keyPair.pubKey))) };
+}
+
+const rawPair = (r: { pub: string; priv: string }): X25519KeyPair => ({ priv: Buffer.from(r.priv, 'base64'), pub: without05(Buffer.from(r.pub, 'base64')) });
 
 interface IdentityRow {
   v: 1;
@@ -134,11 +156,13 @@ export class Keyring {
   async #loadOrCreate(local: string): Promise<LocalIdentity> {
     let row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row) row = await this.#create(local);
+    const keyPair = keyPairOf(row);
     const id: LocalIdentity = {
       local,
       deviceId: row.deviceId,
       registrationId: row.registrationId,
-      keyPair: keyPairOf(row),
+      keyPair,
+      own: { priv: Buffer.from(row.priv, 'base64'), pub: Buffer.from(row.pub, 'base64'), registrationId: row.registrationId },
       fingerprint: fingerprintOf(fromB64(row.pub)),
     };
     this.#cache.set(local, id);
@@ -151,7 +175,7 @@ export class Keyring {
 
   async #create(local: string): Promise<IdentityRow> {
     this.#admit(local);
-    const keyPair = await KeyHelper.generateIdentityKeyPair();
+    const keyPair = newKeyPair();
     const row: IdentityRow = {
       v: 1,
       deviceId: randomInt(1, MAX_DEVICE_ID + 1),
@@ -217,11 +241,11 @@ export class Keyring {
   async #complete(local: string): Promise<void> {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row?.pending) return;
-    const spk = await KeyHelper.generateSignedPreKey(keyPairOf(row), row.nextSignedPreKeyId);
+    const spk = newSignedPreKey(keyPairOf(row), row.nextSignedPreKeyId);
     await yieldToLoop();
     const preKeys: Array<{ keyId: number; keyPair: KeyPairType }> = [];
     for (let i = 0; i < this.#opts.preKeyCount; i++) {
-      preKeys.push(await KeyHelper.generatePreKey(row.nextPreKeyId + i));
+      preKeys.push({ keyId: row.nextPreKeyId + i, keyPair: newKeyPair() });
       if ((i + 1) % PREKEY_SLICE === 0) await yieldToLoop();
     }
     const now = this.#now();
@@ -245,20 +269,24 @@ export class Keyring {
     this.publishBundle(local);
   }
 
-  // ---- what libsignal asks for ----
+  // ---- what the session layer asks for ----
 
-  loadPreKey(local: string, id: number): KeyPairType | undefined {
-    const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
-    return r ? keyPairOf(r) : undefined;
+  /** The hosted JID's signed and one-time prekeys (used ones too, for their grace period), as X25519 pairs. */
+  preKeyLookups(local: string): PreKeyLookups {
+    return {
+      signedPreKey: (id) => {
+        const r = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(id));
+        return r ? rawPair(r) : undefined;
+      },
+      preKey: (id) => {
+        const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
+        return r ? rawPair(r) : undefined;
+      },
+    };
   }
 
   hasPreKey(local: string, id: number): boolean {
     return this.#store.get(local, K_PREKEY, String(id)) !== undefined;
-  }
-
-  loadSignedPreKey(local: string, id: number): KeyPairType | undefined {
-    const r = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(id));
-    return r ? keyPairOf(r) : undefined;
   }
 
   hasSignedPreKey(local: string, id: number): boolean {
@@ -274,8 +302,8 @@ export class Keyring {
     if (!r || r.usedAt !== undefined) return;
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row) return;
-    // The id is assigned in the transaction below; the one passed here is only a placeholder.
-    const fresh = await KeyHelper.generatePreKey(row.nextPreKeyId);
+    // Its id is assigned in the transaction below.
+    const fresh = newKeyPair();
     const replaced = this.#store.transaction(() => {
       // Re-read: a concurrent call may have consumed it while we generated the replacement.
       const now = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
@@ -283,7 +311,7 @@ export class Keyring {
       const cur = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
       const newId = cur.nextPreKeyId;
       this.#store.putJson(local, K_PREKEY, String(id), { ...now, usedAt: this.#now() } satisfies PreKeyRow);
-      this.#store.putJson(local, K_PREKEY, String(newId), { pub: b64(fresh.keyPair.pubKey), priv: b64(fresh.keyPair.privKey) } satisfies PreKeyRow);
+      this.#store.putJson(local, K_PREKEY, String(newId), { pub: b64(fresh.pubKey), priv: b64(fresh.privKey) } satisfies PreKeyRow);
       this.#store.putJson(local, K_IDENTITY, SELF, { ...cur, nextPreKeyId: newId + 1 });
       return true;
     });
@@ -350,7 +378,7 @@ export class Keyring {
     const cur = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId));
     if (force || !cur || now - cur.createdAt >= period) {
       const identity = keyPairOf(row);
-      const spk = await KeyHelper.generateSignedPreKey(identity, row.nextSignedPreKeyId);
+      const spk = newSignedPreKey(identity, row.nextSignedPreKeyId);
       this.#store.transaction(() => {
         if (cur) this.#store.putJson(local, K_SPK, String(row.signedPreKeyId), { ...cur, retiredAt: now });
         this.#store.putJson(local, K_SPK, String(spk.keyId), signedPreKeyRow(spk, now));
@@ -388,6 +416,6 @@ export class Keyring {
   }
 }
 
-function signedPreKeyRow(spk: SignedPreKeyPairType, now: number): SignedPreKeyRow {
+function signedPreKeyRow(spk: { keyPair: KeyPairType; signature: ArrayBuffer }, now: number): SignedPreKeyRow {
   return { pub: b64(spk.keyPair.pubKey), priv: b64(spk.keyPair.privKey), sig: b64(spk.signature), createdAt: now };
 }

@@ -1,4 +1,6 @@
-// A compact binary form of libsignal session records for storage. The library's own JSON (base64
+// The binary form the engine stored libsignal session records in while it ran on
+// libsignal-protocol-typescript. Today it is only read, to convert such rows (legacy-record.ts); the
+// writer is kept for the tests that make rows of that era. Why it existed: the library's own JSON (base64
 // values, binary-string map keys escaped as \u00XX) is ~930 bytes for one steady session, which
 // with the sealing overhead crosses SQLite's in-page limit for a WITHOUT ROWID row (~1000 bytes)
 // and makes every message write two pages. This form is ~420 bytes and encodes in a few us.

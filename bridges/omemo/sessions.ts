@@ -1,118 +1,62 @@
-// libsignal sessions of the hosted JIDs with their contacts' devices, run through the library's own
-// SessionBuilder/SessionCipher on a storage adapter over the ProtocolStore.
+// Legacy OMEMO sessions of the hosted JIDs with their contacts' devices, on the gateway's own X3DH and
+// Double Ratchet (legacy-protocol.ts over bridges/ratchet/), stored as sealed rows of the ProtocolStore.
 //
-// Speed: parsed session records stay in an LRU (see session-record.ts); each library operation
-// mutates the cached record in place and its new state is written back in one sealed row. Writes of
-// one engine operation (e.g. a message to three devices) are flushed together in one SQLite
-// transaction before the engine returns ciphertext or plaintext, so nothing leaves that is not on disk.
-// Safety: the library mutates a record before it knows whether the message authenticates. Every
-// library call therefore runs under our own per-address lock, and on failure the cached record is
-// rebuilt from its last good serialized state, so a forged or corrupted message never changes state.
+// Records: one per (hosted JID, contact device), in legacy-record.ts's form. Rows the engine wrote
+// while it ran on libsignal-protocol-typescript (its JSON or our binary form of its sessions) are
+// converted when first read and written back in the new form with their next change.
+// Speed: parsed records stay in an LRU; each operation's new state is encoded once and written in
+// one sealed row. Writes of one engine operation (e.g. a message to three devices) are flushed
+// together in one SQLite transaction before the engine returns ciphertext or plaintext, so nothing
+// leaves that is not on disk.
+// Safety: every operation runs under a per-address lock; decryption computes a new record and keeps
+// it only once the message authenticated, and any failure puts the cached record back to its last
+// good encoded state, so a forged or corrupted message never changes state.
 import { LRUCache } from 'lru-cache';
-import {
-  SessionBuilder,
-  SessionCipher,
-  SignalProtocolAddress,
-  type KeyPairType,
-  type SessionType,
-  type StorageType,
-} from '@privacyresearch/libsignal-protocol-typescript';
-import type { SessionRecord } from '@privacyresearch/libsignal-protocol-typescript/lib/session-record.js';
-import { SessionLock } from '@privacyresearch/libsignal-protocol-typescript/lib/session-lock.js';
 import type { ProtocolStore } from '../../keystore/protocol-store.js';
 import type { DecryptFailure } from '../engine.js';
-import { ab, equalBytes } from './bytes.js';
 import type { Keyring, LocalIdentity } from './keyring.js';
-import { LiveRecord } from './session-record.js';
+import {
+  decryptMessage,
+  decryptPreKeyMessage,
+  encryptMessage,
+  initiateSession,
+  LegacySessionError,
+  openSession,
+  promote,
+  type LegacyRecord,
+  type LegacySession,
+} from './legacy-protocol.js';
+import { decodeRecord, encodeRecord, isLegacyRecord } from './legacy-record.js';
 import type { Bundle } from './wire.js';
 
 const K_SESSION = 'session';
 
 interface Entry {
-  record: LiveRecord;
+  record: LegacyRecord;
   /** The last state known good, encoded (persisted or about to be): what a failed operation rolls back to. */
   saved: Buffer;
 }
 
 export const addressOf = (contact: string, deviceId: number): string => `${contact}.${deviceId}`;
 
-/** libsignal's StorageType for one hosted JID. Trust is not decided here (see engine: per JID and key). */
-class SignalStore implements StorageType {
-  readonly #s: Sessions;
-  readonly #keyring: Keyring;
-  readonly #id: LocalIdentity;
-
-  constructor(s: Sessions, keyring: Keyring, id: LocalIdentity) {
-    this.#s = s;
-    this.#keyring = keyring;
-    this.#id = id;
-  }
-  getIdentityKeyPair = (): Promise<KeyPairType> => Promise.resolve(this.#id.keyPair);
-  getLocalRegistrationId = (): Promise<number> => Promise.resolve(this.#id.registrationId);
-  // The engine checks the TrustStore (per bare JID and identity key) before every library call.
-  isTrustedIdentity = (): Promise<boolean> => Promise.resolve(true);
-  saveIdentity = (): Promise<boolean> => Promise.resolve(false);
-  loadPreKey = (id: string | number): Promise<KeyPairType | undefined> => Promise.resolve(this.#keyring.loadPreKey(this.#id.local, Number(id)));
-  storePreKey = (): Promise<void> => Promise.reject(new Error('prekeys are managed by the keyring'));
-  removePreKey = (id: string | number): Promise<void> => this.#keyring.consumePreKey(this.#id.local, Number(id));
-  loadSignedPreKey = (id: string | number): Promise<KeyPairType | undefined> =>
-    Promise.resolve(this.#keyring.loadSignedPreKey(this.#id.local, Number(id)));
-  storeSignedPreKey = (): Promise<void> => Promise.reject(new Error('signed prekeys are managed by the keyring'));
-  removeSignedPreKey = (): Promise<void> => Promise.reject(new Error('signed prekeys are managed by the keyring'));
-  storeSession = (address: string, record: string): Promise<void> => {
-    this.#s.storeSerialized(this.#id.local, address, record);
-    return Promise.resolve();
-  };
-  // Only SessionBuilder reads this (and parses it with SessionRecord.deserialize): the library's JSON.
-  loadSession = (address: string): Promise<string | undefined> => Promise.resolve(this.#s.entry(this.#id.local, address)?.record.toLibraryJson());
-}
-
-/** SessionCipher reading the live cached record instead of parsing JSON from storage. */
-class CachedCipher extends SessionCipher {
-  readonly #load: () => LiveRecord | undefined;
-  constructor(storage: StorageType, address: SignalProtocolAddress, load: () => LiveRecord | undefined) {
-    super(storage, address);
-    this.#load = load;
-  }
-  override getRecord(): Promise<SessionRecord | undefined> {
-    return Promise.resolve(this.#load());
-  }
-
-  /**
-   * The library's version tries each session of the record in turn and steps a session's ratchet
-   * before it knows the MAC is right, leaving every session it failed on changed. A message in
-   * flight on an older session (e.g. sent just before a session repair) then corrupts the newer
-   * one, and the contact's next messages on it fail with bad-mac (found by the fuzz test, issue 15).
-   * Here a session that does not decrypt the message is put back as it was. With one session the
-   * whole operation's rollback (Sessions.#locked) does that already, at no cost.
-   */
-  override async decryptWithSessionList(buffer: ArrayBuffer, sessionList: SessionType[], errors: unknown[]): Promise<{ plaintext: ArrayBuffer; session: SessionType }> {
-    if (sessionList.length <= 1) return super.decryptWithSessionList(buffer, sessionList, errors);
-    for (let i = sessionList.length - 1; i >= 0; i--) {
-      const session = sessionList[i]!;
-      const before = structuredClone(session);
-      try {
-        return { plaintext: await this.doDecryptWhisperMessage(buffer, session), session };
-      } catch (e) {
-        for (const k of Object.keys(session)) delete (session as unknown as Record<string, unknown>)[k];
-        Object.assign(session, before);
-        if ((e as { name?: string }).name === 'MessageCounterError') throw e;
-        errors.push(e);
-      }
+/** Maps a session-layer exception to the failure reason reported for the message. */
+export function classifySessionError(e: unknown): DecryptFailure {
+  if (e instanceof LegacySessionError) {
+    switch (e.reason) {
+      case 'duplicate':
+      case 'bad-mac':
+      case 'no-session':
+      case 'unknown-prekey':
+      case 'malformed':
+        return e.reason;
+      case 'bad-signature':
+        return 'bad-mac';
+      case 'no-sending-chain':
+        return 'malformed';
     }
-    throw errors[0];
   }
-}
-
-/** Maps a library exception to the failure reason reported for the message. */
-export function classifyLibraryError(e: unknown): DecryptFailure {
-  const err = e as { name?: string; message?: string };
-  const m = String(err?.message ?? '');
-  if (err?.name === 'MessageCounterError') return 'duplicate';
-  if (/Bad MAC/.test(m)) return 'bad-mac';
-  if (/No record for|No session/.test(m)) return 'no-session';
-  if (/Missing Signed PreKey/.test(m)) return 'unknown-prekey';
-  if (/Incompatible version|Invalid public key|Over 2000 messages|index out of range|invalid wire type/i.test(m)) return 'malformed';
+  // OpenSSL refuses a low-order ratchet or base key from the message: a message no client writes.
+  if ((e as { code?: unknown })?.code === 'ERR_CRYPTO_OPERATION_FAILED' || /X25519/.test(String((e as Error)?.message ?? ''))) return 'malformed';
   return 'internal';
 }
 
@@ -124,14 +68,12 @@ export class Sessions {
   /** Session records in the store (for the gauge): counted once, then kept up to date. */
   #count: number | undefined;
   readonly #locks = new Map<string, Promise<void>>();
-  /** Adapters and ciphers are stateless wrappers: reused instead of rebuilt per message. */
-  readonly #adapters = new LRUCache<string, SignalStore>({ max: 10_000 });
-  readonly #ciphers: LRUCache<string, CachedCipher>;
+  /** Archive timestamps: strictly increasing, so sessions archived in one millisecond keep their order. */
+  #lastStamp = 0;
 
   constructor(store: ProtocolStore, keyring: Keyring, max: number) {
     this.#store = store;
     this.#keyring = keyring;
-    this.#ciphers = new LRUCache<string, CachedCipher>({ max });
     this.#cache = new LRUCache<string, Entry>({
       max,
       // An entry evicted before its operation's flush is written at once.
@@ -141,32 +83,42 @@ export class Sessions {
     });
   }
 
+  #stamp(): number {
+    this.#lastStamp = Math.max(Date.now(), this.#lastStamp + 1);
+    return this.#lastStamp;
+  }
+
   // ---- cache ----
 
-  /** The cached entry for an address, loaded from the store on a miss. */
-  entry(local: string, address: string): Entry | undefined {
+  /** The cached entry for an address, loaded (and converted from an older form) from the store on a miss. */
+  #entry(local: string, address: string): Entry | undefined {
     const key = `${local}\0${address}`;
     let e = this.#cache.get(key);
     if (e) return e;
-    const saved = this.#store.get(local, K_SESSION, address);
-    if (!saved) return undefined;
-    e = { record: LiveRecord.fromStored(saved), saved };
+    const stored = this.#store.get(local, K_SESSION, address);
+    if (!stored) return undefined;
+    const record = decodeRecord(stored);
+    // A converted record is written back with its next change; until then it rolls back to its new form.
+    e = { record, saved: isLegacyRecord(stored) ? stored : encodeRecord(record) };
     this.#cache.set(key, e);
     return e;
   }
 
-  /** Called by the library (through the adapter) with the record it just changed. */
-  storeSerialized(local: string, address: string, serialized: string): void {
+  /** The record of an address (for tests and diagnostics). */
+  record(local: string, contact: string, deviceId: number): LegacyRecord | undefined {
+    return this.#entry(local, addressOf(contact, deviceId))?.record;
+  }
+
+  /** Keeps `record` as the address's new state (written with the next flush). */
+  #keep(local: string, address: string, record: LegacyRecord): void {
     const key = `${local}\0${address}`;
-    // Our live record hands the library a token (see LiveRecord.serialize); a record the library
-    // built itself (a new session) arrives as its JSON and is adopted.
-    const claimed = LiveRecord.claim(serialized);
-    const record = claimed ?? LiveRecord.fromLibraryJson(serialized);
-    const saved = record.toBinary();
+    const saved = encodeRecord(record);
     const e = this.#cache.get(key);
-    if (!claimed && !e && this.#count !== undefined && !this.#store.get(local, K_SESSION, address)) this.#count++;
-    if (e && e.record === record) e.saved = saved;
-    else this.#cache.set(key, { record, saved });
+    if (!e && this.#count !== undefined && !this.#store.get(local, K_SESSION, address)) this.#count++;
+    if (e) {
+      e.record = record;
+      e.saved = saved;
+    } else this.#cache.set(key, { record, saved });
     this.#dirty.add(key);
   }
 
@@ -198,10 +150,10 @@ export class Sessions {
 
   #rollback(key: string): void {
     const e = this.#cache.peek(key);
-    if (e) e.record = LiveRecord.fromStored(e.saved);
+    if (e) e.record = decodeRecord(e.saved);
   }
 
-  async #locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  async #locked<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
     const prev = this.#locks.get(key);
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
@@ -216,47 +168,25 @@ export class Sessions {
     } finally {
       release();
       if (this.#locks.get(key) === tail) this.#locks.delete(key);
-      // libsignal's SessionLock keeps every job promise and error in static arrays that only its
-      // (unused) clearQueue reads: a leak in a long-running process.
-      if (SessionLock._promises.length > 256) SessionLock._promises.length = 0;
-      if (SessionLock.errors.length > 0) SessionLock.errors.length = 0;
     }
-  }
-
-  #adapter(id: LocalIdentity): SignalStore {
-    let a = this.#adapters.get(id.local);
-    if (!a) this.#adapters.set(id.local, (a = new SignalStore(this, this.#keyring, id)));
-    return a;
-  }
-
-  #cipher(id: LocalIdentity, contact: string, deviceId: number): CachedCipher {
-    const address = addressOf(contact, deviceId);
-    const key = `${id.local}\0${address}`;
-    let c = this.#ciphers.get(key);
-    if (!c) {
-      c = new CachedCipher(this.#adapter(id), new SignalProtocolAddress(contact, deviceId), () => this.entry(id.local, address)?.record);
-      this.#ciphers.set(key, c);
-    }
-    return c;
   }
 
   // ---- queries ----
 
-  openSession(local: string, contact: string, deviceId: number): SessionType | undefined {
-    return this.entry(local, addressOf(contact, deviceId))?.record.getOpenSession();
+  openSession(local: string, contact: string, deviceId: number): LegacySession | undefined {
+    return openSession(this.#entry(local, addressOf(contact, deviceId))?.record);
   }
 
   /** Whether any session (open or archived) with the device exists. */
   hasAnySession(local: string, contact: string, deviceId: number): boolean {
-    const rec = this.entry(local, addressOf(contact, deviceId))?.record;
-    return rec !== undefined && Object.keys(rec.sessions).length > 0;
+    const rec = this.#entry(local, addressOf(contact, deviceId))?.record;
+    return rec !== undefined && rec.sessions.length > 0;
   }
 
-  /** Whether a session (open or archived) was started by this PreKey message's base key. */
+  /** Whether a session (open or archived) was started by the contact with this PreKey message's base key. */
   hasBaseKey(local: string, contact: string, deviceId: number, baseKey: Uint8Array): boolean {
-    const rec = this.entry(local, addressOf(contact, deviceId))?.record;
-    if (!rec) return false;
-    return Object.values(rec.sessions).some((s) => s.indexInfo.baseKey !== undefined && equalBytes(s.indexInfo.baseKey, baseKey));
+    const rec = this.#entry(local, addressOf(contact, deviceId))?.record;
+    return rec !== undefined && rec.sessions.some((s) => !s.ours && s.baseKey.equals(baseKey));
   }
 
   /** Device ids of `contact` we hold a session record with (reads the store). */
@@ -276,47 +206,57 @@ export class Sessions {
 
   /** X3DH as initiator from a contact's bundle, using one of its prekeys (chosen by the caller). */
   build(id: LocalIdentity, contact: string, deviceId: number, bundle: Bundle, preKey: Bundle['preKeys'][number]): Promise<void> {
-    const address = new SignalProtocolAddress(contact, deviceId);
-    return this.#locked(`${id.local}\0${address.toString()}`, async () => {
-      const builder = new SessionBuilder(this.#adapter(id), address);
-      await builder.processPreKey({
-        identityKey: ab(bundle.identityKey),
-        registrationId: 0,
-        signedPreKey: { keyId: bundle.signedPreKey.id, publicKey: ab(bundle.signedPreKey.publicKey), signature: ab(bundle.signedPreKey.signature) },
-        preKey: { keyId: preKey.id, publicKey: ab(preKey.publicKey) },
-      });
+    const address = addressOf(contact, deviceId);
+    return this.#locked(`${id.local}\0${address}`, () => {
+      const s = initiateSession(id.own, { identityKey: bundle.identityKey, signedPreKey: bundle.signedPreKey, preKey });
+      const prev = this.#entry(id.local, address)?.record;
+      const record: LegacyRecord = { sessions: [...(prev?.sessions ?? []), s] };
+      promote(record, s, this.#stamp());
+      this.#keep(id.local, address, record);
     });
   }
 
   /** Encrypts for one device; `prekey` is true while the session is not yet confirmed by the contact. */
   encrypt(id: LocalIdentity, contact: string, deviceId: number, plaintext: Buffer): Promise<{ prekey: boolean; data: Buffer }> {
-    const cipher = this.#cipher(id, contact, deviceId);
-    return this.#locked(`${id.local}\0${addressOf(contact, deviceId)}`, async () => {
-      const res = await cipher.encrypt(new Uint8Array(plaintext).buffer);
-      return { prekey: res.type === 3, data: Buffer.from(res.body ?? '', 'latin1') };
+    const address = addressOf(contact, deviceId);
+    return this.#locked(`${id.local}\0${address}`, () => {
+      const e = this.#entry(id.local, address);
+      if (!e) throw new LegacySessionError('no-session');
+      const out = encryptMessage(e.record, id.own, plaintext);
+      this.#keep(id.local, address, e.record);
+      return out;
     });
   }
 
   decrypt(id: LocalIdentity, contact: string, deviceId: number, data: Buffer, prekey: boolean): Promise<Buffer> {
-    const cipher = this.#cipher(id, contact, deviceId);
-    return this.#locked(`${id.local}\0${addressOf(contact, deviceId)}`, async () => {
-      const copy = new Uint8Array(data).buffer;
-      const out = prekey ? await cipher.decryptPreKeyWhisperMessage(copy, 'binary') : await cipher.decryptWhisperMessage(copy, 'binary');
-      return Buffer.from(out);
+    const address = addressOf(contact, deviceId);
+    return this.#locked(`${id.local}\0${address}`, async () => {
+      const current = this.#entry(id.local, address)?.record;
+      if (!prekey) {
+        if (!current) throw new LegacySessionError('no-session');
+        const out = decryptMessage(current, id.own, data, this.#stamp());
+        this.#keep(id.local, address, out.record);
+        return out.plaintext;
+      }
+      const out = decryptPreKeyMessage(current, id.own, data, this.#keyring.preKeyLookups(id.local), this.#stamp());
+      this.#keep(id.local, address, out.record);
+      // Retired (kept for the grace period, replaced in the bundle) once the message authenticated.
+      if (out.preKeyId !== undefined) await this.#keyring.consumePreKey(id.local, out.preKeyId);
+      return out.plaintext;
     });
   }
 
   /** Serializes with other operations on the address (for tests and maintenance). */
-  withRecord<T>(local: string, contact: string, deviceId: number, fn: (r: LiveRecord | undefined) => T): Promise<T> {
+  withRecord<T>(local: string, contact: string, deviceId: number, fn: (r: LegacyRecord | undefined) => T): Promise<T> {
     const address = addressOf(contact, deviceId);
-    return this.#locked(`${local}\0${address}`, async () => fn(this.entry(local, address)?.record));
+    return this.#locked(`${local}\0${address}`, () => fn(this.#entry(local, address)?.record));
   }
 
   /** Deletes every session with one device (e.g. an admin reset); the next message builds a new one. */
   delete(local: string, contact: string, deviceId: number): Promise<void> {
     const address = addressOf(contact, deviceId);
     const key = `${local}\0${address}`;
-    return this.#locked(key, async () => {
+    return this.#locked(key, () => {
       this.#dirty.delete(key);
       const existed = this.#cache.has(key) || this.#store.get(local, K_SESSION, address) !== undefined;
       this.#cache.delete(key);

@@ -1,12 +1,11 @@
-// Child process for test/unit/process-policy.test.ts: loads libsignal the way the gateway does (its
-// asm.js curve module installs process-wide handlers), optionally installs our policy, then lets a
+// Child process for test/unit/process-policy.test.ts: loads libsignal's curve (its asm.js module
+// installs process-wide handlers, as any emscripten dependency may), optionally installs our policy, then lets a
 // promise reject unhandled and a timer throw. Prints one JSON line of what it saw, then exits 0 if
 // it is still alive.
-import { installFastCrypto, libraryCurve } from '../../bridges/omemo/crypto-provider.js';
+import { libraryCurve } from './libsignal-curve.js';
 import { installProcessPolicy } from '../../process-policy.js';
 
 const withPolicy = process.argv.includes('--policy');
-installFastCrypto();
 await libraryCurve();
 const foreignBefore = {
   unhandledRejection: process.listeners('unhandledRejection').map((l) => l.name || 'anonymous'),

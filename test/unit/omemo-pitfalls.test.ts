@@ -6,7 +6,7 @@ import { FakeNetwork, makePeer, send, encryptedOf, reparse, type Peer } from './
 import { RawPeer } from './helpers/omemo-raw-peer.js';
 import { NODE_DEVICELIST, NS_OMEMO, bundleNode } from '../../bridges/omemo/constants.js';
 import { parseBundle } from '../../bridges/omemo/wire.js';
-import { skippedKeyCount, MAX_SKIPPED_KEYS } from '../../bridges/omemo/session-record.js';
+import { MAX_SKIPPED_KEYS, openSession } from '../../bridges/omemo/legacy-protocol.js';
 import type { Decrypted } from '../../bridges/engine.js';
 
 const A = 'alerts@gw.example.org';
@@ -126,7 +126,7 @@ test(`skipped message keys are capped at ${MAX_SKIPPED_KEYS} per session, the ol
   for (let i = 0; i < MAX_SKIPPED_KEYS + 100; i++) msgs.push(await send(a, B, `m${i}`));
   // Only the last one arrives: every earlier message key is stored as skipped, then trimmed.
   assert.equal(body(await b.engine.decrypt(B, msgs[msgs.length - 1]!)), `m${msgs.length - 1}`);
-  const held = await b.engine.internals.sessions.withRecord(B, A, a.deviceId, (r) => skippedKeyCount(r!.getOpenSession()!));
+  const held = await b.engine.internals.sessions.withRecord(B, A, a.deviceId, (r) => openSession(r)!.ratchet.skipped.size);
   assert.equal(held, MAX_SKIPPED_KEYS);
   // The newest skipped ones still decrypt, the oldest were evicted.
   assert.equal(body(await b.engine.decrypt(B, msgs[msgs.length - 2]!)), `m${msgs.length - 2}`);

@@ -1,20 +1,24 @@
-// Session records: our binary storage form round-trips the library's state exactly, the library's JSON
-// is still read, and the trimming the library lacks (old chains, skipped keys, archived sessions) works.
+// Legacy OMEMO session records (legacy-record.ts): our stored form round-trips a real record, a
+// damaged one is refused, the archive is bounded; and records written while the engine ran on
+// libsignal-protocol-typescript (the library's JSON, and our binary form of its sessions) are
+// converted so that the session goes on, both ways and across ratchet turns, with the library (the
+// reference) on the other side and no new key exchange.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { KeyHelper, SessionBuilder, SessionCipher, SignalProtocolAddress } from '@privacyresearch/libsignal-protocol-typescript';
 import { SessionRecord } from '@privacyresearch/libsignal-protocol-typescript/lib/session-record.js';
-import type { SessionType } from '@privacyresearch/libsignal-protocol-typescript';
 import { FakeNetwork, makePeer, send, reparse } from './helpers/omemo-net.js';
-import { LiveRecord, MAX_ARCHIVED_SESSIONS, MAX_OLD_CHAINS, MAX_SKIPPED_KEYS, skippedKeyCount, trimSession } from '../../bridges/omemo/session-record.js';
-import { decodeSessions, encodeSessions } from '../../bridges/omemo/session-codec.js';
+import { MemStore } from '../harness/libsignal-memstore.js';
+import { decryptMessage, encryptMessage, MAX_ARCHIVED_SESSIONS, openSession, promote, type LegacyRecord, type LegacySession, type OwnIdentity } from '../../bridges/omemo/legacy-protocol.js';
+import { decodeRecord, encodeRecord, isLegacyRecord } from '../../bridges/omemo/legacy-record.js';
+import { encodeSessions, type LibrarySession } from '../../bridges/omemo/session-codec.js';
 
 const A = 'alerts@gw.example.org';
 const B = 'bob@gw.example.org';
-const k = (n = 32) => new Uint8Array(randomBytes(n)).buffer;
-const b64 = (x: ArrayBuffer) => Buffer.from(x).toString('base64');
+const ab = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 
-async function realRecord(): Promise<LiveRecord> {
+async function realRecord(): Promise<LegacyRecord> {
   const net = new FakeNetwork();
   const a = await makePeer(net, A);
   const b = await makePeer(net, B);
@@ -29,110 +33,108 @@ async function realRecord(): Promise<LiveRecord> {
   return b.engine.internals.sessions.withRecord(B, A, a.deviceId, (r) => r!);
 }
 
-test('binary form and library JSON both round-trip a real record', async () => {
+test('the stored form round-trips a real record; damaged ones are refused', async () => {
   const rec = await realRecord();
-  const json = rec.toLibraryJson();
-  // The library itself reads what we give SessionBuilder...
-  const viaLibrary = SessionRecord.deserialize(json);
-  assert.equal(Object.keys(viaLibrary.sessions).length, Object.keys(rec.sessions).length);
-  // ...and binary -> sessions -> library JSON is the identity.
-  const bin = rec.toBinary();
-  assert.ok(bin.length < json.length / 2, `binary ${bin.length} bytes vs JSON ${json.length}`);
-  const back = LiveRecord.fromStored(bin);
-  assert.equal(back.toLibraryJson(), json);
-  assert.equal(LiveRecord.fromStored(Buffer.from(json)).toLibraryJson(), json);
-  assert.equal(LiveRecord.fromLibraryJson(viaLibrary.serialize()).toLibraryJson(), json);
-  const open = back.getOpenSession()!;
-  assert.equal(skippedKeyCount(open), 4);
+  const bin = encodeRecord(rec);
+  assert.ok(isLegacyRecord(bin));
+  const back = decodeRecord(bin);
+  assert.ok(encodeRecord(back).equals(bin));
+  assert.equal(openSession(back)!.ratchet.skipped.size, 4);
+  assert.deepEqual([...openSession(back)!.ratchet.skipped.keys()], [...openSession(rec)!.ratchet.skipped.keys()]);
+  assert.throws(() => decodeRecord(bin.subarray(0, bin.length - 3)), /truncated/);
+  assert.throws(() => decodeRecord(Buffer.concat([bin, Buffer.of(0)])), /trailing/);
 });
 
-test('the codec keeps unusual values: -1 counters, missing optionals, closed timestamps', () => {
-  const s: SessionType = {
-    indexInfo: { closed: 1_700_000_000_123, remoteIdentityKey: k(33), baseKey: undefined, baseKeyType: undefined },
-    registrationId: undefined,
-    currentRatchet: { rootKey: k(), ephemeralKeyPair: undefined, lastRemoteEphemeralKey: k(33), previousCounter: -1, added: undefined },
-    pendingPreKey: { baseKey: k(33), preKeyId: undefined, signedKeyId: 0 },
-    oldRatchetList: [{ ephemeralKey: k(33), added: 5 }],
-    chains: { [b64(k(33))]: { chainType: 2, chainKey: { key: undefined, counter: -1 }, messageKeys: { 0: k(), 70000: k() } } },
-  };
-  const key = Buffer.from(k(33)).toString('latin1');
-  const out = decodeSessions(encodeSessions({ [key]: s }));
-  assert.deepEqual(Object.keys(out), [key]);
-  const r = out[key]!;
-  assert.equal(r.indexInfo.closed, s.indexInfo.closed);
-  assert.equal(r.currentRatchet.previousCounter, -1);
-  assert.equal(r.registrationId, undefined);
-  assert.equal(r.pendingPreKey?.preKeyId, undefined);
-  assert.equal(r.pendingPreKey?.signedKeyId, 0);
-  const [name] = Object.keys(r.chains);
-  assert.equal(name, Object.keys(s.chains)[0]);
-  assert.equal(r.chains[name!]!.chainKey.counter, -1);
-  assert.deepEqual(Object.keys(r.chains[name!]!.messageKeys), ['0', '70000']);
-  assert.throws(() => decodeSessions(Buffer.from('SR\x01\x05')));
-});
-
-function syntheticSession(oldChains: number, keysPerChain: number): SessionType {
-  const s: SessionType = {
-    indexInfo: { closed: -1, remoteIdentityKey: k(33), baseKey: k(33), baseKeyType: 1 },
-    registrationId: 1,
-    currentRatchet: { rootKey: k(), ephemeralKeyPair: { pubKey: k(33), privKey: k() }, lastRemoteEphemeralKey: k(33), previousCounter: 0 },
-    oldRatchetList: [],
-    chains: {},
-  };
-  for (let c = 0; c < oldChains; c++) {
-    const eph = k(33);
-    s.oldRatchetList.push({ ephemeralKey: eph, added: 1000 + c });
-    const messageKeys: Record<number, ArrayBuffer> = {};
-    for (let m = 0; m < keysPerChain; m++) messageKeys[m] = k();
-    s.chains[b64(eph)] = { chainType: 2, chainKey: { counter: keysPerChain }, messageKeys };
+test(`archived sessions are capped at ${MAX_ARCHIVED_SESSIONS}, oldest closed first`, async () => {
+  const rec = await realRecord();
+  const template = openSession(rec)!;
+  const r: LegacyRecord = { sessions: [] };
+  const made: LegacySession[] = [];
+  for (let i = 0; i < MAX_ARCHIVED_SESSIONS + 5; i++) {
+    const s = { ...template, baseKey: Buffer.concat([Buffer.of(5), randomBytes(32)]) };
+    made.push(s);
+    r.sessions.push(s);
+    promote(r, s, 1000 + i);
   }
-  s.chains[b64(s.currentRatchet.lastRemoteEphemeralKey)] = { chainType: 2, chainKey: { key: k(), counter: 3 }, messageKeys: { 1: k() } };
-  s.chains[b64(s.currentRatchet.ephemeralKeyPair!.pubKey)] = { chainType: 1, chainKey: { key: k(), counter: 7 }, messageKeys: {} };
-  return s;
+  assert.equal(r.sessions.length, MAX_ARCHIVED_SESSIONS + 1);
+  assert.equal(openSession(r), made.at(-1));
+  // The newest archived stay: those archived last (made[13] .. made[4]).
+  assert.deepEqual(
+    r.sessions.slice(1).map((s) => made.indexOf(s)),
+    Array.from({ length: MAX_ARCHIVED_SESSIONS }, (_, i) => made.length - 2 - i),
+  );
+});
+
+/** Two bare library peers with a session and some traffic (turns, skipped keys, one lost message). */
+async function libraryPair() {
+  const mk = async (rid: number) => {
+    const ik = await KeyHelper.generateIdentityKeyPair();
+    const store = new MemStore(ik, rid);
+    const spk = await KeyHelper.generateSignedPreKey(ik, 1);
+    await store.storeSignedPreKey(1, spk.keyPair);
+    const pk = await KeyHelper.generatePreKey(9);
+    await store.storePreKey(9, pk.keyPair);
+    return { ik, store, spk, pk };
+  };
+  const alice = await mk(11);
+  const bob = await mk(22);
+  const toBob = new SignalProtocolAddress('bob', 1);
+  const toAlice = new SignalProtocolAddress('alice', 1);
+  await new SessionBuilder(alice.store, toBob).processPreKey({
+    identityKey: bob.ik.pubKey,
+    registrationId: 22,
+    signedPreKey: { keyId: 1, publicKey: bob.spk.keyPair.pubKey, signature: bob.spk.signature },
+    preKey: { keyId: 9, publicKey: bob.pk.keyPair.pubKey },
+  });
+  const aCipher = new SessionCipher(alice.store, toBob);
+  const bCipher = new SessionCipher(bob.store, toAlice);
+  const aSend = async (t: string) => {
+    const m = await aCipher.encrypt(ab(Buffer.from(t)));
+    return { prekey: m.type === 3, data: Buffer.from(m.body!, 'latin1') };
+  };
+  const first = await aSend('hello');
+  await bCipher.decryptPreKeyWhisperMessage(ab(first.data), 'binary');
+  for (let round = 0; round < 3; round++) {
+    const m = await bCipher.encrypt(ab(Buffer.from(`b${round}`)));
+    await aCipher.decryptWhisperMessage(ab(Buffer.from(m.body!, 'latin1')), 'binary');
+    await aSend('lost');
+    const got = await aSend(`a${round}`);
+    await bCipher.decryptWhisperMessage(ab(got.data), 'binary');
+  }
+  // In flight when Bob's side is converted: the lost one's key is a skipped key in Bob's record.
+  const inFlight = await aSend('in flight');
+  const bobRecordJson = bob.store.m.get(`s${toAlice.toString()}`) as string;
+  const bobOwn: OwnIdentity = { priv: Buffer.from(bob.ik.privKey), pub: Buffer.from(bob.ik.pubKey), registrationId: 22 };
+  return { aCipher, aSend, inFlight, bobRecordJson, bobOwn };
 }
 
-test(`old receiving chains beyond ${MAX_OLD_CHAINS} are deleted (the library's own cleanup deletes the wrong key)`, () => {
-  const s = syntheticSession(MAX_OLD_CHAINS + 5, 2);
-  const oldest = s.oldRatchetList.slice(0, 5).map((o) => b64(o.ephemeralKey));
-  const kept = s.oldRatchetList.slice(5).map((o) => b64(o.ephemeralKey));
-  // The library's version leaves every chain in place.
-  const plain = new SessionRecord();
-  const copy = syntheticSession(MAX_OLD_CHAINS + 5, 2);
-  const before = Object.keys(copy.chains).length;
-  plain.removeOldChains(copy);
-  assert.equal(Object.keys(copy.chains).length, before);
-  trimSession(s);
-  assert.equal(s.oldRatchetList.length, MAX_OLD_CHAINS);
-  for (const c of oldest) assert.equal(s.chains[c], undefined);
-  for (const c of kept) assert.ok(s.chains[c]);
-  assert.ok(s.chains[b64(s.currentRatchet.lastRemoteEphemeralKey)], 'current receiving chain kept');
-  assert.ok(s.chains[b64(s.currentRatchet.ephemeralKeyPair!.pubKey)], 'sending chain kept');
-});
-
-test(`skipped keys are capped at ${MAX_SKIPPED_KEYS}, oldest chain and lowest counters first`, () => {
-  const s = syntheticSession(3, 400); // 1200 old + 1 current
-  const chains = s.oldRatchetList.map((o) => s.chains[b64(o.ephemeralKey)]!);
-  trimSession(s);
-  assert.equal(skippedKeyCount(s), MAX_SKIPPED_KEYS);
-  // 1201 keys: the 201 oldest (counters 0..200 of the oldest chain) go.
-  assert.deepEqual(Object.keys(chains[0]!.messageKeys).map(Number), Array.from({ length: 199 }, (_, i) => i + 201));
-  assert.equal(Object.keys(chains[1]!.messageKeys).length, 400);
-  assert.equal(Object.keys(chains[2]!.messageKeys).length, 400);
-  assert.ok(s.chains[b64(s.currentRatchet.lastRemoteEphemeralKey)]!.messageKeys[1]);
-});
-
-test(`archived sessions are capped at ${MAX_ARCHIVED_SESSIONS}, oldest closed first`, () => {
-  const rec = new LiveRecord();
-  for (let i = 0; i < MAX_ARCHIVED_SESSIONS + 4; i++) {
-    const s = syntheticSession(0, 0);
-    s.indexInfo.closed = 1000 + i;
-    rec.sessions[`s${i}`] = s;
+async function continuesWithLibrary(converted: LegacyRecord, p: Awaited<ReturnType<typeof libraryPair>>): Promise<void> {
+  let rec = converted;
+  const read = (data: Buffer): string => {
+    const out = decryptMessage(rec, p.bobOwn, data, Date.now());
+    rec = out.record;
+    return out.plaintext.toString();
+  };
+  assert.equal(read(p.inFlight.data), 'in flight');
+  for (let i = 0; i < 4; i++) {
+    const m = encryptMessage(rec, p.bobOwn, Buffer.from(`ours ${i}`));
+    assert.equal(m.prekey, false, 'no new key exchange');
+    assert.equal(Buffer.from(await p.aCipher.decryptWhisperMessage(ab(m.data), 'binary')).toString(), `ours ${i}`);
+    const back = await p.aSend(`lib ${i}`);
+    assert.equal(back.prekey, false);
+    assert.equal(read(back.data), `lib ${i}`);
   }
-  const open = syntheticSession(0, 0);
-  rec.sessions.open = open;
-  rec.removeOldSessions();
-  const left = Object.keys(rec.sessions);
-  assert.equal(left.length, MAX_ARCHIVED_SESSIONS + 1);
-  assert.ok(left.includes('open'));
-  for (let i = 0; i < 4; i++) assert.ok(!left.includes(`s${i}`));
+}
+
+test("a session in the library's JSON record is converted and goes on with the library both ways", async () => {
+  const p = await libraryPair();
+  await continuesWithLibrary(decodeRecord(Buffer.from(p.bobRecordJson)), p);
+});
+
+test('a session in the binary form of the libsignal-era engine is converted and goes on with the library', async () => {
+  const p = await libraryPair();
+  const sessions = SessionRecord.deserialize(p.bobRecordJson).sessions as unknown as Record<string, LibrarySession>;
+  const bin = encodeSessions(sessions);
+  assert.ok(!isLegacyRecord(bin));
+  await continuesWithLibrary(decodeRecord(bin), p);
 });

@@ -6,7 +6,7 @@ import { createDecipheriv, randomBytes } from 'node:crypto';
 import xml from '@xmpp/xml';
 import { FakeNetwork, makePeer, send, chat, encryptedOf, reparse } from './helpers/omemo-net.js';
 import { NODE_DEVICELIST, NS_OMEMO, bundleNode } from '../../bridges/omemo/constants.js';
-import { libraryCurve } from '../../bridges/omemo/crypto-provider.js';
+import { libraryCurve } from '../harness/libsignal-curve.js';
 import { inspectPreKey, inspectWhisper, SIGNAL_VERSION_BYTE } from '../../bridges/omemo/signal-message.js';
 import { parseEncrypted, parseBundle, parseDeviceList, parseId } from '../../bridges/omemo/wire.js';
 
