@@ -290,7 +290,7 @@ export class Gateway {
       resource: RESOURCE,
       send,
       request,
-      engine: this.omemo,
+      engines: [engines.omemo2, engines.omemo].filter((e): e is NonNullable<typeof e> => e !== null),
       deliver: (localpart, msg) => this.#toBotFromRoom(localpart, msg),
       plaintextAllowed: (localpart) => this.config.bridge.allowPlaintext || (this.config.bots.find((b) => b.localpart === localpart)?.allowPlaintext ?? false),
       metrics: this.metrics,

@@ -164,21 +164,43 @@ export interface HandshakeEngine extends ProtocolEngine {
 
 export const hasHandshake = (e: ProtocolEngine): e is HandshakeEngine => 'startSession' in e;
 
+/** How a group message is addressed and whom it may reach. */
+export interface GroupOptions {
+  /** The room's bare JID: OMEMO 2 names it in the SCE envelope's <to> (XEP-0420 in group chats). */
+  room?: string;
+  /**
+   * Per peer, only these device ids: devices a newer version already reaches are left out, so no
+   * device gets the same message twice. A peer not in the map gets all its listed devices.
+   */
+  only?: ReadonlyMap<string, readonly number[]>;
+}
+
+export interface GroupEncrypted extends Encrypted {
+  /** Peers that got no key: no device of this protocol, no trusted device, or none reachable. */
+  undelivered: string[];
+  /** Per peer, the device ids that got a key (engines that can tell; absent: every listed device of a delivered peer). */
+  keyed?: ReadonlyMap<string, readonly number[]>;
+}
+
 /**
  * Extra for protocols that encrypt one message to many peers at once: XEP-0045 group chats, where a
- * groupchat message goes to the room and carries keys for every occupant's devices. Legacy OMEMO has
- * it; an OMEMO 2 engine would add the same ability, and the room service would then split occupants
- * by the version their devices speak.
+ * groupchat message goes to the room and carries keys for every occupant's devices. Legacy OMEMO
+ * and OMEMO 2 have it; the room service (bridges/rooms/group-encrypt.ts) gives each occupant's
+ * device the newest version it lists, one stanza per version.
  */
 export interface GroupEngine extends ProtocolEngine {
+  /** The PEP node of peers' device lists (a room subscribes to it for every occupant). */
+  readonly deviceListNode: string;
   /** One message for every peer (bare real JIDs); peers that get no key are listed in `undelivered`. */
-  encryptGroup(local: string, peers: readonly string[], body: string): Promise<Encrypted & { undelivered: string[] }>;
+  encryptGroup(local: string, peers: readonly string[], body: string, opts?: GroupOptions): Promise<GroupEncrypted>;
   /** Decrypts a groupchat stanza whose sender is `sender` (the occupant's real bare JID, not the room). */
   decryptFrom(local: string, stanza: Element, sender: string): Promise<Decrypted>;
   /** A peer appeared (an occupant joined): read its devices now, so that sending does not wait. */
   watchPeer(local: string, peer: string): Promise<void>;
-  /** Devices known for the peer (cached device list), null if never read. */
-  peerDeviceCount(peer: string): number | null;
+  /** The peer's device ids from its device list (cached, read when unknown); null when it lists none. */
+  listedDevices(local: string, peer: string): Promise<number[] | null>;
+  /** Device ids known for the peer (cached device list), [] for none, null if never read. */
+  cachedDevices(peer: string): readonly number[] | null;
 }
 
 export const isGroupEngine = (e: ProtocolEngine): e is GroupEngine => 'encryptGroup' in e && 'decryptFrom' in e;

@@ -6,7 +6,7 @@ import { randomInt } from 'node:crypto';
 import { GatewayError } from '../../errors.js';
 import { isUsable, type DeviceRecord } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
-import type { Encrypted } from '../engine.js';
+import type { Encrypted, GroupEncrypted, GroupOptions } from '../engine.js';
 import { PROTOCOL } from './constants.js';
 import { deviceKey, observe, type OmemoContext } from './context.js';
 import type { LocalIdentity } from './keyring.js';
@@ -149,18 +149,14 @@ export async function encryptBody(ctx: OmemoContext, local: string, peer: string
   return { children: (await seal(ctx, id, [{ peer, targets }], body)).children };
 }
 
-export interface GroupEncrypted extends Encrypted {
-  /** Peers that got no key: no OMEMO, no trusted device, or none reachable. */
-  undelivered: string[];
-}
-
 /**
  * A group message (XEP-0384 v0.3.0 §"Groupchats"): one payload and one header with keys for every
  * trusted device of every peer (the occupants' real bare JIDs). A peer without a usable device is
  * listed in `undelivered` instead of failing the message; it fails only when no peer gets a key.
+ * `opts.only` narrows a peer to some of its devices (those OMEMO 2 does not reach).
  * The gateway runs one device per hosted JID, so there are no own other devices to add.
  */
-export async function encryptGroup(ctx: OmemoContext, local: string, peers: readonly string[], body: string): Promise<GroupEncrypted> {
+export async function encryptGroup(ctx: OmemoContext, local: string, peers: readonly string[], body: string, opts: GroupOptions = {}): Promise<GroupEncrypted> {
   const id = await ctx.keyring.ensure(local);
   const unique = [...new Set(peers)].filter((p) => p !== local);
   const undelivered: string[] = [];
@@ -168,7 +164,7 @@ export async function encryptGroup(ctx: OmemoContext, local: string, peers: read
   await Promise.all(
     unique.map(async (peer) => {
       try {
-        const { targets } = await targetsFor(ctx, id, peer);
+        const { targets } = await targetsFor(ctx, id, peer, opts.only?.get(peer));
         if (targets.length > 0) recipients.push({ peer, targets });
         else undelivered.push(peer);
       } catch (e) {

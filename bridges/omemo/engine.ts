@@ -134,16 +134,23 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
 
     encrypt: (local, peer, body, o) => encryptBody(ctx, local, peer, body, o?.only),
 
-    encryptGroup: (local, peers, body) => encryptGroup(ctx, local, peers, body),
+    deviceListNode: NODE_DEVICELIST,
+
+    encryptGroup: (local, peers, body, o) => encryptGroup(ctx, local, peers, body, o),
 
     async watchPeer(local, peer) {
       await keyring.ensure(local);
       await devices.get(local, peer, true);
     },
 
-    peerDeviceCount: (peer) => {
+    async listedDevices(local, peer) {
+      await keyring.ensure(local);
+      return devices.get(local, peer);
+    },
+
+    cachedDevices: (peer) => {
       const ids = devices.cached(peer);
-      return ids === undefined ? null : (ids?.length ?? 0);
+      return ids === undefined ? null : (ids ?? []);
     },
 
     async reachability(local, peer): Promise<Reachability> {

@@ -9,14 +9,14 @@
 import type Element from 'ltx/lib/Element.js';
 import { GatewayError } from '../../errors.js';
 import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
-import type { EnginePorts, Encrypted, IdentityFacts, ProtocolEngine, Reachability } from '../engine.js';
+import type { Decrypted, EnginePorts, Encrypted, GroupEngine, IdentityFacts, Reachability } from '../engine.js';
 import { DeviceLists, type DeviceListSpec } from '../omemo/device-cache.js';
 import type { OmemoEngine } from '../omemo/engine.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2, PROTOCOL, type Omemo2Options } from './constants.js';
 import { newCaches, type Omemo2Context } from './context.js';
 import { decryptStanza } from './inbound.js';
 import { fingerprintOf, Keyring, type IdentitySource } from './keyring.js';
-import { encryptBody } from './outbound.js';
+import { encryptBody, encryptGroup } from './outbound.js';
 import type { PeerBundle } from './session.js';
 import { Sessions } from './sessions.js';
 import { parseBundle, parseDeviceList } from './wire.js';
@@ -36,7 +36,7 @@ export interface Omemo2EngineOptions extends Partial<Omemo2Options> {
   legacy?: OmemoEngine | null;
 }
 
-export interface Omemo2Engine extends ProtocolEngine {
+export interface Omemo2Engine extends GroupEngine {
   /** Legacy OMEMO is the older version of this protocol: a contact reached by both gets OMEMO 2. */
   readonly supersedes: 'omemo';
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
@@ -70,6 +70,16 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     return (ids ?? []).filter((d) => !skip.has(d));
   }
 
+  async function decryptSafely(local: string, stanza: Element, group?: { sender: string; room: string }): Promise<Decrypted> {
+    try {
+      return await decryptStanza(ctx, local, stanza, group);
+    } catch (e) {
+      log.error({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo2 decrypt failed unexpectedly');
+      ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason: 'internal' });
+      return { ok: false, reason: 'internal', replies: [] };
+    }
+  }
+
   const engine: Omemo2Engine = {
     id: 'omemo2',
     supersedes: 'omemo',
@@ -91,14 +101,43 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
       return { omemo2: await engine.devices(local) };
     },
 
-    async decrypt(local, stanza) {
-      try {
-        return await decryptStanza(ctx, local, stanza);
-      } catch (e) {
-        log.error({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo2 decrypt failed unexpectedly');
-        ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason: 'internal' });
-        return { ok: false, reason: 'internal', replies: [] };
-      }
+    decrypt: (local, stanza) => decryptSafely(local, stanza),
+
+    decryptFrom: (local, stanza, sender) => decryptSafely(local, stanza, { sender, room: String(stanza.attrs.from ?? '').split('/')[0]! }),
+
+    deviceListNode: NODE_DEVICES,
+
+    async encryptGroup(local, peers, body, o = {}) {
+      const id = await ctx.keyring.ensure(local);
+      const undelivered: string[] = [];
+      const recipients: Array<{ peer: string; ids: readonly number[] }> = [];
+      await Promise.all(
+        [...new Set(peers)]
+          .filter((p) => p !== local)
+          .map(async (peer) => {
+            const ids = o.only?.get(peer) ?? (await ctx.devices.get(local, peer).catch(() => null)) ?? [];
+            if (ids.length > 0) recipients.push({ peer, ids });
+            else undelivered.push(peer);
+          }),
+      );
+      if (recipients.length === 0) throw new GatewayError('no_encryption_available', peers.length === 0 ? 'The room has no other occupant to encrypt for.' : 'No occupant lists an OMEMO 2 device.');
+      const g = await encryptGroup(ctx, id, recipients, body, o.room ?? local);
+      return { children: g.children, undelivered: [...undelivered, ...g.undelivered].sort(), keyed: g.keyed };
+    },
+
+    async watchPeer(local, peer) {
+      await ctx.keyring.ensure(local);
+      await ctx.devices.get(local, peer, true);
+    },
+
+    async listedDevices(local, peer) {
+      await ctx.keyring.ensure(local);
+      return ctx.devices.get(local, peer);
+    },
+
+    cachedDevices: (peer) => {
+      const ids = ctx.devices.cached(peer);
+      return ids === undefined ? null : (ids ?? []);
     },
 
     async encrypt(local, peer, body): Promise<Encrypted> {

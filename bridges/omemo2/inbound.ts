@@ -38,7 +38,11 @@ const failureOf = (e: unknown): DecryptFailure => {
   }
 };
 
-export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: Element): Promise<Decrypted> {
+/**
+ * `group`: a groupchat message from a room, whose stanza comes from the room: the sender is the
+ * occupant's real bare JID, and the SCE envelope's <to> must name the room, not the hosted JID.
+ */
+export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: Element, group?: { sender: string; room: string }): Promise<Decrypted> {
   const replies: Element[] = [];
   const fail = (reason: DecryptFailure, facts: Record<string, unknown> = {}): Decrypted => {
     ctx.ports.metrics.decryptFailures.inc({ protocol: PROTOCOL, reason });
@@ -47,7 +51,7 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     ctx.log[reason === 'not-for-this-device' || reason === 'duplicate' ? 'debug' : 'info']({ local, ...facts, reason }, 'omemo2 message not decrypted');
     return { ok: false, reason, replies };
   };
-  const from = bare(stanza.attrs.from);
+  const from = group ? bare(group.sender) : bare(stanza.attrs.from);
   const el = findEncrypted(stanza);
   const enc = el ? parseEncrypted(el) : null;
   if (!from || !enc) return fail('malformed', { from });
@@ -131,7 +135,7 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     const opened = openPayload(keyMaterial, enc.payload);
     keyMaterial.fill(0);
     if (!opened.ok) return fail(opened.reason, { ...facts, layer: 'payload' });
-    const env = openEnvelope(opened.plaintext, { from, to: local.toLowerCase(), now: ctx.ports.now(), maxSkewMs: ctx.opts.maxClockSkewMs });
+    const env = openEnvelope(opened.plaintext, { from, to: group ? group.room.toLowerCase() : local.toLowerCase(), now: ctx.ports.now(), maxSkewMs: ctx.opts.maxClockSkewMs });
     if (!env.ok) return fail('malformed', { ...facts, layer: 'sce', why: env.reason });
     body = env.body;
   }

@@ -72,31 +72,76 @@ async function targets(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids:
   return { ready: ready.sort((a, b) => a - b), refused, lastError };
 }
 
-/** The <encrypted> element for `body` to the given devices of `peer`. */
-export async function encryptBody(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids: readonly number[], body: string): Promise<Element[]> {
-  const t = await targets(ctx, id, peer, ids);
-  if (t.ready.length === 0) {
-    if (t.refused > 0) throw new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO 2 device (${t.refused} waiting for a trust decision).`);
-    if (t.lastError instanceof GatewayError) throw t.lastError;
-    throw new GatewayError('no_encryption_available', `No OMEMO 2 device of ${peer} could be reached.`);
-  }
+/** Why none of `peer`'s devices can be encrypted to. */
+function noTargets(peer: string, t: { refused: number; lastError: unknown }): GatewayError {
+  if (t.refused > 0) return new GatewayError('no_trusted_devices', `${peer} has no trusted OMEMO 2 device (${t.refused} waiting for a trust decision).`);
+  if (t.lastError instanceof GatewayError) return t.lastError;
+  return new GatewayError('no_encryption_available', `No OMEMO 2 device of ${peer} could be reached.`);
+}
+
+/**
+ * One SCE envelope (its <to>: the peer, or the room in a group chat), one payload and a key for
+ * every ready device of every recipient, grouped per bare JID in the header.
+ */
+function seal(ctx: Omemo2Context, id: LocalIdentity, recipients: ReadonlyArray<{ peer: string; ready: number[] }>, body: string, to: string): Element[] {
   const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: 'encrypt' });
-  const envelope = buildEnvelope({ body, from: id.local, to: peer, now: ctx.ports.now() });
+  const envelope = buildEnvelope({ body, from: id.local, to, now: ctx.ports.now() });
   const sealed = sealPayload(envelope);
-  const keys: KeyElement[] = [];
+  const keys = new Map<string, KeyElement[]>();
   try {
-    for (const deviceId of t.ready) {
-      const s = ctx.sessions.get(id.local, peer, deviceId)!;
-      const m = encryptMessage(id, s, sealed.keyMaterial);
-      ctx.sessions.put(id.local, peer, deviceId, s);
-      keys.push({ rid: deviceId, kex: m.kex, data: m.data });
+    for (const { peer, ready } of recipients) {
+      const forPeer: KeyElement[] = [];
+      for (const deviceId of ready) {
+        const s = ctx.sessions.get(id.local, peer, deviceId)!;
+        const m = encryptMessage(id, s, sealed.keyMaterial);
+        ctx.sessions.put(id.local, peer, deviceId, s);
+        forPeer.push({ rid: deviceId, kex: m.kex, data: m.data });
+      }
+      if (forPeer.length > 0) keys.set(peer, forPeer);
     }
   } finally {
     sealed.keyMaterial.fill(0);
     end();
   }
   ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'out', result: 'ok' });
-  return messageChildren(buildEncrypted({ sid: id.deviceId, keys: new Map([[peer, keys]]), payload: sealed.payload }), ctx.opts.fallbackBody);
+  return messageChildren(buildEncrypted({ sid: id.deviceId, keys, payload: sealed.payload }), ctx.opts.fallbackBody);
+}
+
+/** The <encrypted> element for `body` to the given devices of `peer`. */
+export async function encryptBody(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids: readonly number[], body: string): Promise<Element[]> {
+  const t = await targets(ctx, id, peer, ids);
+  if (t.ready.length === 0) throw noTargets(peer, t);
+  return seal(ctx, id, [{ peer, ready: t.ready }], body, peer);
+}
+
+/**
+ * A group message (XEP-0384 v0.8 §"Group chats"): one envelope addressed to the room, keys for the
+ * given devices of every peer (the occupants' real bare JIDs). Peers without a usable device are
+ * listed in `undelivered`; it throws only when no peer gets a key.
+ */
+export async function encryptGroup(
+  ctx: Omemo2Context,
+  id: LocalIdentity,
+  recipients: ReadonlyArray<{ peer: string; ids: readonly number[] }>,
+  body: string,
+  room: string,
+): Promise<{ children: Element[]; undelivered: string[]; keyed: Map<string, number[]> }> {
+  const undelivered: string[] = [];
+  const ready: Array<{ peer: string; ready: number[] }> = [];
+  await Promise.all(
+    recipients.map(async ({ peer, ids }) => {
+      const t = await targets(ctx, id, peer, ids);
+      if (t.ready.length > 0) ready.push({ peer, ready: t.ready });
+      else {
+        undelivered.push(peer);
+        ctx.log.info({ local: id.local, contact: peer, err: errorSummary(noTargets(peer, t)) }, 'omemo2 group recipient unreachable');
+      }
+    }),
+  );
+  if (ready.length === 0) throw new GatewayError('no_encryption_available', `No occupant has a usable OMEMO 2 device (${undelivered.sort().join(', ')}).`);
+  ready.sort((a, b) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : 0));
+  const children = seal(ctx, id, ready, body, room);
+  return { children, undelivered: undelivered.sort(), keyed: new Map(ready.map((r) => [r.peer, r.ready])) };
 }
 
 /** An empty OMEMO 2 message to one device on its current session (null if there is none or it fails). */

@@ -1,9 +1,10 @@
-// Bots in XEP-0045 group chats, end-to-end encrypted with legacy OMEMO (XEP-0384 v0.3.0 §"Group
-// chats"). Each configured room is joined when the component connects, without history, and joined
+// Bots in XEP-0045 group chats, end-to-end encrypted with OMEMO (XEP-0384 §"Group chats": legacy
+// v0.3.0 and OMEMO 2, each occupant's device in the newest version it lists). Each configured room is joined when the component connects, without history, and joined
 // again after a reconnect, a kick, a room shutdown or when a XEP-0410 self-ping finds the bot gone.
 // Occupants are tracked with their real JIDs (a room that does not reveal them is not private and
-// gets no encrypted messages); their device lists are read when they join. A message to the room is
-// one groupchat stanza with keys for every occupant's trusted devices; encrypted messages from
+// gets no encrypted messages); their device lists are read when they join and followed (explicit
+// pubsub subscriptions) while they stay. A message to the room is one groupchat stanza per OMEMO
+// version with keys for every occupant's trusted devices (group-encrypt.ts); encrypted messages from
 // occupants go to the bot's webhook. History, the bot's own reflected messages and (unless
 // allowed) plaintext never reach it. Nothing here ever answers into the room with an error.
 import xml from '@xmpp/xml';
@@ -18,6 +19,8 @@ import type { StanzaContext, StanzaHandler } from '../../component/router.js';
 import { RemoteError } from '../../component/connection.js';
 import type { GroupEngine, SenderInfo } from '../engine.js';
 import type { Encryption } from '../outbound.js';
+import { DeviceSubscriptions } from './device-subscriptions.js';
+import { encryptForRoom } from './group-encrypt.js';
 import {
   NS_SID,
   discoInfo,
@@ -71,8 +74,8 @@ export interface RoomServiceDeps {
   resource: string;
   send: (el: Element) => Promise<void>;
   request: (iq: Element, timeoutMs?: number) => Promise<Element>;
-  /** The engine for room messages: legacy OMEMO (an OMEMO 2 engine would join here, see GroupEngine). */
-  engine: GroupEngine | null;
+  /** The engines for room messages, newest version first (OMEMO 2, legacy OMEMO). */
+  engines: readonly GroupEngine[];
   /** Commits a message to the bot's webhook queue (throws if it cannot). */
   deliver: (localpart: string, msg: RoomMessage) => void;
   plaintextAllowed: (localpart: string) => boolean;
@@ -134,6 +137,7 @@ const PROBLEM_TEXT: Record<RoomProblem, string> = {
 
 export class RoomService {
   readonly #d: RoomServiceDeps;
+  readonly #subs: DeviceSubscriptions;
   /** `${localpart}\0${room}` -> room. */
   readonly #rooms = new Map<string, Room>();
   #online = false;
@@ -141,6 +145,14 @@ export class RoomService {
 
   constructor(d: RoomServiceDeps) {
     this.#d = d;
+    this.#subs = new DeviceSubscriptions({
+      request: d.request,
+      nodes: d.engines.map((e) => e.deviceListNode),
+      log: d.log,
+      count: (op, result) => {
+        if (result !== 'ok') d.metrics.errors.inc({ kind: `room_device_${op}` });
+      },
+    });
     for (const b of d.bots) for (const r of b.rooms ?? []) this.#rooms.set(`${b.localpart}\0${r.jid}`, new Room(b.localpart, d.botJid(b.localpart), r.jid, r.nick));
     d.metrics.onCollect(() => {
       const by = new Map<string, number>();
@@ -167,8 +179,12 @@ export class RoomService {
     return r ? this.#peers(r).sort() : [];
   }
 
+  /** Whether hosted JID `local` follows `peer`'s device lists (diagnostics, tests). */
+  follows(local: string, peer: string): boolean {
+    return this.#subs.has(local, peer);
+  }
+
   views(localpart: string): RoomView[] {
-    const engine = this.#d.engine;
     return [...this.#rooms.values()]
       .filter((r) => r.localpart === localpart)
       .map((r) => {
@@ -176,9 +192,11 @@ export class RoomService {
         let devices = 0;
         let without = 0;
         for (const j of jids) {
-          const n = engine?.peerDeviceCount(j) ?? null;
-          if (n === 0) without++;
-          devices += n ?? 0;
+          // A device id in both versions' lists is one device.
+          const lists = this.#d.engines.map((e) => e.cachedDevices(j));
+          const ids = new Set(lists.flatMap((l) => l ?? []));
+          if (ids.size === 0 && lists.some((l) => l !== null)) without++;
+          devices += ids.size;
         }
         return {
           jid: r.jid,
@@ -367,16 +385,21 @@ export class RoomService {
       return;
     }
     if (!p.available) {
+      const gone = r.occupants.get(nick)?.jid;
       r.occupants.delete(nick);
       this.#settlePrivacy(r);
+      if (gone && !this.#sharesRoom(r.local, gone)) await this.#subs.unfollow(r.local, gone);
       return;
     }
     const jid = p.realJid ? p.realJid.split('/')[0]!.toLowerCase() : null;
     const before = r.occupants.get(nick);
     r.occupants.set(nick, { jid, role: p.role, affiliation: p.affiliation });
     if (jid && before?.jid !== jid && jid !== r.local) {
-      // Read the newcomer's devices now, not when the next message goes out.
-      this.#d.engine?.watchPeer(r.local, jid).catch((e: unknown) => this.#d.log.info({ room: r.jid, occupant: jid, err: errorSummary(e) }, 'occupant device list not read'));
+      // Read the newcomer's devices now, not when the next message goes out, and follow changes.
+      for (const engine of this.#d.engines) {
+        engine.watchPeer(r.local, jid).catch((e: unknown) => this.#d.log.info({ room: r.jid, occupant: jid, protocol: engine.id, err: errorSummary(e) }, 'occupant device list not read'));
+      }
+      this.#subs.follow(r.local, jid).catch(() => undefined); // it logs its own failures
     }
     if (r.state === 'joined' || r.state === 'not_private') this.#settlePrivacy(r);
   }
@@ -405,8 +428,8 @@ export class RoomService {
     if (nick === r.nick || (originId && r.sent.has(String(originId))) || (stanza.attrs.id && r.sent.has(String(stanza.attrs.id)))) return count('reflection');
     if (stanza.getChild('subject')) return;
     const occupant = r.occupants.get(nick);
-    const engine = this.#d.engine;
-    if (engine?.recognizes(stanza)) {
+    const engine = this.#d.engines.find((e) => e.recognizes(stanza));
+    if (engine) {
       if (!occupant?.jid) return count('sender_hidden');
       const res = await engine.decryptFrom(r.local, stanza, occupant.jid);
       for (const reply of res.replies) await this.#d.send(reply).catch(() => undefined);
@@ -432,6 +455,12 @@ export class RoomService {
 
   // ---- sending ----
 
+  /** Whether `jid` is an occupant of any room hosted JID `local` is in. */
+  #sharesRoom(local: string, jid: string): boolean {
+    for (const r of this.#rooms.values()) if (r.local === local && [...r.occupants.values()].some((o) => o.jid === jid)) return true;
+    return false;
+  }
+
   #peers(r: Room): string[] {
     const out = new Set<string>();
     for (const o of r.occupants.values()) if (o.jid && o.jid !== r.local) out.add(o.jid);
@@ -449,27 +478,29 @@ export class RoomService {
     const plaintext = req.encryption === 'none' || (r.state === 'not_private' && req.encryption === undefined && req.allowPlaintext);
     if (r.state === 'not_private' && !plaintext) throw new GatewayError('room_not_private');
     if (r.state !== 'joined' && r.state !== 'not_private') throw new GatewayError('room_not_joined', `The bot is not in ${r.jid} right now (${r.state}); the message waits.`);
-    let children: Element[];
+    let stanzas: Array<{ encryption: Encryption; children: Element[] }>;
     let undeliveredTo: string[] = [];
-    let encryption: Encryption;
     if (plaintext) {
       if (!req.allowPlaintext) throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
-      children = [xml('body', {}, req.body)];
-      encryption = 'none';
+      stanzas = [{ encryption: 'none', children: [xml('body', {}, req.body)] }];
     } else {
-      const engine = this.#d.engine;
-      if (!engine || (req.encryption !== undefined && req.encryption !== engine.id)) {
-        throw new GatewayError('no_encryption_available', `Group chats are encrypted with ${engine?.id ?? 'omemo'} only.`);
+      // A bot may ask for one version; by default each device gets the newest it lists.
+      const engines = req.encryption === undefined ? this.#d.engines : this.#d.engines.filter((e) => e.id === req.encryption);
+      if (engines.length === 0) {
+        throw new GatewayError('no_encryption_available', `Group chats are encrypted with ${this.#d.engines.map((e) => e.id).join(' or ') || 'OMEMO'} only.`);
       }
-      const enc = await engine.encryptGroup(r.local, this.#peers(r), req.body);
-      children = enc.children;
+      const enc = await encryptForRoom(engines, r.local, r.jid, this.#peers(r), req.body, this.#d.log);
+      stanzas = enc.stanzas;
       undeliveredTo = enc.undelivered;
-      encryption = engine.id;
     }
-    r.sent.set(req.id, true);
-    await this.#d.send(xml('message', { from: `${r.local}/${this.#d.resource}`, to: r.jid, type: 'groupchat', id: req.id }, ...children, xml('origin-id', { xmlns: NS_SID, id: req.id })));
-    this.#d.metrics.roomMessages.inc({ direction: 'out', result: 'sent' });
-    this.#d.metrics.messages.inc({ protocol: encryption, direction: 'out', result: 'sent' });
-    return { encryption, undeliveredTo };
+    // One stanza per version: the first carries the message id, the others id-2, id-3...
+    for (const [i, st] of stanzas.entries()) {
+      const id = i === 0 ? req.id : `${req.id}-${i + 1}`;
+      r.sent.set(id, true);
+      await this.#d.send(xml('message', { from: `${r.local}/${this.#d.resource}`, to: r.jid, type: 'groupchat', id }, ...st.children, xml('origin-id', { xmlns: NS_SID, id })));
+      this.#d.metrics.roomMessages.inc({ direction: 'out', result: 'sent' });
+      this.#d.metrics.messages.inc({ protocol: st.encryption, direction: 'out', result: 'sent' });
+    }
+    return { encryption: stanzas[0]!.encryption, undeliveredTo };
   }
 }

@@ -135,10 +135,15 @@ describe('bots in OMEMO group chats on Prosody MUC with python-omemo occupants',
     assert.ok(a!.rids!.includes(alice.deviceId) && a!.rids!.includes(bob.deviceId), JSON.stringify(a!.rids));
     await waitUntil(async () => (await status(id)).status === 'sent', T, 'sent');
     const s = await status(id);
-    assert.equal(s.encryption, 'omemo');
+    // alice and bob speak legacy OMEMO only and read the legacy stanza; the loud bot (a gateway JID,
+    // both versions) gets the OMEMO 2 one: the status names the newest version sent.
+    for (const m of [a!, b!]) assert.equal(m.namespace, 'oldmemo');
+    assert.equal(s.encryption, 'omemo2');
     assert.deepEqual(s.undelivered_to, []);
-    // The loud bot is an occupant too and reads it from the alerts bot's real JID.
+    // The loud bot is an occupant too and reads it (OMEMO 2) from the alerts bot's real JID.
     await waitUntil(() => groupchats(loudHook).some((p) => p.body === 'disk 91% full on db1 — ünïcode'), T, 'the other bot reads it');
+    const atLoud = groupchats(loudHook).filter((p) => p.body === 'disk 91% full on db1 — ünïcode');
+    assert.deepEqual(atLoud.map((p) => [p.encryption, p.from]), [['omemo2', bot]], 'once, in OMEMO 2');
     const v = await room(ops);
     assert.equal(v.occupants, 3);
     assert.ok(v.devices >= 3, JSON.stringify(v));

@@ -361,9 +361,9 @@ export class PythonOmemoUser {
     await this.command({ cmd: 'muc_destroy', room });
   }
 
-  /** One OMEMO groupchat message with keys for every occupant's devices (by their real JIDs). */
-  async sendGroupchat(room: string, body: string, opts: { id?: string } = {}): Promise<SentInfo & { recipients: string[] }> {
-    return (await this.command({ cmd: 'send_groupchat', room, body, ...(opts.id ? { id: opts.id } : {}) })) as SentInfo & { recipients: string[] };
+  /** One OMEMO groupchat message per version with keys for every occupant's devices (by their real JIDs; not `skip`). */
+  async sendGroupchat(room: string, body: string, opts: { id?: string; skip?: string[] } = {}): Promise<SentInfo & { recipients: string[] }> {
+    return (await this.command({ cmd: 'send_groupchat', room, body, ...(opts.id ? { id: opts.id } : {}), ...(opts.skip ? { skip: opts.skip } : {}) })) as SentInfo & { recipients: string[] };
   }
 
   /** Stops the process (clean disconnect, then SIGKILL after `timeoutMs`); returns its exit code. */

@@ -44,8 +44,9 @@ Group chats (XEP-0045; occupants' real JIDs are tracked from their presence)
   {"cmd":"muc_affiliation","room":JID,"jid":JID,"affiliation":"member"|"owner"|"outcast"|"none"} -> result
   {"cmd":"muc_kick","room":JID,"nick":NICK} -> result
   {"cmd":"muc_destroy","room":JID} -> result
-  {"cmd":"send_groupchat","room":JID,"body":TEXT,"id":ID?}  OMEMO-encrypt to every device of every occupant
-        (their real JIDs) and our own other devices; one groupchat message -> sent | send_error
+  {"cmd":"send_groupchat","room":JID,"body":TEXT,"id":ID?,"skip":[JID]?}  OMEMO-encrypt to every device of every
+        occupant (their real JIDs; not those in skip) and our own other devices; one groupchat message per OMEMO
+        version -> sent | send_error
   Plain groupchat text: send_plain with "type":"groupchat".
 
 Events
@@ -698,7 +699,8 @@ class OmemoUser:
         sid = header.get("sid") if header is not None else None
         sender = frm.bare
         if xml.get("type") == "groupchat":
-            base["rids"] = sorted(int(k.get("rid", "0")) for k in (header.findall(f"{{{NS}}}key") if header is not None else []))
+            base["rids"] = sorted(int(k.get("rid", "0")) for k in (header.iter(f"{{{ns}}}key") if header is not None else []))
+            base["namespace"] = NS_NAME[ns]
             if not base.get("real_jid"):
                 emit({"event": "decrypt_error", **base, "sid": sid, "error": "the room hides the sender's real JID"})
                 return
@@ -712,7 +714,9 @@ class OmemoUser:
                 plaintext, device, _key = await self.sm.decrypt(message)
             text = None
             if plaintext is not None:
-                text = open_envelope(plaintext, sender, self.own_bare) if ns == NS2 else plaintext.decode("utf-8", errors="replace")
+                # XEP-0420 in a group chat: the envelope's <to> names the room, not us.
+                own = frm.bare if xml.get("type") == "groupchat" else self.own_bare
+                text = open_envelope(plaintext, sender, own) if ns == NS2 else plaintext.decode("utf-8", errors="replace")
         except omemo.MessageNotForUs:
             emit({"event": "decrypt_error", **base, "sid": sid, "error": "no key for this device"})
             return
@@ -853,7 +857,7 @@ class OmemoUser:
                                                          backend_priority_order=[n for n in (NS2, NS) if n in self.namespaces],
                                                          identifier=to_bare)
             except omemo.NoEligibleDevices as e:
-                raise CommandError(f"no eligible devices for {to_bare}"
+                raise CommandError(f"no eligible devices for {to_bare} ({', '.join(sorted(e.bare_jids))})"
                                    + (f" (device list: {'; '.join(refresh_errors)})" if refresh_errors else "")
                                    + self.problems_of(to_bare)) from e
             except omemo.StillUndecided as e:
@@ -1110,14 +1114,19 @@ class OmemoUser:
         hidden = [n for n, j in occupants.items() if j is None]
         if hidden:
             raise CommandError(f"the room hides the real JIDs of {', '.join(sorted(hidden))}")
-        recipients = sorted({j for j in occupants.values() if j and j != self.own_bare})
+        skip = set(cmd.get("skip") or [])
+        recipients = sorted({j for j in occupants.values() if j and j != self.own_bare and j not in skip})
         if not recipients:
             raise CommandError(f"nobody else is in {room}")
         result = await self.encrypt_for(room, body, recipients)
-        # Group chats here are legacy OMEMO (the rooms tests); one stanza per version otherwise.
-        ns, encrypted = result["encrypted"][0]
-        stanza_id = self.send_encrypted_stanza(room, encrypted, cmd.get("id"), False, mtype="groupchat", ns=ns)
-        emit({"event": "sent", "ref": ref, "id": stanza_id, "to": room, "recipients": recipients, "rids": result["rids"],
+        # One groupchat stanza per OMEMO version (each device gets the newest it lists); the first
+        # carries the given id, the others id-2, id-3...
+        ids = []
+        for i, (ns, encrypted) in enumerate(result["encrypted"]):
+            sid = cmd.get("id") if i == 0 or cmd.get("id") is None else f"{cmd.get('id')}-{i + 1}"
+            ids.append(self.send_encrypted_stanza(room, encrypted, sid, False, mtype="groupchat", ns=ns))
+        emit({"event": "sent", "ref": ref, "id": ids[0], "ids": ids, "to": room, "recipients": recipients, "rids": result["rids"],
+              "rids_by_namespace": result["rids_by_namespace"], "namespaces": [NS_NAME[n] for n, _ in result["encrypted"]],
               "prekey_rids": result["prekey_rids"], "errors": result["errors"], "skipped": result["skipped"]})
 
     async def stop(self) -> None:

@@ -15,11 +15,33 @@ import { RemoteError } from '../../component/connection.js';
 import { RoomService, type RoomMessage } from '../../bridges/rooms/room-service.js';
 import { NS_MUC, NS_MUC_USER } from '../../bridges/rooms/muc.js';
 import type { StanzaContext } from '../../component/router.js';
+import type { GroupEngine, GroupOptions } from '../../bridges/engine.js';
+import { NS_PUBSUB } from '../../bridges/rooms/device-subscriptions.js';
 
 const ROOM = 'ops@conference.example.org';
 const BOT_FULL = 'alerts@gw.example.org/gw';
 
-function setup(opts: { pingAnswer?: () => Element | Error } = {}) {
+/** An engine that records what the room service asks of it; devices per peer from `lists`. */
+function fakeEngine(id: 'omemo2' | 'omemo', node: string, lists: Record<string, number[]>) {
+  const watched: string[] = [];
+  const groups: Array<{ peers: readonly string[]; only: Record<string, readonly number[]>; room?: string }> = [];
+  const engine = {
+    id,
+    features: [],
+    deviceListNode: node,
+    recognizes: () => false,
+    watchPeer: async (_l: string, peer: string) => void watched.push(peer),
+    listedDevices: async (_l: string, peer: string) => lists[peer] ?? null,
+    cachedDevices: (peer: string) => lists[peer] ?? null,
+    encryptGroup: async (_l: string, peers: readonly string[], _body: string, o: GroupOptions = {}) => {
+      groups.push({ peers, only: Object.fromEntries(o.only ?? []), room: o.room });
+      return { children: [xml('encrypted', { xmlns: id })], undelivered: [] };
+    },
+  } as unknown as GroupEngine;
+  return { engine, watched, groups };
+}
+
+function setup(opts: { pingAnswer?: () => Element | Error; engines?: GroupEngine[] } = {}) {
   const config = validateConfig({
     component: { domain: 'gw.example.org', secret: 'component-secret' },
     http: { admin_token: 'admin-token-0123456789' },
@@ -44,7 +66,7 @@ function setup(opts: { pingAnswer?: () => Element | Error } = {}) {
       if (a instanceof Error) throw a;
       return a;
     },
-    engine: null,
+    engines: opts.engines ?? [],
     deliver: (_l, m) => void delivered.push(m),
     plaintextAllowed: () => true,
     metrics: new Metrics({ processMetrics: false }),
@@ -144,6 +166,50 @@ test('refusals and removals set last_error with a code an owner can act on', asy
     // Not in the room: a message waits (retried), it does not fail.
     t.rooms.onOffline();
     await assert.rejects(t.rooms.send({ localpart: 'alerts', room: ROOM, body: 'x', id: 'm2', allowPlaintext: false }), (e: { code?: string }) => e.code === 'room_not_joined');
+  } finally {
+    t.rooms.onOffline();
+  }
+});
+
+test('occupants\' device lists are read on join and followed (pubsub subscribe) until they leave; one stanza per version', async () => {
+  const v2 = fakeEngine('omemo2', 'urn:xmpp:omemo:2:devices', { 'bob@example.org': [7], 'carol@example.org': [8] });
+  const v1 = fakeEngine('omemo', 'eu.siacs.conversations.axolotl.devicelist', { 'bob@example.org': [7], 'dan@example.org': [9] });
+  const t = setup({ engines: [v2.engine, v1.engine] });
+  t.rooms.onOnline();
+  try {
+    for (const n of ['bob', 'carol', 'dan']) await t.feed(t.presence(n, { jid: `${n}@example.org/x` }));
+    await t.feed(t.presence('alerts', { jid: BOT_FULL }, [100, 110]));
+    await settle();
+    assert.deepEqual(v2.watched.sort(), ['bob@example.org', 'carol@example.org', 'dan@example.org']);
+    assert.deepEqual(v1.watched.sort(), v2.watched);
+    const subs = (kind: string) =>
+      t.sent
+        .filter((e) => e.name === 'iq' && e.attrs.type === 'set' && e.getChild('pubsub', NS_PUBSUB)?.getChild(kind))
+        .map((e) => {
+          const c = e.getChild('pubsub', NS_PUBSUB)!.getChild(kind)!;
+          return `${e.attrs.from} ${e.attrs.to} ${c.attrs.node} ${c.attrs.jid}`;
+        })
+        .sort();
+    assert.deepEqual(subs('subscribe'), ['bob', 'carol', 'dan'].flatMap((n) => [`alerts@gw.example.org ${n}@example.org eu.siacs.conversations.axolotl.devicelist alerts@gw.example.org`, `alerts@gw.example.org ${n}@example.org urn:xmpp:omemo:2:devices alerts@gw.example.org`]));
+    assert.ok(t.rooms.follows('alerts@gw.example.org', 'bob@example.org'));
+    // bob's device 7 is in both lists: counted once.
+    assert.equal(t.rooms.views('alerts')[0]!.devices, 3);
+
+    const res = await t.rooms.send({ localpart: 'alerts', room: ROOM, body: 'hi', id: 'm1', allowPlaintext: false });
+    assert.equal(res.encryption, 'omemo2');
+    assert.deepEqual(v2.groups, [{ peers: ['bob@example.org', 'carol@example.org'], only: {}, room: ROOM }]);
+    assert.deepEqual(v1.groups, [{ peers: ['dan@example.org'], only: {}, room: ROOM }], 'legacy: only what OMEMO 2 did not reach (bob\'s device 7 is keyed once)');
+    const out = t.sent.filter((e) => e.name === 'message' && e.attrs.type === 'groupchat');
+    assert.deepEqual(out.map((e) => [e.attrs.id, e.getChildElements()[0]!.attrs.xmlns]), [['m1', 'omemo2'], ['m1-2', 'omemo']]);
+    // The reflection of the second stanza is the bot's own too.
+    await t.feed(xml('message', { from: `${ROOM}/alerts-renamed`, to: BOT_FULL, type: 'groupchat', id: 'm1-2' }, xml('body', {}, 'x')));
+    assert.equal(t.delivered.length, 0);
+
+    await t.feed(t.presence('bob', { jid: 'bob@example.org/x' }, [], 'unavailable'));
+    await settle();
+    assert.deepEqual(subs('unsubscribe'), ['eu.siacs.conversations.axolotl.devicelist', 'urn:xmpp:omemo:2:devices'].map((node) => `alerts@gw.example.org bob@example.org ${node} alerts@gw.example.org`));
+    assert.equal(t.rooms.follows('alerts@gw.example.org', 'bob@example.org'), false);
+    assert.ok(t.rooms.follows('alerts@gw.example.org', 'carol@example.org'));
   } finally {
     t.rooms.onOffline();
   }
