@@ -251,6 +251,9 @@ export class Gateway {
       log: log.child({ subsystem: 'outbound' }),
     });
     this.outbox = new OutboxStore(this.keystore);
+    // A group commit (messages marked sent, among others) goes on to PostgreSQL right away, as a
+    // single send does (see `send` above).
+    if (ha) this.outbox.onFlushed(() => void ha.barrier().catch(() => undefined));
     this.proxies = new ProxyBridge({
       addressing: this.addressing,
       outbound: this.outbound,
@@ -383,7 +386,7 @@ export class Gateway {
       readiness,
       publicRoutes: [openapiRoutes()],
       api: [
-        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: () => this.sender.kick(), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) }),
+        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m) => this.sender.queued(m), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) }),
         roomsRoutes({ config, views: (l) => this.rooms.views(l) }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
         contactsRoutes({
@@ -478,7 +481,8 @@ export class Gateway {
       toProxy: (remote, msg) => this.proxies.forward(remote, msg),
       receipt: async (local, from, id) => {
         if (await this.proxies.receipt(local, from, id)) return;
-        if (this.outbox.markDelivered(id, from)) {
+        // Committed with this turn's other outbox writes; the message is read back only for a webhook.
+        if ((await this.outbox.markDeliveredSoon(id, from)) && this.config.bots.some((b) => this.webhooks.hasWebhook(b.localpart))) {
           const m = this.outbox.get(id);
           if (m) this.#statusChanged({ message: m, status: 'delivered' });
         }

@@ -27,6 +27,9 @@ const PERMANENT = new Set([
   'room_unavailable',
 ]);
 
+/** Messages from one bot (or proxy JID) to one recipient form a line: sent in order, one at a time. */
+const lineKey = (m: Pick<OutboxMessage, 'bot' | 'to'>) => `${m.bot}\0${m.to}`;
+
 export interface StatusChange {
   message: OutboxMessage;
   status: 'sent' | 'delivered' | 'failed';
@@ -67,7 +70,7 @@ export class OutboxSender {
     this.#worker = new KeyedWorker({
       name: 'outbox',
       // A line per (bot, recipient): a message waits while an earlier one to the same recipient retries.
-      pending: () => o.store.queued(1000).map((m) => ({ key: `${m.bot}\0${m.to}`, dueAt: m.nextAttemptAt, item: m })),
+      pending: () => o.store.queued(1000).map((m) => ({ key: lineKey(m), dueAt: m.nextAttemptAt, item: m })),
       process: (m) => this.#send(m),
       nextInLine: (key) => {
         const [bot, to] = key.split('\0') as [string, string];
@@ -84,9 +87,14 @@ export class OutboxSender {
     this.#worker.start();
   }
 
-  /** Wakes the loop: a message was queued, or the component came online. */
+  /** Wakes the loop: messages were queued, or the component came online (rescans the outbox). */
   kick(): void {
     this.#worker.kick();
+  }
+
+  /** One message was queued: only its line is looked at (no rescan of the outbox). */
+  queued(m: Pick<OutboxMessage, 'bot' | 'to'>): void {
+    this.#worker.kick(lineKey(m));
   }
 
   /** Stops taking new work and waits for sends in flight. */
@@ -114,7 +122,7 @@ export class OutboxSender {
       const rooms = this.#o.rooms;
       if (!bridged && rooms?.isRoom(m.bot, m.to)) {
         const res = await rooms.send({ localpart: m.bot, room: m.to, body, id: m.id, encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined, allowPlaintext });
-        if (store.markSent(m.id, res.encryption, Date.now(), res.undeliveredTo)) {
+        if (await store.markSentSoon(m.id, res.encryption, res.undeliveredTo)) {
           metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
           this.#o.onStatus({ message: { ...m, status: 'sent', encryption: res.encryption, undeliveredTo: res.undeliveredTo }, status: 'sent' });
         }
@@ -130,7 +138,8 @@ export class OutboxSender {
         requestReceipt: origin ? origin.receiptRequested : true,
         allowPlaintext,
       });
-      if (store.markSent(m.id, res.encryption)) {
+      // Committed with this turn's other outbox writes; the line goes on once it is.
+      if (await store.markSentSoon(m.id, res.encryption)) {
         metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
         this.#o.onStatus({ message: { ...m, status: 'sent', encryption: res.encryption }, status: 'sent' });
       }

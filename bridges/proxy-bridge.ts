@@ -75,7 +75,7 @@ export class ProxyBridge {
    * acknowledged from the recipient's proxy. Returns whether the id was a bridged message.
    */
   async receipt(local: string, from: string, id: string): Promise<boolean> {
-    const m = this.#outbox.get(id);
+    const m = this.#outbox.kindOf(id);
     if (!m || m.kind !== 'bridge') return false;
     if (m.bot !== local || !this.#outbox.markDelivered(id, from)) return true;
     const o = this.#outbox.origin(id);

@@ -59,6 +59,8 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics' | 'allowed'>> & Pick<ConnectionOptions, 'log' | 'metrics' | 'allowed'>;
   #entity: Component | null = null;
   #online = false;
+  /** The socket is corked until the end of this event-loop turn (send). */
+  #corked = false;
   #stopping = false;
   #attempt = 0;
   #wake: (() => void) | null = null;
@@ -242,14 +244,29 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     const entity = this.#entity;
     if (!this.#online || !entity) throw new GatewayError('not_ready');
     if (this.#opts.allowed?.() === false) throw new GatewayError('standby');
-    // Checked before writing: the server would answer XML it cannot parse by closing the stream, and
-    // a queued message would then cut the connection again on every attempt (issue 15).
-    if (!isXmlSafe(el.toString())) {
+    // Component.send's default (XEP-0114: a stanza carries a 'from').
+    if (!el.attrs.from && (el.name === 'message' || el.name === 'presence' || el.name === 'iq')) el.attrs.from = this.domain;
+    // Serialized once: checked, then written as is. Checked before writing: the server would answer
+    // XML it cannot parse by closing the stream, and a queued message would then cut the connection
+    // again on every attempt (issue 15).
+    const text = el.toString();
+    if (!isXmlSafe(text)) {
       this.#opts.metrics.errors.inc({ kind: 'stanza_unserializable' });
       throw new GatewayError('stanza_unserializable');
     }
+    // The stanzas of one event-loop turn leave in one write (a syscall per stanza was ~7% of the
+    // gateway's CPU at 300 messages/s, issue 16).
+    const socket = entity.socket;
+    if (socket && !this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      setImmediate(() => {
+        this.#corked = false;
+        socket.uncork();
+      });
+    }
     try {
-      await entity.send(el);
+      await entity.write(text);
     } catch (e) {
       throw new GatewayError('not_ready', undefined, { cause: e });
     }

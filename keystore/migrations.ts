@@ -141,4 +141,17 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE outbox ADD COLUMN undelivered_to TEXT;
     `,
   },
+  {
+    version: 5,
+    name: 'outbox indexes of queued rows only',
+    sql: `
+      -- The sender reads only queued rows (all of them oldest first; one line's head). Indexes of the
+      -- queued rows alone stay small (finished rows are kept a week) and marking a message delivered
+      -- no longer rewrites index pages: fewer pages per commit (issue 16).
+      DROP INDEX outbox_queued;
+      DROP INDEX outbox_line;
+      CREATE INDEX outbox_queued ON outbox (seq) WHERE status = 'queued';
+      CREATE INDEX outbox_line ON outbox (bot, recipient, seq) WHERE status = 'queued';
+    `,
+  },
 ];

@@ -1,6 +1,14 @@
 // The durable outbox of bot and bridged messages. A message is committed here (body sealed) before the API
 // answers 202, so it survives a crash; its body is wiped once it has been sent.
+//
+// Group commit (issue 16): accept(), markSentSoon() and markDeliveredSoon() collect what one event-loop
+// turn brings (POSTs, stanzas sent, receipts) and write it in one transaction at setImmediate; each
+// caller's promise settles once that transaction is committed, so a 202 still means "in the
+// keystore". A crash before the commit loses only what nobody was told about yet (a POST not
+// answered, a receipt not recorded) or sends a message again (sent, not yet marked: the at-least-once
+// window that was there before, now up to the end of the turn).
 import { createHash, randomBytes } from 'node:crypto';
+import { GatewayError } from '../errors.js';
 import type { Keystore } from './keystore.js';
 
 export type OutboxStatus = 'queued' | 'sent' | 'delivered' | 'failed';
@@ -95,6 +103,13 @@ export interface NewMessage {
 
 export type EnqueueResult = { created: true; message: OutboxMessage } | { created: false; message: OutboxMessage; sameRequest: boolean };
 
+/** A write waiting for this turn's transaction, and who is told once it is committed. */
+interface Waiting {
+  write: () => unknown;
+  resolve: (r: never) => void;
+  reject: (e: unknown) => void;
+}
+
 export class OutboxStore {
   readonly #ks: Keystore;
   readonly #insert;
@@ -111,7 +126,12 @@ export class OutboxStore {
   readonly #maxSeq;
   readonly #stats;
   readonly #prune;
+  readonly #flushTx;
+  readonly #kindOf;
   #seq: number;
+  #waiting: Waiting[] = [];
+  #flushScheduled = false;
+  #onFlushed: () => void = () => undefined;
 
   constructor(ks: Keystore) {
     this.#ks = ks;
@@ -121,6 +141,7 @@ export class OutboxStore {
        VALUES (@id, @kind, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at, @origin)`,
     );
     this.#byId = db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE id = ?');
+    this.#kindOf = db.prepare<[string], { kind: OutboxKind; bot: string }>('SELECT kind, bot FROM outbox WHERE id = ?');
     this.#byIdem = db.prepare<[string, string], OutboxRow>('SELECT * FROM outbox WHERE bot = ? AND idempotency_key = ?');
     this.#queued = db.prepare<[number], OutboxRow>(
       "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE status = 'queued' ORDER BY seq LIMIT ?",
@@ -140,6 +161,18 @@ export class OutboxStore {
     this.#prune = db.prepare("DELETE FROM outbox WHERE status IN ('sent', 'delivered', 'failed') AND updated_at < ?");
     this.#stats = db.prepare<[], { n: number; oldest: number | null }>("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status = 'queued'");
     this.#seq = this.#maxSeq.get()?.s ?? 0;
+    // One transaction for a turn's writes; one write's failure is its own (a failed statement is
+    // undone alone, the transaction goes on).
+    this.#flushTx = db.transaction((waiting: Waiting[]) =>
+      waiting.map((w): { ok: true; value: unknown } | { ok: false; error: unknown } => {
+        try {
+          return { ok: true, value: w.write() };
+        } catch (error) {
+          return { ok: false, error };
+        }
+      }),
+    );
+    ks.beforeClose(() => this.flush());
   }
 
   static newId(): string {
@@ -152,29 +185,106 @@ export class OutboxStore {
 
   /** Stores a new message, or returns the one an earlier request with the same idempotency key made. */
   enqueue(m: NewMessage, now = Date.now()): EnqueueResult {
-    return this.#ks.transaction(() => {
-      const hash = OutboxStore.requestHash(m.to, m.body, m.encryption);
-      if (m.idempotencyKey) {
-        const existing = this.#byIdem.get(m.bot, m.idempotencyKey);
-        if (existing) return { created: false, message: toMessage(existing), sameRequest: existing.request_hash === hash };
-      }
-      const id = m.id ?? OutboxStore.newId();
-      this.#insert.run({
-        id,
-        kind: m.origin ? 'bridge' : 'bot',
-        bot: m.bot,
-        recipient: m.to,
-        body: this.#ks.sealer.seal(m.body, `outbox\0${id}`),
-        encryption_requested: m.encryption,
-        idempotency_key: m.idempotencyKey,
-        request_hash: hash,
-        seq: ++this.#seq,
-        now,
-        expires_at: now + m.ttlMs,
-        origin: m.origin ? this.#ks.sealer.seal(JSON.stringify(m.origin), `outbox-origin\0${id}`) : null,
-      });
-      return { created: true, message: toMessage(this.#byId.get(id)!) };
+    return this.#ks.transaction(() => this.#enqueueOne(m, now));
+  }
+
+  /**
+   * enqueue(), committed together with whatever else this event-loop turn writes (group commit):
+   * resolves once the transaction holding it is committed, in the order the calls were made.
+   */
+  accept(m: NewMessage, now = Date.now()): Promise<EnqueueResult> {
+    return this.#soon(() => this.#enqueueOne(m, now));
+  }
+
+  /** markSent(), committed with this turn's other writes; resolves with its result once committed. */
+  markSentSoon(id: string, encryption: string, undeliveredTo: readonly string[] | null = null): Promise<boolean> {
+    return this.#soon(() => this.markSent(id, encryption, Date.now(), undeliveredTo));
+  }
+
+  /** markDelivered(), committed with this turn's other writes; resolves with its result once committed. */
+  markDeliveredSoon(id: string, from: string, now = Date.now()): Promise<boolean> {
+    return this.#soon(() => this.markDelivered(id, from, now));
+  }
+
+  /** Commits what the *Soon() calls and accept() collected (at setImmediate, or now: before close). */
+  flush(): void {
+    this.#flushScheduled = false;
+    const waiting = this.#waiting;
+    if (waiting.length === 0) return;
+    this.#waiting = [];
+    let results;
+    try {
+      if (!this.#ks.db.open) throw new GatewayError('keystore_unavailable', 'The keystore is closed.');
+      results = this.#flushTx(waiting);
+    } catch (e) {
+      for (const w of waiting) w.reject(e);
+      return;
+    }
+    results.forEach((r, i) => (r.ok ? waiting[i]!.resolve(r.value as never) : waiting[i]!.reject(r.error)));
+    this.#onFlushed();
+  }
+
+  /** Called after each group commit (keystore.url: ships it to PostgreSQL at once). */
+  onFlushed(fn: () => void): void {
+    this.#onFlushed = fn;
+  }
+
+  #soon<T>(write: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.push({ write, resolve: resolve as (r: never) => void, reject });
+      if (this.#flushScheduled) return;
+      this.#flushScheduled = true;
+      setImmediate(() => this.flush());
     });
+  }
+
+  #enqueueOne(m: NewMessage, now: number): EnqueueResult {
+    const hash = OutboxStore.requestHash(m.to, m.body, m.encryption);
+    if (m.idempotencyKey) {
+      const existing = this.#byIdem.get(m.bot, m.idempotencyKey);
+      if (existing) return { created: false, message: toMessage(existing), sameRequest: existing.request_hash === hash };
+    }
+    const id = m.id ?? OutboxStore.newId();
+    const kind: OutboxKind = m.origin ? 'bridge' : 'bot';
+    const seq = ++this.#seq;
+    this.#insert.run({
+      id,
+      kind,
+      bot: m.bot,
+      recipient: m.to,
+      body: this.#ks.sealer.seal(m.body, `outbox\0${id}`),
+      encryption_requested: m.encryption,
+      idempotency_key: m.idempotencyKey,
+      request_hash: hash,
+      seq,
+      now,
+      expires_at: now + m.ttlMs,
+      origin: m.origin ? this.#ks.sealer.seal(JSON.stringify(m.origin), `outbox-origin\0${id}`) : null,
+    });
+    // The row as inserted (no read back).
+    const message: OutboxMessage = {
+      id,
+      kind,
+      bot: m.bot,
+      to: m.to,
+      encryptionRequested: m.encryption,
+      encryption: null,
+      status: 'queued',
+      error: null,
+      attempts: 0,
+      nextAttemptAt: now,
+      createdAt: now,
+      sentAt: null,
+      deliveredAt: null,
+      expiresAt: now + m.ttlMs,
+      undeliveredTo: null,
+    };
+    return { created: true, message };
+  }
+
+  /** Whose line a message is in (for a receipt: a bridged message or a bot's), without the rest of the row. */
+  kindOf(id: string): { kind: OutboxKind; bot: string } | undefined {
+    return this.#kindOf.get(id);
   }
 
   get(id: string): OutboxMessage | undefined {

@@ -1,5 +1,6 @@
 // POST /v1/messages and GET /v1/messages/{id}: bots send end-to-end encrypted messages. A message is
-// committed to the outbox (body sealed) before the 202; an Idempotency-Key returns the same message.
+// committed to the outbox (body sealed) before the 202 (group commit per
+// event-loop turn: OutboxStore.accept); an Idempotency-Key returns the same message.
 import { Router, type Request, type Response } from 'express';
 import type { Config } from '../../config.js';
 import { PROTOCOLS } from '../../config.js';
@@ -16,8 +17,8 @@ export interface MessagesDeps {
   addressing: Addressing;
   outbox: OutboxStore;
   buckets: TokenBuckets;
-  /** Called after a message is committed (wakes the sender). */
-  queued: () => void;
+  /** Called after a message is committed (wakes the sender for its line). */
+  queued: (m: OutboxMessage) => void;
   /** The bots' rooms: a `to` that is one of them is a group message (its domain need not be bridged). */
   rooms?: { isRoom(localpart: string, jid: string): boolean; refusal(localpart: string, jid: string, allowPlaintext: boolean): GatewayError | null };
   /** Back-pressure (http/back-pressure.ts): the refusal for a new message from this bot, or null. */
@@ -78,12 +79,13 @@ export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing'
 export function messagesRoutes(d: MessagesDeps): Router {
   const r = Router();
 
-  r.post('/messages', (req, res) => {
-    const result = d.outbox.enqueue(readMessageRequest(d, req, res));
+  r.post('/messages', async (req, res) => {
+    // Committed (with the other messages of this event-loop turn) before the 202.
+    const result = await d.outbox.accept(readMessageRequest(d, req, res));
     if (!result.created && !result.sameRequest) {
       throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
     }
-    if (result.created) d.queued();
+    if (result.created) d.queued(result.message);
     res.setHeader('Location', `/v1/messages/${result.message.id}`);
     if (!result.created) res.setHeader('Idempotent-Replayed', 'true');
     res.status(202).json({ id: result.message.id, status: result.message.status });
