@@ -1,6 +1,7 @@
 // `npm run bench -- rooms`: a bot in an OMEMO group chat of 20 occupants with 2 devices each.
 //  1. Engine (in memory, no network): the time to encrypt one room message (one payload, 40 keys),
 //     against a one-to-one message to one occupant (2 keys) measured in the same run.
+//  1b. The same room in each OMEMO version (rooms-versions.ts).
 //  2. Through Prosody's MUC with the gateway as its own process: room messages per second with every
 //     occupant device (40 Node clients on our engine, bench/omemo-client.ts) decrypting each one,
 //     against one-to-one messages to one occupant in the same run.
@@ -17,6 +18,7 @@ import { waitUntil } from '../test/harness/gateway.js';
 import { BenchOmemoClient } from './omemo-client.js';
 import { Poster, histDiff, histogram, histQuantile, scrape } from './bots-support.js';
 import { fmtMs, summarize, table } from './stats.js';
+import { versionsBench } from './rooms-versions.js';
 
 const OCCUPANTS = 20;
 const progress = (what: string) => process.stderr.write(`  rooms bench: ${what}\n`);
@@ -195,6 +197,8 @@ function encryptHist(s: Map<string, number>) {
 export async function runRoomsBench(): Promise<boolean> {
   console.log(`\nRooms: one OMEMO group message for ${OCCUPANTS} occupants x ${DEVICES} devices (engine, in memory)`);
   console.log(table(['operation', 'median', 'p90', 'vs one-to-one'], await engineBench()));
+  console.log(`\nRooms: the same room message in each OMEMO version (${OCCUPANTS} occupants x ${DEVICES} devices in both lists, engine, in memory, same run)`);
+  console.log(table(['encrypt one room message', 'median', 'p90', 'vs legacy'], await versionsBench()));
   if (!prosodyAvailable()) {
     console.log('\nRooms through Prosody: skipped (Prosody is not installed; apt-get install prosody)');
     return true;

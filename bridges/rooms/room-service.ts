@@ -283,6 +283,7 @@ export class RoomService {
   /** Records a problem (metric, log, last_error) and schedules the next join. */
   #problem(r: Room, code: RoomProblem, detail?: string): void {
     this.#clearTimers(r);
+    const were = this.#peers(r);
     r.occupants.clear();
     r.lastError = { code, message: detail ? `${PROBLEM_TEXT[code]} (${detail})` : PROBLEM_TEXT[code], at: Date.now() };
     this.#d.metrics.roomErrors.inc({ reason: code });
@@ -293,6 +294,8 @@ export class RoomService {
       return;
     }
     r.state = transient ? 'waiting' : 'error';
+    // Out for good (banned, no member, room gone): stop following occupants no other room shares.
+    if (!transient) for (const jid of were) if (!this.#sharesRoom(r.local, jid)) this.#subs.unfollow(r.local, jid).catch(() => undefined); // it logs its own failures
     // Soon for what fixes itself (kick, shutdown), slowly for what needs the room's owner.
     const delay = transient ? Math.min(60_000, 1000 * 2 ** Math.min(r.attempts, 6)) : Math.min(600_000, 30_000 * 2 ** Math.min(r.attempts, 5));
     r.attempts++;

@@ -210,6 +210,11 @@ test('occupants\' device lists are read on join and followed (pubsub subscribe) 
     assert.deepEqual(subs('unsubscribe'), ['eu.siacs.conversations.axolotl.devicelist', 'urn:xmpp:omemo:2:devices'].map((node) => `alerts@gw.example.org bob@example.org ${node} alerts@gw.example.org`));
     assert.equal(t.rooms.follows('alerts@gw.example.org', 'bob@example.org'), false);
     assert.ok(t.rooms.follows('alerts@gw.example.org', 'carol@example.org'));
+    // Banned from the room: nobody of it is followed any more.
+    await t.feed(t.presence('alerts', { jid: BOT_FULL }, [110, 301], 'unavailable'));
+    await settle();
+    assert.equal(t.rooms.follows('alerts@gw.example.org', 'carol@example.org'), false);
+    assert.equal(t.rooms.follows('alerts@gw.example.org', 'dan@example.org'), false);
   } finally {
     t.rooms.onOffline();
   }
