@@ -7,7 +7,9 @@
 // Environment (all optional): BENCH_BOTS_RATE (default 300 messages/s), BENCH_BOTS_SECONDS (60),
 // BENCH_BOTS_PYTHON=0 skips the python-omemo receiver probe, BENCH_BOTS_PROBE=0 skips the maximum
 // rate probe, BENCH_BOTS_PG=0 skips the same load on a PostgreSQL keystore (keystore.url),
-// BENCH_GATEWAY_CPU_PROF=DIR profiles the gateway process into DIR (bench/cpu-profile.ts).
+// BENCH_GATEWAY_CPU_PROF=DIR profiles the gateway process into DIR (bench/cpu-profile.ts),
+// BENCH_BOTS_HISTORY=PATH keeps the figures for the next run's regression line elsewhere than
+// .bench-history/bots.json (=0: not at all; bench/bots-history.ts).
 // Short mode for development: BENCH_BOTS_SECONDS=5 BENCH_BOTS_PYTHON=0 BENCH_BOTS_PROBE=0.
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +23,7 @@ import { BenchOmemoClient } from './omemo-client.js';
 import { cpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
 import { THROUGHPUT_LIMITS, table } from './stats.js';
 import { encryptFloorMs } from './bots-encrypt-floor.js';
+import { regressionLines, type RunFigures } from './bots-history.js';
 
 const RATE = Number(process.env.BENCH_BOTS_RATE ?? 300);
 const SECONDS = Number(process.env.BENCH_BOTS_SECONDS ?? 60);
@@ -642,6 +645,11 @@ export async function runBotsBench(): Promise<boolean> {
     console.log('\nWhere the time and CPU went (CPU as a share of one core over the run; the machine has 2 cores, 200%):');
     console.log(detailTable(results.map((x) => x.r), floorMs));
     console.log(`\n${targetLines(results, probe, floorMs).join('\n')}`);
+    const kept: Record<string, RunFigures> = {};
+    for (const { r, headline } of results) {
+      if (headline || r.spec.label.includes('PostgreSQL')) kept[r.spec.label] = { ratio: r.gwCpuMsPerMsg / floorMs, cpuMsPerMsg: r.gwCpuMsPerMsg, achieved: r.achievedRate, p99Ms: r.lat.p99 };
+    }
+    for (const line of regressionLines(floorMs, kept)) console.log(line);
     console.log('');
     console.log(memoryTable([...headline.map((r) => ({ label: r.spec.label, mem: r.mem })), ...(both.length ? [{ label: 'both runs', mem: both }] : [])]));
     if (busy.length) {
