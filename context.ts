@@ -631,6 +631,7 @@ export class Gateway {
     await this.rooms.leaveAll();
     if (this.conn.online) await this.presence.goodbye();
     await this.conn.stop();
+    this.outbox.flush(); // before the keystore's own close hooks (keystore.url: they ship the last changes)
     this.keystore.close();
     this.log.info('stopped');
   }
