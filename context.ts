@@ -222,6 +222,7 @@ export class Gateway {
       log: log.child({ subsystem: 'presence' }),
       maxOnline: limits.peer_cache_entries,
       onUntracked: () => this.metrics.limited.inc({ limit: 'peer_cache_entries' }),
+      admit: (local) => this.identityGate.admit(local),
     });
     this.metrics.registerCache('presence_online', () => this.presence.onlineCount);
     this.pubsub = new PubsubService({

@@ -8,20 +8,24 @@
 //      send them, against a gateway whose stanza and identity limits are lifted, to measure what a
 //      first contact costs now (identities created, keystore growth, time).
 // Throughout, a monitor account of another domain pings the component every PING_EVERY_MS; its
-// round trips, the gateway's RSS and its server connection are recorded.
+// round trips, the gateway's RSS, event-loop lag and server connection are recorded, and the CPU
+// used by the gateway and by Prosody (a slow ping can be either's fault).
+// STORM_PHASES=storm runs only the storm phase (no quiet minute, no burst), for quick iterations.
+// BENCH_GATEWAY_CPU_PROF=DIR profiles the storm phase's gateway process into DIR (bench/cpu-profile.ts).
 import { randomBytes, randomInt } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Prosody } from '../test/harness/prosody.js';
 import { GatewayProcess } from '../test/harness/gateway-process.js';
 import { XmppUser, xml } from '../test/harness/xmpp-user.js';
-import { findPid, rssBytes, scrape, total, quantile } from './bots-support.js';
+import { mkdirSync } from 'node:fs';
+import { cpuSeconds, findPid, rssBytes, scrape, total, quantile } from './bots-support.js';
 import { table } from './stats.js';
 
 const ATTACKERS = 8;
 const STORM_RATE = 500;
 const STORM_SECONDS = 20;
-const QUIET_SECONDS = 60;
+const QUIET_SECONDS = process.env.STORM_PHASES === 'storm' ? 10 : 60;
 const BURST = 10_000;
 const BURST_TIMEOUT_MS = 180_000;
 const PING_EVERY_MS = 100;
@@ -70,22 +74,56 @@ class Pinger {
   }
 }
 
+/**
+ * Bytes waiting on the component connection (loopback, from /proc/net/tcp): what the gateway wrote
+ * that Prosody has not read yet (its receive queue plus the gateway's send queue), and the reverse.
+ * A reply to a ping waits behind all of the first.
+ */
+export function componentBacklog(componentPort: number): { toProsody: number; toGateway: number } {
+  const out = { toProsody: 0, toGateway: 0 };
+  let text = '';
+  try {
+    text = readFileSync('/proc/net/tcp', 'utf8');
+  } catch {
+    return out;
+  }
+  const port = componentPort.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5 || f[3] !== '01') continue; // established
+    const [tx, rx] = f[4]!.split(':').map((h) => parseInt(h, 16)) as [number, number];
+    if (f[1]!.endsWith(`:${port}`)) {
+      out.toProsody += rx; // Prosody's side: received, not read
+      out.toGateway += tx;
+    } else if (f[2]!.endsWith(`:${port}`)) {
+      out.toProsody += tx; // the gateway's side: written, not yet taken
+      out.toGateway += rx;
+    }
+  }
+  return out;
+}
+
 /** Samples the gateway's RSS and connection once a second. */
 class Watch {
   readonly rss: Array<{ at: number; bytes: number }> = [];
+  readonly lag: Array<{ at: number; ms: number }> = [];
+  readonly backlog: Array<{ at: number; toProsody: number; toGateway: number }> = [];
   disconnectedSamples = 0;
   #timer: NodeJS.Timeout | null = null;
   constructor(
     readonly pid: number | null,
     readonly url: string,
+    readonly componentPort: number,
   ) {}
   start(): void {
     this.#timer = setInterval(() => {
+      this.backlog.push({ at: Date.now(), ...componentBacklog(this.componentPort) });
       const b = rssBytes(this.pid);
       if (b !== null) this.rss.push({ at: Date.now(), bytes: b });
       scrape(this.url)
         .then((s) => {
           if (total(s, 'gateway_component_connected') !== 1) this.disconnectedSamples++;
+          this.lag.push({ at: Date.now(), ms: total(s, 'gateway_event_loop_lag_seconds') * 1000 });
         })
         .catch(() => this.disconnectedSamples++);
     }, 1000);
@@ -95,6 +133,14 @@ class Watch {
   }
   maxBetween(from: number, to: number): number {
     return Math.max(0, ...this.rss.filter((r) => r.at >= from && r.at <= to).map((r) => r.bytes));
+  }
+  maxBacklogBetween(from: number, to: number): { toProsody: number; toGateway: number } {
+    const xs = this.backlog.filter((r) => r.at >= from && r.at <= to);
+    return { toProsody: Math.max(0, ...xs.map((r) => r.toProsody)), toGateway: Math.max(0, ...xs.map((r) => r.toGateway)) };
+  }
+  /** The worst event-loop lag the gateway reported (each sample: the worst tick of its last second). */
+  maxLagBetween(from: number, to: number): number {
+    return Math.max(0, ...this.lag.filter((r) => r.at >= from && r.at <= to).map((r) => r.ms));
   }
 }
 
@@ -135,6 +181,7 @@ function hostile(i: number, domain: string, gw: string, botDevice: number): Retu
 }
 
 const mb = (b: number) => `${(b / MB).toFixed(0)} MB`;
+const kb = (b: number) => `${(b / 1024).toFixed(0)} KB`;
 const ms = (x: number) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
 const dbBytes = (dir: string) => ['gateway.db', 'gateway.db-wal'].reduce((n, f) => n + (statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0), 0);
 const limitedLines = (s: Map<string, number>) =>
@@ -160,20 +207,35 @@ export async function runStormBench(): Promise<boolean> {
     // ---- phase 1: storm with the default limits ----
     // Default limits and keepalive (30 s): the configuration a deployment runs.
     gw = await GatewayProcess.create(server, { bridge: { allowed_domains: [server.domain] } });
-    await gw.start();
+    const prof = process.env.BENCH_GATEWAY_CPU_PROF;
+    const savedNodeOptions = process.env.NODE_OPTIONS;
+    if (prof) {
+      mkdirSync(prof, { recursive: true });
+      process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --import=${new URL('./cpu-profile.js', import.meta.url).href}`.trim();
+    }
+    try {
+      await gw.start();
+    } finally {
+      if (prof) {
+        if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
+        else process.env.NODE_OPTIONS = savedNodeOptions;
+      }
+    }
     const pid = findPid(gw.configFile);
+    const prosodyPid = findPid(server.dir);
     const botDevice = ((await gw.get(`/v1/identities/${encodeURIComponent(`alerts@${gwDomain}`)}`, BOT_TOKEN)).body.omemo as Array<{ device_id: number }>)[0]!.device_id;
     const attackers = await connectAll(server, Array.from({ length: ATTACKERS }, (_, i) => `mallory${i}`));
     const [monitor] = await connectAll(server, ['monitor'], 'monitor.example');
     users.push(...attackers, monitor!);
     const pinger = new Pinger(monitor!, gwDomain);
-    const watch = new Watch(pid, gw.url);
+    const watch = new Watch(pid, gw.url, server.componentPort);
     pinger.start();
     watch.start();
     await new Promise((r) => setTimeout(r, 3000));
     const before = await scrape(gw.url);
     const rss0 = rssBytes(pid) ?? 0;
     const db0 = dbBytes(gw.dir);
+    const cpu0 = { gateway: cpuSeconds(pid) ?? 0, prosody: cpuSeconds(prosodyPid) ?? 0 };
 
     const t0 = Date.now();
     const perTick = STORM_RATE / 100;
@@ -202,8 +264,16 @@ export async function runStormBench(): Promise<boolean> {
     const rssStormEnd = rssBytes(pid) ?? 0;
     const stormPing = pinger.between(t0, t1b);
     const stormRate = sent / ((t1 - t0) / 1000);
+    const cpuShare = (now: number | null, before: number) => `${(((now ?? before) - before) / ((t1b - t0) / 1000) * 100).toFixed(0)}%`;
     console.log(`sent ${sent} hostile stanzas in ${((t1 - t0) / 1000).toFixed(1)} s from ${ATTACKERS} accounts (${stormRate.toFixed(0)}/s offered)`);
+    console.log(
+      `storm CPU (of one core): gateway ${cpuShare(cpuSeconds(pid), cpu0.gateway)}, Prosody ${cpuShare(cpuSeconds(prosodyPid), cpu0.prosody)}; ` +
+        `gateway event-loop lag max ${ms(watch.maxLagBetween(t0, t1b))}; ` +
+        `component connection backlog max ${kb(watch.maxBacklogBetween(t0, t1b).toProsody)} toward Prosody, ${kb(watch.maxBacklogBetween(t0, t1b).toGateway)} toward the gateway`,
+    );
     const stanzasIn = total(after, 'gateway_stanzas_in_total') - total(before, 'gateway_stanzas_in_total');
+    const stanzasOut = total(after, 'gateway_stanzas_out_total') - total(before, 'gateway_stanzas_out_total');
+    console.log(`the gateway sent ${stanzasOut} stanzas (${(stanzasOut / Math.max(1, stanzasIn)).toFixed(2)} per stanza in)`);
     console.log(`the gateway took in ${stanzasIn} stanzas (${(stanzasIn / ((t1b - t0) / 1000)).toFixed(0)}/s, pings and answers to its own requests included); refused by limits: ${limitedLines(after) || 'none'}`);
 
     // A minute of quiet: does memory come back?
@@ -214,12 +284,28 @@ export async function runStormBench(): Promise<boolean> {
     const quietPing = pinger.between(t1b, t2);
     const reconnects1 = total(await scrape(gw.url), 'gateway_component_reconnects_total') - total(before, 'gateway_component_reconnects_total');
     const disconnected1 = watch.disconnectedSamples;
+    // Why the connection dropped, in the gateway's own words.
+    const offline = gw.output.split('\n').filter((l) => /component offline|did not answer a ping|connection attempt failed/.test(l));
+    for (const l of offline.slice(0, 10)) console.log(`gateway: ${l.slice(0, 300)}`);
     console.log(`keystore: ${mb(db0)} before, ${mb(dbBytes(gw.dir))} after the storm; hosted identities ${total(after, 'gateway_hosted_identities')}`);
     await pinger.stop();
     watch.stop();
     await gw.stop();
     await gw.destroy();
     gw = null;
+    if (process.env.STORM_PHASES === 'storm') {
+      console.log(
+        table(
+          ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered'],
+          [
+            ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered)],
+            ['quiet', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered)],
+          ],
+        ),
+      );
+      console.log(`storm phase only: reconnects ${reconnects1}, samples disconnected ${disconnected1}`);
+      return stormPing.p99 < TARGET_PING_P99_MS && reconnects1 === 0 && disconnected1 === 0;
+    }
 
     // ---- phase 2: a burst of first-contact reads, limits lifted ----
     gw = await GatewayProcess.create(server, {
@@ -238,7 +324,7 @@ export async function runStormBench(): Promise<boolean> {
     await gw.start();
     const pid2 = findPid(gw.configFile);
     const pinger2 = new Pinger(monitor!, gwDomain);
-    const watch2 = new Watch(pid2, gw.url);
+    const watch2 = new Watch(pid2, gw.url, server.componentPort);
     pinger2.start();
     watch2.start();
     await new Promise((r) => setTimeout(r, 3000));

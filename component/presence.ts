@@ -41,6 +41,7 @@ export class PresenceService {
   #onlineCount = 0;
   readonly #maxOnline: number;
   readonly #onUntracked: () => void;
+  readonly #admit: (local: string) => void;
   status = '';
 
   constructor(deps: {
@@ -52,7 +53,15 @@ export class PresenceService {
     log: Logger;
     maxOnline?: number;
     onUntracked?: () => void;
+    /**
+     * Called before a subscription to hosted JID `local` is accepted; throws (a LimitError) when
+     * `local` may not get an identity now. A subscription makes the gateway answer with signed
+     * presence (a key) and subscribe back, which the contact's server writes to their roster: a
+     * flood of subscribes to new proxies is refused here, with one error each, before any of it.
+     */
+    admit?: (local: string) => void;
   }) {
+    this.#admit = deps.admit ?? (() => undefined);
     this.#maxOnline = deps.maxOnline ?? Infinity;
     this.#onUntracked = deps.onUntracked ?? (() => undefined);
     this.#send = deps.send;
@@ -97,6 +106,7 @@ export class PresenceService {
     const type = String(stanza.attrs.type ?? 'available');
     switch (type) {
       case 'subscribe': {
+        if (address.kind !== 'domain' && !this.#subs.get(local, fromBare).from) this.#admit(local);
         const s = this.#subs.update(local, fromBare, { from: true });
         await this.#send(xml('presence', { from: local, to: fromBare, type: 'subscribed' }));
         await this.#send(await this.presenceFor(local, fromBare));

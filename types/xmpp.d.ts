@@ -29,6 +29,8 @@ declare module '@xmpp/component-core' {
     jid: { toString(): string } | null;
     /** The TCP socket while connected (@xmpp/connection). */
     socket: import('node:net').Socket | null;
+    /** The parser class each stream gets (@xmpp/connection: `new this.Parser()` when opening). */
+    Parser: typeof import('@xmpp/xml').Parser;
     start(): Promise<unknown>;
     stop(): Promise<unknown>;
     connect(service: string): Promise<void>;

@@ -73,3 +73,20 @@ test('bug 4: a queued message that cannot be written as XML fails with a code; t
   assert.equal(s.server.connections, connections, 'the connection was never cut');
   assert.ok(s.gateway.conn.online);
 });
+
+test('storm: the component stream goes through StreamParser (linear in long text runs, where ltx alone is quadratic); a 200 KB body is answered', async () => {
+  const { StreamParser } = await import('../../component/stream-parser.js');
+  const write = StreamParser.prototype.write;
+  let seen = 0;
+  StreamParser.prototype.write = function (this: InstanceType<typeof StreamParser>, data: string) {
+    seen += data.length;
+    write.call(this, data);
+  };
+  try {
+    const reply = await s.exchange(xml('message', { type: 'chat', id: 'big-body', from: 'mallory@example.org/x', to: 'alerts@gw.example.org' }, xml('body', {}, 'A'.repeat(200_000))));
+    assert.equal(reply?.attrs.type, 'error', 'a plaintext body to the bot is refused');
+    assert.ok(seen >= 200_000, `the stream went through StreamParser (${seen} characters)`);
+  } finally {
+    StreamParser.prototype.write = write;
+  }
+});

@@ -106,6 +106,30 @@ test('identities: per requester per minute (device-list reads of new proxies), b
   assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'identity_rate_limited');
 });
 
+test('identities: subscribes to new proxies are charged too; one refused gets resource-constraint and nothing else (no subscribed, no presence, no subscribe back)', async () => {
+  const s = await start({ identities_per_requester_per_minute: 2, identities_per_minute: 1000 });
+  const subscribe = (i: number) => xml('presence', { type: 'subscribe', id: `s${++n}`, from: 'mallory@example.org/x', to: proxy(i) });
+  const mark = s.server.received.length;
+  const stanzas = [1, 2, 3, 4].map(subscribe);
+  for (const st of stanzas) s.server.inject(st);
+  await s.settle();
+  const out = s.server.since(mark).filter((e) => e.name === 'presence');
+  const to = (i: number) => out.filter((e) => e.attrs.from === proxy(i) || String(e.attrs.from).startsWith(`${proxy(i)}/`));
+  for (const i of [1, 2]) {
+    const types = new Set(to(i).map((e) => String(e.attrs.type ?? 'available')));
+    assert.deepEqual([...types].sort(), ['available', 'subscribe', 'subscribed'], `proxy ${i} accepted`);
+  }
+  for (const i of [3, 4]) {
+    assert.deepEqual(to(i).map((e) => `${e.attrs.type}:${condition(e)}`), ['error:resource-constraint'], `proxy ${i} refused, and only that`);
+    assert.equal(s.gateway.subscriptions.get(proxy(i), 'mallory@example.org').from, false, 'no subscription stored');
+  }
+  assert.ok((await limitedCount(s, 'identities_per_requester')) >= 2);
+  // A proxy that has an identity takes new subscribers without counting them.
+  s.server.inject(xml('presence', { type: 'subscribe', id: `s${++n}`, from: 'bob@example.org/x', to: proxy(1) }));
+  await s.settle();
+  assert.equal(s.gateway.subscriptions.get(proxy(1), 'bob@example.org').from, true);
+});
+
 test('identities: per minute in all, and bridge.max_hosted_identities', async () => {
   const s = await start({ identities_per_requester_per_minute: 1000, identities_per_minute: 4 });
   const answers = await burst(s, [1, 2, 3, 4, 5, 6].map((i) => deviceListRead(`u${i}@example.org/x`, proxy(i))));
