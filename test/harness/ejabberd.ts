@@ -38,7 +38,8 @@ export class Ejabberd implements XmppServer {
   componentPort = 0;
   #proc: ChildProcess | null = null;
   #exited: Promise<void> = Promise.resolve();
-  #users = new Set<string>();
+  /** Registered JIDs and their passwords. */
+  #users = new Map<string, string>();
 
   private constructor(opts: EjabberdOptions) {
     this.dir = mkdtempSync(join(tmpdir(), 'gw-ejabberd-'));
@@ -137,10 +138,12 @@ modules:
   /** Registers a user (or resets its password) through ejabberdctl. */
   addUser(localpart: string, password = 'password', domain = this.domain): { jid: string; password: string } {
     const jid = `${localpart}@${domain}`;
+    // A second device of the same account: nothing to change (ejabberd 23.01 without mod_admin_extra has no change_password).
+    if (this.#users.get(jid) === password) return { jid, password };
     const r = this.#users.has(jid) ? this.#ctl('change_password', localpart, domain, password) : this.#ctl('register', localpart, domain, password);
     if (r.status !== 0 && !/already registered/i.test(r.out)) throw new Error(`ejabberdctl register ${jid} failed: ${r.out}`);
     if (r.status !== 0) this.#ctl('change_password', localpart, domain, password);
-    this.#users.add(jid);
+    this.#users.set(jid, password);
     return { jid, password };
   }
 

@@ -540,6 +540,8 @@ class OmemoUser:
             return False
         nick = frm.resource
         typ = xml.get("type", "available")
+        if not nick and typ != "error":
+            return True  # the room's own presence (ejabberd sends one, e.g. for its avatar): no occupant
         if typ == "error":
             err = xml.find(f"{{{CLIENT}}}error")
             cond = None
@@ -591,22 +593,34 @@ class OmemoUser:
         """Publishes item 'current' with publish-options access_model=open; if the server refuses the
         options (precondition-not-met: the node exists with another access model) configure the node and
         publish again."""
-        for attempt in range(2):
+        options_max_items = max_items
+        for attempt in range(3):
             pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
             publish = ET.SubElement(pubsub, f"{{{PUBSUB}}}publish", {"node": node})
             item = ET.SubElement(publish, f"{{{PUBSUB}}}item", {"id": item_id})
             item.append(make_payload())
             options = ET.SubElement(pubsub, f"{{{PUBSUB}}}publish-options")
             fields = {"pubsub#access_model": "open"}
-            if max_items is not None:
-                fields["pubsub#max_items"] = max_items
+            if options_max_items is not None:
+                fields["pubsub#max_items"] = options_max_items
             options.append(xdata_form(f"{PUBSUB}#publish-options", fields))
             try:
                 await self.iq("set", self.own_bare, pubsub)
+                if max_items is not None and options_max_items is None:
+                    try:
+                        await self.configure_open(node, max_items)
+                    except IqError as ce:
+                        log.info("%s: node configuration refused (%s); keeping the server's max_items", node, ce.text)
                 return
             except IqError as e:
                 precondition = e.iq.xml.find(f".//{{{PUBSUB_ERRORS}}}precondition-not-met") is not None
-                if attempt == 0 and precondition:
+                if options_max_items is not None and "pubsub#max_items" in (e.text or ""):
+                    # ejabberd 23.01 knows no pubsub#max_items in publish-options: publish without it,
+                    # then set it in the node configuration.
+                    log.info("%s: publish-options without pubsub#max_items (server refused it)", node)
+                    options_max_items = None
+                    continue
+                if attempt < 2 and precondition:
                     log.info("%s: precondition-not-met, configuring the node to access_model=open", node)
                     await self.configure_open(node, max_items)
                     continue
