@@ -172,6 +172,7 @@ export class Gateway {
     const caps = new RemoteCaps(request, log.child({ subsystem: 'caps' }));
     // One budget of automatic text replies per (hosted JID, contact), shared by every kind of notice.
     const autoReplies = perMinute(limits.auto_replies_per_contact_per_minute, limits.peer_cache_entries);
+    const messageErrors = perMinute(limits.message_errors_per_contact_per_minute, limits.peer_cache_entries);
     const mayAutoReply = (local: string, peer: string): boolean => {
       if (autoReplies.take(`${local}\0${peer.split('/')[0]!}`) === 0) return true;
       this.metrics.limited.inc({ limit: 'auto_replies' });
@@ -275,6 +276,11 @@ export class Gateway {
       metrics: this.metrics,
       log: log.child({ subsystem: 'bridge' }),
       maxBody: (p) => (p === 'omemo' ? limits.omemo_max_body : p === 'pgp' || p === 'ox' ? limits.pgp_max_body : undefined),
+      mayReplyError: (local, peer) => {
+        if (messageErrors.take(`${local}\0${peer}`) === 0) return true;
+        this.metrics.limited.inc({ limit: 'message_errors' });
+        return false;
+      },
     });
 
     this.webhookStore = new WebhookStore(this.keystore);

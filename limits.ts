@@ -25,6 +25,7 @@ export interface LimitSpec {
 const spec = (key: string, kind: LimitKind, shown: string, value: number, metric: string, refusal: string): LimitSpec => ({ key, kind, shown, value, metric, refusal });
 const limited = (name: string) => `gateway_limited_total{limit="${name}"}`;
 const STANZA_REFUSAL = 'one `resource-constraint` error reply (type wait), then silence while over the limit';
+const IDENTITY_STANZA_REFUSAL = 'stanza: one `resource-constraint` error per requester, then silence until its retry time';
 
 export const LIMITS = {
   // inbound stanzas (token buckets per sender bare JID and per sender domain)
@@ -43,7 +44,7 @@ export const LIMITS = {
     '20',
     20,
     limited('identities_per_requester'),
-    'stanza: `resource-constraint` error; API: 429 `identity_rate_limited` with `Retry-After`',
+    IDENTITY_STANZA_REFUSAL + '; API: 429 `identity_rate_limited` with `Retry-After`',
   ),
   identities_per_minute: spec(
     'limits.identities_per_minute',
@@ -51,7 +52,7 @@ export const LIMITS = {
     '300',
     300,
     limited('identities_per_minute'),
-    'stanza: `resource-constraint` error; API: 429 `identity_rate_limited` with `Retry-After`',
+    IDENTITY_STANZA_REFUSAL + '; API: 429 `identity_rate_limited` with `Retry-After`',
   ),
   max_hosted_identities: spec(
     'bridge.max_hosted_identities',
@@ -59,7 +60,7 @@ export const LIMITS = {
     '50000',
     50_000,
     limited('max_hosted_identities'),
-    'stanza: `policy-violation` error; API: 403 `identity_limit_reached`',
+    'stanza: one `policy-violation` error per requester a minute, then silence; API: 403 `identity_limit_reached`',
   ),
   // outbound work a peer can cause
   bundle_fetches_per_contact_per_minute: spec(
@@ -78,6 +79,16 @@ export const LIMITS = {
     10,
     limited('auto_replies'),
     'the chat-command answer or "not delivered"/"not encrypted" notice is not sent (the message itself is still refused or answered with an error stanza)',
+  ),
+  // error replies to messages a contact floods with (undecryptable, plaintext, too large): what the
+  // server must read back, in turn with everything else (ping answers too)
+  message_errors_per_contact_per_minute: spec(
+    'limits.message_errors_per_contact_per_minute',
+    'count',
+    '20',
+    20,
+    limited('message_errors'),
+    'the error reply to an undecryptable, refused or oversized message is not sent (the message is still not delivered)',
   ),
   // memory
   peer_cache_entries: spec('limits.peer_cache_entries', 'count', '20000', 20_000, 'gateway_cache_entries{cache}', 'the least recently used entry is forgotten (a rate-limit bucket starts full again, a cache entry is re-read)'),
@@ -120,6 +131,11 @@ export const currentRequester = (): string | undefined => requesterScope.getStor
 export class LimitError extends GatewayError {
   readonly limit: LimitName;
   readonly retryAfterSeconds: number | null;
+  /**
+   * A later refusal of the same requester while the first one still holds: XMPP gets no reply
+   * (one error, then silence, as the stanza buckets do); the API answers every request.
+   */
+  silent = false;
   constructor(code: ErrorCode, limit: LimitName, retryAfterSeconds: number | null, text?: string) {
     super(code, text);
     this.limit = limit;

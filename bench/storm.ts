@@ -108,6 +108,7 @@ class Watch {
   readonly rss: Array<{ at: number; bytes: number }> = [];
   readonly lag: Array<{ at: number; ms: number }> = [];
   readonly backlog: Array<{ at: number; toProsody: number; toGateway: number }> = [];
+  readonly queue: Array<{ at: number; n: number }> = [];
   disconnectedSamples = 0;
   #timer: NodeJS.Timeout | null = null;
   constructor(
@@ -124,6 +125,7 @@ class Watch {
         .then((s) => {
           if (total(s, 'gateway_component_connected') !== 1) this.disconnectedSamples++;
           this.lag.push({ at: Date.now(), ms: total(s, 'gateway_event_loop_lag_seconds') * 1000 });
+          this.queue.push({ at: Date.now(), n: total(s, 'gateway_cache_entries', 'cache="inbound_queue"') });
         })
         .catch(() => this.disconnectedSamples++);
     }, 1000);
@@ -137,6 +139,9 @@ class Watch {
   maxBacklogBetween(from: number, to: number): { toProsody: number; toGateway: number } {
     const xs = this.backlog.filter((r) => r.at >= from && r.at <= to);
     return { toProsody: Math.max(0, ...xs.map((r) => r.toProsody)), toGateway: Math.max(0, ...xs.map((r) => r.toGateway)) };
+  }
+  maxQueueBetween(from: number, to: number): number {
+    return Math.max(0, ...this.queue.filter((r) => r.at >= from && r.at <= to).map((r) => r.n));
   }
   /** The worst event-loop lag the gateway reported (each sample: the worst tick of its last second). */
   maxLagBetween(from: number, to: number): number {
@@ -268,12 +273,34 @@ export async function runStormBench(): Promise<boolean> {
     console.log(`sent ${sent} hostile stanzas in ${((t1 - t0) / 1000).toFixed(1)} s from ${ATTACKERS} accounts (${stormRate.toFixed(0)}/s offered)`);
     console.log(
       `storm CPU (of one core): gateway ${cpuShare(cpuSeconds(pid), cpu0.gateway)}, Prosody ${cpuShare(cpuSeconds(prosodyPid), cpu0.prosody)}; ` +
-        `gateway event-loop lag max ${ms(watch.maxLagBetween(t0, t1b))}; ` +
+        `gateway event-loop lag max ${ms(watch.maxLagBetween(t0, t1b))}, inbound queue max ${watch.maxQueueBetween(t0, t1b)}; ` +
         `component connection backlog max ${kb(watch.maxBacklogBetween(t0, t1b).toProsody)} toward Prosody, ${kb(watch.maxBacklogBetween(t0, t1b).toGateway)} toward the gateway`,
     );
     const stanzasIn = total(after, 'gateway_stanzas_in_total') - total(before, 'gateway_stanzas_in_total');
     const stanzasOut = total(after, 'gateway_stanzas_out_total') - total(before, 'gateway_stanzas_out_total');
     console.log(`the gateway sent ${stanzasOut} stanzas (${(stanzasOut / Math.max(1, stanzasIn)).toFixed(2)} per stanza in)`);
+    // What reached the attackers (all from the gateway, or from the server on its behalf), by kind and bytes:
+    // the server reads the component connection a chunk at a time, so a ping's answer waits behind these bytes.
+    const kinds = new Map<string, { n: number; bytes: number }>();
+    for (const a of attackers) {
+      for (const el of a.received) {
+        const first = el.getChildElements().find((c) => c.name !== 'error')?.name ?? el.getChild('error')?.getChildElements()[0]?.name ?? '';
+        const k = `${el.name}/${String(el.attrs.type ?? (el.name === 'presence' ? 'available' : 'normal'))}${first ? ` <${first}>` : ''}`;
+        const e = kinds.get(k) ?? { n: 0, bytes: 0 };
+        e.n++;
+        e.bytes += el.toString().length;
+        kinds.set(k, e);
+      }
+    }
+    const received = [...kinds.values()].reduce((x, e) => x + e.bytes, 0);
+    console.log(
+      `the attackers received ${kb(received)}: ` +
+        [...kinds]
+          .sort((a, b) => b[1].bytes - a[1].bytes)
+          .slice(0, 8)
+          .map(([k, e]) => `${k} ${e.n} (${kb(e.bytes)})`)
+          .join(', '),
+    );
     console.log(`the gateway took in ${stanzasIn} stanzas (${(stanzasIn / ((t1b - t0) / 1000)).toFixed(0)}/s, pings and answers to its own requests included); refused by limits: ${limitedLines(after) || 'none'}`);
 
     // A minute of quiet: does memory come back?

@@ -8,6 +8,7 @@ import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import { toGatewayError } from '../errors.js';
+import { LimitError } from '../limits.js';
 import { stanzaSummary } from '../log.js';
 import type { Metrics } from '../http/metrics.js';
 import type { ContactStore } from '../keystore/contact-store.js';
@@ -78,9 +79,22 @@ export class BridgeCore {
   readonly #chains = new Map<string, Promise<void>>();
   /** Largest body accepted per protocol (limits.<protocol>_max_body), if it has one. */
   readonly #maxBody: (protocol: string) => number | undefined;
+  readonly #mayReplyError: (local: string, peer: string) => boolean;
 
-  constructor(deps: { engines: EngineRegistry; routes: InboundRoutes; contacts: ContactStore; send: (el: Element) => Promise<void>; resource: string; metrics: Metrics; log: Logger; maxBody?: (protocol: string) => number | undefined }) {
+  constructor(deps: {
+    engines: EngineRegistry;
+    routes: InboundRoutes;
+    contacts: ContactStore;
+    send: (el: Element) => Promise<void>;
+    resource: string;
+    metrics: Metrics;
+    log: Logger;
+    maxBody?: (protocol: string) => number | undefined;
+    /** Whether an error reply to `peer`'s message may be sent now (limits.message_errors_per_contact_per_minute). */
+    mayReplyError?: (local: string, peer: string) => boolean;
+  }) {
     this.#maxBody = deps.maxBody ?? (() => undefined);
+    this.#mayReplyError = deps.mayReplyError ?? (() => true);
     this.#engines = deps.engines;
     this.#routes = deps.routes;
     this.#contacts = deps.contacts;
@@ -110,16 +124,24 @@ export class BridgeCore {
   }
 
   async #failed(ctx: StanzaContext, e: unknown): Promise<void> {
+    if (e instanceof LimitError && e.silent) return; // told once already (limits.ts)
     const g = toGatewayError(e);
     if (g.code === 'internal') this.#log.error({ err: e, stanza: stanzaSummary(ctx.stanza) }, 'inbound message failed');
     this.#metrics.errors.inc({ kind: 'inbound_message' });
     await this.#sendQuietly(errorReply(ctx.stanza, g.condition, g.code === 'internal' ? 'The gateway could not process this message.' : g.userText));
   }
 
-  async #tooLarge(stanza: Element, protocol: string, maxBody: number): Promise<void> {
+  async #tooLarge(ctx: StanzaContext, protocol: string, maxBody: number): Promise<void> {
+    const stanza = ctx.stanza;
     this.#metrics.limited.inc({ limit: `${protocol}_max_body` });
     this.#metrics.messages.inc({ protocol, direction: 'in', result: 'too_large' });
-    await this.#sendQuietly(errorReply(stanza, 'policy-violation', `The message is larger than this gateway accepts (${Math.round(maxBody / 1024)} KB). It was not delivered.`));
+    await this.#refuse(ctx, errorReply(stanza, 'policy-violation', `The message is larger than this gateway accepts (${Math.round(maxBody / 1024)} KB). It was not delivered.`));
+  }
+
+  /** An error reply to a message, within the contact's budget (limits.message_errors_per_contact_per_minute). */
+  async #refuse(ctx: StanzaContext, el: Element): Promise<void> {
+    if (ctx.address.kind !== 'domain' && !this.#mayReplyError(ctx.address.local, ctx.fromBare)) return;
+    await this.#sendQuietly(el);
   }
 
   async #sendQuietly(el: Element): Promise<void> {
@@ -154,19 +176,19 @@ export class BridgeCore {
     if (engine) {
       // Base64 makes a body 4/3 larger; keys, headers and a fallback body add a little.
       const maxBody = this.#maxBody(engine.id);
-      if (maxBody !== undefined && stanzaSize(stanza, (maxBody * 4) / 3 + 16384) > (maxBody * 4) / 3 + 16384) return this.#tooLarge(stanza, engine.id, maxBody);
+      if (maxBody !== undefined && stanzaSize(stanza, (maxBody * 4) / 3 + 16384) > (maxBody * 4) / 3 + 16384) return this.#tooLarge(ctx, engine.id, maxBody);
       const result = await engine.decrypt(local, stanza);
       for (const r of result.replies) await this.#sendQuietly(r);
       // Engines count their own inbound results (messages, decrypt failures); we count plaintext.
       if (!result.ok) {
         this.#log.info({ from: fromBare, local, protocol: engine.id, reason: result.reason, id: stanza.attrs.id }, 'message not decrypted');
         if (TELL_SENDER.has(result.reason)) {
-          await this.#sendQuietly(errorReply(stanza, 'not-acceptable', `The gateway could not decrypt this message (${result.reason}).`));
+          await this.#refuse(ctx, errorReply(stanza, 'not-acceptable', `The gateway could not decrypt this message (${result.reason}).`));
         }
         return;
       }
       if (result.body === null) return; // key transport, heartbeat
-      if (maxBody !== undefined && Buffer.byteLength(result.body, 'utf8') > maxBody) return this.#tooLarge(stanza, engine.id, maxBody);
+      if (maxBody !== undefined && Buffer.byteLength(result.body, 'utf8') > maxBody) return this.#tooLarge(ctx, engine.id, maxBody);
       if (!result.plaintext) this.#contacts.setLastProtocol(local, fromBare, engine.id);
       msg = this.#message(ctx, local, result.body, result.plaintext ? 'none' : engine.id, result.sender, receiptRequested);
     } else {
@@ -174,14 +196,15 @@ export class BridgeCore {
       if (foreign) {
         // Its body is a fallback notice, never the message: refuse, whatever the plaintext setting.
         this.#metrics.messages.inc({ protocol: 'none', direction: 'in', result: 'unsupported_encryption' });
-        await this.#sendQuietly(errorReply(stanza, 'not-acceptable', `This gateway cannot decrypt ${foreign}. Use OMEMO (eu.siacs.conversations.axolotl) or XEP-0027 OpenPGP.`));
+        await this.#refuse(ctx, errorReply(stanza, 'not-acceptable', `This gateway cannot decrypt ${foreign}. Use OMEMO (eu.siacs.conversations.axolotl) or XEP-0027 OpenPGP.`));
         return;
       }
       const body = stanza.getChildText('body');
       if (body === null) return; // chat states, receipts, markers: nothing to deliver
       if (!this.#routes.plaintextAllowed(local)) {
         this.#metrics.messages.inc({ protocol: 'none', direction: 'in', result: 'refused' });
-        await this.#sendQuietly(
+        await this.#refuse(
+          ctx,
           errorReply(stanza, 'not-acceptable', 'This gateway accepts only end-to-end encrypted messages (OMEMO or OpenPGP). Your message was not delivered.'),
         );
         return;

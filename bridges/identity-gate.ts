@@ -18,6 +18,8 @@ export class IdentityGate {
   readonly #known: LRUCache<string, true>;
   readonly #perRequester: KeyedBuckets;
   readonly #global: KeyedBuckets;
+  /** Requesters told of a refusal, and until when that refusal holds: refusals meanwhile are silent. */
+  readonly #told: LRUCache<string, number>;
   #hosted: number;
   readonly #now: () => number;
 
@@ -33,6 +35,7 @@ export class IdentityGate {
     const count = d.keystore.db.prepare<string[], { n: number }>(`SELECT count(DISTINCT owner) AS n FROM kv WHERE protocol IN (${placeholders}) AND kind = 'identity'`);
     this.#hosted = count.get(...d.protocols)?.n ?? 0;
     this.#known = new LRUCache({ max: d.limits.peer_cache_entries });
+    this.#told = new LRUCache({ max: d.limits.peer_cache_entries });
     this.#perRequester = perMinute(d.limits.identities_per_requester_per_minute, d.limits.peer_cache_entries);
     this.#global = perMinute(d.limits.identities_per_minute, 1);
     d.metrics.onCollect(() => d.metrics.hostedIdentities.set(this.#hosted));
@@ -59,24 +62,40 @@ export class IdentityGate {
       return;
     }
     const now = this.#now();
+    const requester = currentRequester();
     if (this.#hosted >= this.#limits.max_hosted_identities) {
       this.#metrics.limited.inc({ limit: 'max_hosted_identities' });
-      throw new LimitError('identity_limit_reached', 'max_hosted_identities', null);
+      throw this.#refusal(requester, now, new LimitError('identity_limit_reached', 'max_hosted_identities', null));
     }
-    const requester = currentRequester();
     const waitRequester = requester === undefined ? 0 : this.#perRequester.wait(requester, now);
     if (waitRequester > 0) {
       this.#metrics.limited.inc({ limit: 'identities_per_requester' });
-      throw new LimitError('identity_rate_limited', 'identities_per_requester_per_minute', waitRequester, 'You have caused too many new gateway identities in the last minute; retry later.');
+      throw this.#refusal(
+        requester,
+        now,
+        new LimitError('identity_rate_limited', 'identities_per_requester_per_minute', waitRequester, 'You have caused too many new gateway identities in the last minute; retry later.'),
+      );
     }
     const waitGlobal = this.#global.wait('all', now);
     if (waitGlobal > 0) {
       this.#metrics.limited.inc({ limit: 'identities_per_minute' });
-      throw new LimitError('identity_rate_limited', 'identities_per_minute', waitGlobal);
+      throw this.#refusal(requester, now, new LimitError('identity_rate_limited', 'identities_per_minute', waitGlobal));
     }
     if (requester !== undefined) this.#perRequester.take(requester, now);
     this.#global.take('all', now);
     this.#known.set(local, true);
     this.#hosted++;
+  }
+
+  /**
+   * Marks `e` silent when `requester` was already told of a refusal that still holds; else this is
+   * the one they are told of, holding until its Retry-After (a minute for the hosted maximum).
+   */
+  #refusal(requester: string | undefined, now: number, e: LimitError): LimitError {
+    const key = requester ?? '';
+    const until = this.#told.get(key);
+    if (until !== undefined && until > now) e.silent = true;
+    else this.#told.set(key, now + (e.retryAfterSeconds ?? 60) * 1000);
+    return e;
   }
 }

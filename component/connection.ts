@@ -25,8 +25,8 @@ export interface ConnectionOptions {
   attemptTimeoutMs?: number;
   /**
    * Every so often, a XEP-0199 ping from the component's domain to itself, which the server must
-   * route back: a server that stopped answering is noticed and the connection dropped (and
-   * retried) instead of looking connected forever. 0 turns it off.
+   * route back: a server that stopped answering (and sent nothing since the ping) is noticed and
+   * the connection dropped (and retried) instead of looking connected forever. 0 turns it off.
    */
   keepaliveMs?: number;
   /**
@@ -147,6 +147,8 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   }
 
   #silent = false;
+  /** When the server last sent anything on the current stream (performance.now()). */
+  #lastInput = 0;
 
   #keepalive(entity: Component): NodeJS.Timeout | undefined {
     const every = this.#opts.keepaliveMs;
@@ -156,9 +158,18 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
       if (busy || this.#entity !== entity) return;
       busy = true;
       const ping = xml('iq', { type: 'get', from: this.domain, to: this.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' }));
+      const sentAt = performance.now();
       this.request(ping, Math.min(10000, every))
         .catch((e) => {
           if (!(e instanceof GatewayError && e.code === 'remote_timeout') || this.#entity !== entity) return;
+          // A server that kept sending since the ping is busy, not gone: its answer waits behind
+          // what it has still to read from us (a flood). Reconnecting would throw that away and
+          // then announce every presence again, making it busier still (npm run bench -- storm).
+          if (this.#lastInput > sentAt) {
+            this.#opts.log.warn({ timeoutMs: Math.min(10000, every) }, 'the XMPP server is slow to answer a ping but still sending; keeping the connection');
+            this.#opts.metrics.errors.inc({ kind: 'component_keepalive_slow' });
+            return;
+          }
           this.#silent = true;
           this.#opts.log.warn({ timeoutMs: Math.min(10000, every) }, 'the XMPP server did not answer a ping; reconnecting');
           this.#opts.metrics.errors.inc({ kind: 'component_keepalive' });
@@ -190,6 +201,9 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     });
     entity.on('error', (err: Error & { condition?: string }) => {
       if (err.condition) streamError = err.condition;
+    });
+    entity.on('input', () => {
+      if (this.#entity === entity) this.#lastInput = performance.now();
     });
     entity.on('stanza', (el: Element) => {
       this.#opts.metrics.stanzasIn.inc({ kind: el.name });

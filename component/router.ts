@@ -11,7 +11,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { Addressing, Address } from './addressing.js';
 import { bareOf, parseJid, type Jid } from './jid.js';
 import { errorReply, iqResult } from './stanza.js';
-import { asRequester } from '../limits.js';
+import { asRequester, LimitError } from '../limits.js';
 import type { StanzaLimits } from './stanza-limits.js';
 
 export interface StanzaContext {
@@ -133,6 +133,7 @@ export class Router {
     try {
       await handler(ctx);
     } catch (e) {
+      if (e instanceof LimitError && e.silent) return; // told once already (limits.ts)
       const g = toGatewayError(e);
       if (g.code === 'internal') this.#log.error({ err: e, stanza: stanzaSummary(el) }, `${el.name} handler failed`);
       this.#metrics.errors.inc({ kind: `${el.name}_handler` });
@@ -167,6 +168,7 @@ export class Router {
       const out = await handler({ ...ctx, payload });
       reply = iqResult(el, ...(out ? (Array.isArray(out) ? out : [out]) : []));
     } catch (e) {
+      if (e instanceof LimitError && e.silent) return; // told once already (limits.ts)
       const g = e instanceof GatewayError ? e : toGatewayError(e);
       if (g.code === 'internal') this.#log.error({ err: e, stanza: stanzaSummary(el) }, 'iq handler failed');
       this.#metrics.errors.inc({ kind: 'iq_handler' });

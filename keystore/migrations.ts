@@ -154,4 +154,13 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX outbox_line ON outbox (bot, recipient, seq) WHERE status = 'queued';
     `,
   },
+  {
+    version: 6,
+    name: 'devices by identity key',
+    sql: `
+      -- The same identity key under a second JID is untrusted (trust-store.ts): that check looks
+      -- a key up across all contacts, which without this index read the whole devices table.
+      CREATE INDEX devices_by_fingerprint ON devices (protocol, fingerprint);
+    `,
+  },
 ];

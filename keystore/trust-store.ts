@@ -51,6 +51,9 @@ const toRecord = (r: Row): DeviceRecord => ({
   lastSeen: r.last_seen,
 });
 
+/** Whether an identity key is known under another contact (index devices_by_fingerprint, migration 6). */
+export const ELSEWHERE_SQL = 'SELECT 1 AS one FROM devices WHERE protocol = ? AND fingerprint = ? AND contact <> ? LIMIT 1';
+
 export class TrustStore {
   readonly #ks: Keystore;
   readonly policy: TrustPolicy;
@@ -80,9 +83,7 @@ export class TrustStore {
     this.#touch = db.prepare('UPDATE devices SET device_id = ?, active = 1, last_seen = ? WHERE contact = ? AND protocol = ? AND fingerprint = ?');
     this.#setTrust = db.prepare('UPDATE devices SET trust = ? WHERE contact = ? AND protocol = ? AND fingerprint = ?');
     this.#setActive = db.prepare('UPDATE devices SET active = ? WHERE contact = ? AND protocol = ? AND device_id = ?');
-    this.#elsewhere = db.prepare<[string, string, string], { one: number }>(
-      'SELECT 1 AS one FROM devices WHERE protocol = ? AND fingerprint = ? AND contact <> ? LIMIT 1',
-    );
+    this.#elsewhere = db.prepare<[string, string, string], { one: number }>(ELSEWHERE_SQL);
     this.#counts = db.prepare<[], { protocol: string; trust: TrustLevel; n: number }>(
       'SELECT protocol, trust, count(*) AS n FROM devices WHERE active = 1 GROUP BY protocol, trust',
     );

@@ -85,6 +85,7 @@ before(async () => {
         domain_stanza_burst: 1_000_000,
         identities_per_requester_per_minute: 1_000_000,
         identities_per_minute: 1_000_000,
+        message_errors_per_contact_per_minute: 1_000_000,
       },
     },
   });

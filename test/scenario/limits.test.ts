@@ -83,10 +83,10 @@ test('stanza and body sizes: an oversized stanza gets policy-violation; an OMEMO
   assert.deepEqual(await burst(s, [ping('bob@example.org/x')]), ['ok']);
 });
 
-test('identities: per requester per minute (device-list reads of new proxies), bots exempt, known proxies free; API 429 with Retry-After', async () => {
+test('identities: per requester per minute (device-list reads of new proxies; one refusal answered, then silence), bots exempt, known proxies free; API 429 with Retry-After', async () => {
   const s = await start({ identities_per_requester_per_minute: 3, identities_per_minute: 1000 });
-  const answers = await burst(s, [1, 2, 3, 4, 5].map((i) => deviceListRead('mallory@example.org/x', proxy(i))));
-  assert.deepEqual(answers, ['ok', 'ok', 'ok', 'resource-constraint', 'resource-constraint']);
+  const answers = await burst(s, [1, 2, 3, 4, 5, 6].map((i) => deviceListRead('mallory@example.org/x', proxy(i))));
+  assert.deepEqual(answers, ['ok', 'ok', 'ok', 'resource-constraint', null, null]);
   // The proxies already made are served again without counting; another requester may make new ones.
   assert.deepEqual(await burst(s, [deviceListRead('mallory@example.org/x', proxy(1)), deviceListRead('bob@example.org/x', proxy(4))]), ['ok', 'ok']);
   assert.deepEqual(await burst(s, [deviceListRead('mallory@example.org/x', 'alerts@gw.example.org')]), ['ok']);
@@ -106,7 +106,7 @@ test('identities: per requester per minute (device-list reads of new proxies), b
   assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'identity_rate_limited');
 });
 
-test('identities: subscribes to new proxies are charged too; one refused gets resource-constraint and nothing else (no subscribed, no presence, no subscribe back)', async () => {
+test('identities: subscribes to new proxies are charged too; the first refused gets resource-constraint and nothing else (no subscribed, no presence, no subscribe back), later ones nothing at all', async () => {
   const s = await start({ identities_per_requester_per_minute: 2, identities_per_minute: 1000 });
   const subscribe = (i: number) => xml('presence', { type: 'subscribe', id: `s${++n}`, from: 'mallory@example.org/x', to: proxy(i) });
   const mark = s.server.received.length;
@@ -119,10 +119,9 @@ test('identities: subscribes to new proxies are charged too; one refused gets re
     const types = new Set(to(i).map((e) => String(e.attrs.type ?? 'available')));
     assert.deepEqual([...types].sort(), ['available', 'subscribe', 'subscribed'], `proxy ${i} accepted`);
   }
-  for (const i of [3, 4]) {
-    assert.deepEqual(to(i).map((e) => `${e.attrs.type}:${condition(e)}`), ['error:resource-constraint'], `proxy ${i} refused, and only that`);
-    assert.equal(s.gateway.subscriptions.get(proxy(i), 'mallory@example.org').from, false, 'no subscription stored');
-  }
+  assert.deepEqual(to(3).map((e) => `${e.attrs.type}:${condition(e)}`), ['error:resource-constraint'], 'proxy 3 refused, and only that');
+  assert.deepEqual(to(4), [], 'proxy 4 refused in silence: the sender was told already');
+  for (const i of [3, 4]) assert.equal(s.gateway.subscriptions.get(proxy(i), 'mallory@example.org').from, false, 'no subscription stored');
   assert.ok((await limitedCount(s, 'identities_per_requester')) >= 2);
   // A proxy that has an identity takes new subscribers without counting them.
   s.server.inject(xml('presence', { type: 'subscribe', id: `s${++n}`, from: 'bob@example.org/x', to: proxy(1) }));
@@ -163,6 +162,28 @@ test('back-pressure: POST /v1/messages answers 503 overloaded with Retry-After p
   const m = (await s.gateway.metrics.render()).body;
   assert.match(m, /gateway_limited_total\{limit="outbox_depth"\} 1/);
   assert.match(m, /gateway_event_loop_lag_seconds \d/);
+});
+
+test('message errors: a contact flooding a hosted JID with undecryptable or plaintext messages gets limits.message_errors_per_contact_per_minute error replies, then none; others still get theirs', async () => {
+  const s = await start({ message_errors_per_contact_per_minute: 3 });
+  const botDevice = String((await s.gateway.omemo!.identity('alerts@gw.example.org')).omemo![0]!.device_id);
+  const junk = (from: string, i: number) =>
+    xml(
+      'message',
+      { type: 'chat', id: `j${++n}`, from, to: 'alerts@gw.example.org' },
+      i % 2 === 0
+        ? xml('body', {}, 'plaintext to a bot that takes none')
+        : xml(
+            'encrypted',
+            { xmlns: NS_OMEMO },
+            xml('header', { sid: String(1000 + i) }, xml('key', { rid: botDevice }, randomBytes(40).toString('base64')), xml('iv', {}, randomBytes(12).toString('base64'))),
+            xml('payload', {}, randomBytes(24).toString('base64')),
+          ),
+    );
+  const answers = await burst(s, [0, 1, 2, 3, 4, 5].map((i) => junk('mallory@example.org/x', i)));
+  assert.deepEqual(answers, ['not-acceptable', 'not-acceptable', 'not-acceptable', null, null, null]);
+  assert.deepEqual(await burst(s, [junk('bob@example.org/x', 0)]), ['not-acceptable'], 'another contact has its own budget');
+  assert.equal(await limitedCount(s, 'message_errors'), 3);
 });
 
 test('automatic replies: a bot answering every chat-command answer gets limits.auto_replies_per_contact_per_minute of them, then none; OTR text is no command', async () => {

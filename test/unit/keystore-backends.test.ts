@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createProtocolStore } from '../../keystore/protocol-store.js';
-import { TrustStore } from '../../keystore/trust-store.js';
+import { ELSEWHERE_SQL, TrustStore } from '../../keystore/trust-store.js';
 import { ContactStore } from '../../keystore/contact-store.js';
 import { OutboxStore } from '../../keystore/outbox-store.js';
 import { WebhookStore } from '../../keystore/webhook-store.js';
@@ -117,6 +117,26 @@ for (const kind of ['sqlite', 'postgresql'] as const) {
         for (const canary of [SECRET, BODY, 'chain']) assert.ok(!raw.includes(Buffer.from(canary)), `${canary} readable at rest`);
         // SQLite keeps JIDs in the clear (indexed columns); PostgreSQL seals whole rows and keys.
         if (kind === 'postgresql') assert.ok(!raw.includes(Buffer.from('canary-contact')), 'a JID readable in PostgreSQL');
+      } finally {
+        await t.close();
+      }
+    });
+
+    test('the same-identity-key check (a key under a second JID) reads the devices_by_fingerprint index, not the whole table', async () => {
+      const t = await open();
+      try {
+        const plan = (ks: Keystore) =>
+          ks.db
+            .prepare<[string, string, string], { detail: string }>(`EXPLAIN QUERY PLAN ${ELSEWHERE_SQL}`)
+            .all('omemo', 'fp1', CONTACT)
+            .map((r) => r.detail)
+            .join('; ');
+        assert.match(plan(t.ks), /USING (COVERING )?INDEX devices_by_fingerprint/);
+        const trust = new TrustStore(t.ks, 'btbv');
+        trust.observe(CONTACT, 'omemo', '1', 'fp1');
+        assert.equal(trust.observe('second@example.org', 'omemo', '7', 'fp1'), 'untrusted', 'the key under a second JID');
+        await t.commit();
+        assert.match(plan(await t.reopen()), /USING (COVERING )?INDEX devices_by_fingerprint/);
       } finally {
         await t.close();
       }
