@@ -7,20 +7,9 @@ import assert from 'node:assert/strict';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { MAX_UNTERMINATED_RUN, StreamParser } from '../../component/stream-parser.js';
+import { Rng } from '../harness/fuzz/rng.js';
 
 const HEADER = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='gw.example.org' id='s1'>";
-
-/** A deterministic generator (mulberry32), so a failure names its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function stanzas(): Element[] {
   return [
@@ -32,13 +21,13 @@ function stanzas(): Element[] {
   ];
 }
 
-function feed(p: InstanceType<typeof xml.Parser>, text: string, random: () => number): Element[] {
+function feed(p: InstanceType<typeof xml.Parser>, text: string, rng: Rng): Element[] {
   const out: Element[] = [];
   p.on('element', (el: Element) => out.push(el));
   p.write(HEADER);
   for (let i = 0; i < text.length; ) {
     // Chunks from one character to 70,000: splits inside tags, attribute values, entities and surrogate pairs.
-    const n = random() < 0.3 ? 1 + Math.floor(random() * 16) : 1 + Math.floor(random() * 70_000);
+    const n = rng.chance(0.3) ? 1 + rng.int(16) : 1 + rng.int(70_000);
     p.write(text.slice(i, i + n));
     i += n;
   }
@@ -48,8 +37,8 @@ function feed(p: InstanceType<typeof xml.Parser>, text: string, random: () => nu
 test('the same elements as the plain parser for any chunking (long text, long attribute values, entities, split surrogate pairs)', () => {
   const text = stanzas().map(String).join('\n');
   for (const seed of [1, 2, 3, 4, 5]) {
-    const plain = feed(new xml.Parser(), text, rng(seed)).map(String);
-    const ours = feed(new StreamParser(), text, rng(seed)).map(String);
+    const plain = feed(new xml.Parser(), text, new Rng(seed)).map(String);
+    const ours = feed(new StreamParser(), text, new Rng(seed)).map(String);
     assert.equal(ours.length, 5, `seed ${seed}`);
     assert.deepEqual(ours, plain, `seed ${seed}`);
     assert.deepEqual(ours, stanzas().map(String), `seed ${seed}`);
@@ -80,7 +69,7 @@ test('ltx is never handed a piece ending in a run longer than MAX_UNTERMINATED_R
     runs.push(s.length - (Math.max(s.lastIndexOf('<'), s.lastIndexOf('>')) + 1));
     write(s);
   };
-  const out = feed(p, stanzas().map(String).join(''), rng(7));
+  const out = feed(p, stanzas().map(String).join(''), new Rng(7));
   assert.equal(out.length, 5);
   assert.ok(runs.length > 0);
   assert.ok(Math.max(...runs) <= MAX_UNTERMINATED_RUN, `longest run handed to ltx: ${Math.max(...runs)}`);
