@@ -15,7 +15,7 @@ const benches: Array<{ name: string; run: () => Promise<boolean> }> = [
   { name: 'bridge', run: async () => (await runBridgeBench()) && (await runOxBridgeBench()) },
   { name: 'bridge-ox', run: () => runOxBridgeBench() },
   { name: 'otr', run: () => runOtrBench() },
-  // Imported on use: the OMEMO bench must run before any engine installs its crypto backend.
+  // Imported on use (they load what only they need).
   { name: 'bots', run: async () => (await import('./bots.js')).runBotsBench() },
   { name: 'failover', run: async () => (await import('./failover.js')).runFailoverBench() },
   { name: 'rooms', run: async () => (await import('./rooms.js')).runRoomsBench() },

@@ -83,6 +83,8 @@ async function decryptClaimed(
   const job: Job = { ctx, id, from, enc, key, replies };
   const r = key.prekey ? await preKeyMessage(job) : await whisperMessage(job);
   if ('reason' in r) {
+    // A message that decrypted but is refused (distrusted) changed its session: that is kept.
+    ctx.sessions.flush();
     if (REPAIRABLE.has(r.reason)) {
       const m = await repair(ctx, id, from, enc.sid);
       if (m) replies.push(m);
@@ -90,8 +92,12 @@ async function decryptClaimed(
     return fail(r.reason, { ...facts, ...(r.err ? { err: errorSummary(r.err) } : {}) });
   }
 
-  // The Signal layer authenticated the key material: this ciphertext is now spent either way.
-  ctx.replay.commit(digest);
+  // The Signal layer authenticated the key material: this ciphertext is now spent either way. Its
+  // digest and the session's new state are written in one transaction (one commit, not two).
+  ctx.ports.store.transaction(() => {
+    ctx.sessions.flush();
+    ctx.replay.commit(digest);
+  });
   let body: string | null = null;
   if (enc.payload === null) {
     if (!isKeyTransportMaterial(r.keyMaterial)) return fail('malformed', facts);
@@ -163,9 +169,8 @@ async function whisperMessage(j: Job): Promise<Step> {
 async function signalDecrypt(j: Job, prekey: boolean, op: string): Promise<Buffer | { reason: DecryptFailure; err: unknown }> {
   const end = j.ctx.metrics.time(op);
   try {
-    const out = await j.ctx.sessions.decrypt(j.id, j.from, j.enc.sid, j.key.data, prekey);
-    j.ctx.sessions.flush();
-    return out;
+    // Written by decryptClaimed, with the replay digest.
+    return await j.ctx.sessions.decrypt(j.id, j.from, j.enc.sid, j.key.data, prekey);
   } catch (e) {
     return { reason: classifySessionError(e), err: e };
   } finally {

@@ -106,6 +106,13 @@ export class Keyring {
   #completeRunning = 0;
   /** Hosted JIDs whose published items were checked by this process (bounded: a miss only re-checks). */
   readonly #checked: LRUCache<string, true>;
+  /**
+   * The bundle last built per hosted JID, with the identity row's counters it was built from: a
+   * consumed prekey updates it in place instead of re-reading every prekey row (a PreKey message
+   * would otherwise unseal all 100). A row changed elsewhere (another instance) no longer matches
+   * its counters and the bundle is read again.
+   */
+  readonly #bundles: LRUCache<string, { bundle: Bundle; nextPreKeyId: number; signedPreKeyId: number }>;
   /** Identities created / bundles completed by this process (tests, bench). */
   readonly created = { identities: 0, bundles: 0 };
 
@@ -120,6 +127,7 @@ export class Keyring {
     this.#opts = opts;
     this.#cache = new LRUCache({ max: opts.identityCacheSize });
     this.#checked = new LRUCache({ max: opts.identityCacheSize });
+    this.#bundles = new LRUCache({ max: opts.identityCacheSize });
   }
 
   /**
@@ -307,15 +315,21 @@ export class Keyring {
     const replaced = this.#store.transaction(() => {
       // Re-read: a concurrent call may have consumed it while we generated the replacement.
       const now = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
-      if (!now || now.usedAt !== undefined) return false;
+      if (!now || now.usedAt !== undefined) return null;
       const cur = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)!;
       const newId = cur.nextPreKeyId;
       this.#store.putJson(local, K_PREKEY, String(id), { ...now, usedAt: this.#now() } satisfies PreKeyRow);
       this.#store.putJson(local, K_PREKEY, String(newId), { pub: b64(fresh.pubKey), priv: b64(fresh.privKey) } satisfies PreKeyRow);
       this.#store.putJson(local, K_IDENTITY, SELF, { ...cur, nextPreKeyId: newId + 1 });
-      return true;
+      return cur;
     });
     if (!replaced) return;
+    const cached = this.#bundles.get(local);
+    if (cached && cached.nextPreKeyId === replaced.nextPreKeyId && cached.signedPreKeyId === replaced.signedPreKeyId) {
+      // The new id is the highest: appended, the list stays in id order.
+      const preKeys = [...cached.bundle.preKeys.filter((p) => p.id !== id), { id: replaced.nextPreKeyId, publicKey: buf(fresh.pubKey) }];
+      this.#bundles.set(local, { bundle: { ...cached.bundle, preKeys }, nextPreKeyId: replaced.nextPreKeyId + 1, signedPreKeyId: replaced.signedPreKeyId });
+    }
     this.#log.debug({ local, preKeyId: id }, 'omemo prekey consumed and replaced');
     this.publishBundle(local);
   }
@@ -327,6 +341,8 @@ export class Keyring {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row) throw new Error('no identity');
     if (row.pending) throw new Error('no bundle yet');
+    const cached = this.#bundles.get(local);
+    if (cached && cached.nextPreKeyId === row.nextPreKeyId && cached.signedPreKeyId === row.signedPreKeyId) return cached.bundle;
     const spk = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId))!;
     const preKeys = this.#store
       .list(local, K_PREKEY)
@@ -334,11 +350,18 @@ export class Keyring {
       .filter((x) => x.r.usedAt === undefined)
       .sort((a, b) => a.id - b.id)
       .map((x) => ({ id: x.id, publicKey: Buffer.from(x.r.pub, 'base64') }));
-    return {
+    const bundle: Bundle = {
       identityKey: Buffer.from(row.pub, 'base64'),
       signedPreKey: { id: row.signedPreKeyId, publicKey: Buffer.from(spk.pub, 'base64'), signature: Buffer.from(spk.sig, 'base64') },
       preKeys,
     };
+    this.#bundles.set(local, { bundle, nextPreKeyId: row.nextPreKeyId, signedPreKeyId: row.signedPreKeyId });
+    return bundle;
+  }
+
+  /** Drops the bundles kept in memory (the next read rebuilds them from the store); for tests. */
+  forgetBundles(): void {
+    this.#bundles.clear();
   }
 
   publishBundle(local: string): void {

@@ -29,28 +29,43 @@ export interface X25519KeyPair {
 
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
-// Private keys are used a few times each (a ratchet key for one chain, a prekey, the identity):
-// importing one costs more than the agreement itself, so recently used ones are kept.
-const privCache = new Map<string, KeyObject>();
-const PRIV_CACHE_MAX = 1024;
-
-function importX25519Private(priv: Uint8Array): KeyObject {
-  const id = Buffer.from(priv.buffer, priv.byteOffset, priv.byteLength).toString('latin1');
-  let key = privCache.get(id);
-  if (key) return key;
-  try {
-    // JWK imports ~10x faster than PKCS#8 on OpenSSL 3; node does not use the x member.
-    key = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(priv).toString('base64url'), x: '' }, format: 'jwk' });
-  } catch {
-    key = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, priv]), format: 'der', type: 'pkcs8' });
+/** Imported keys by their raw bytes, bounded (the oldest entry goes first). */
+class KeyCache {
+  readonly #m = new Map<string, KeyObject>();
+  constructor(readonly max: number) {}
+  get(raw: Uint8Array, make: () => KeyObject): KeyObject {
+    const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+    const hit = this.#m.get(id);
+    if (hit) return hit;
+    const key = make();
+    this.put(id, key);
+    return key;
   }
-  if (privCache.size >= PRIV_CACHE_MAX) privCache.delete(privCache.keys().next().value as string);
-  privCache.set(id, key);
-  return key;
+  put(id: string, key: KeyObject): void {
+    if (this.#m.size >= this.max) this.#m.delete(this.#m.keys().next().value as string);
+    this.#m.set(id, key);
+  }
 }
 
+// Private keys are used a few times each (a ratchet key for one chain, a prekey, the identity):
+// importing one costs more than the agreement itself, so recently used ones are kept. Public keys
+// come back too: a contact's ratchet key is agreed with twice in a ratchet turn, its identity and
+// signed prekey in every X3DH with it.
+const privCache = new KeyCache(1024);
+const pubCache = new KeyCache(1024);
+
+const importX25519Private = (priv: Uint8Array): KeyObject =>
+  privCache.get(priv, () => {
+    try {
+      // JWK imports ~10x faster than PKCS#8 on OpenSSL 3; node does not use the x member.
+      return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(priv).toString('base64url'), x: '' }, format: 'jwk' });
+    } catch {
+      return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, priv]), format: 'der', type: 'pkcs8' });
+    }
+  });
+
 const importX25519Public = (pub: Uint8Array): KeyObject =>
-  createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(pub).toString('base64url') }, format: 'jwk' });
+  pubCache.get(pub, () => createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(pub).toString('base64url') }, format: 'jwk' }));
 
 /** A fresh X25519 key pair. */
 export function generateX25519(): X25519KeyPair {
@@ -58,7 +73,7 @@ export function generateX25519(): X25519KeyPair {
   const priv = Buffer.from(privateKey.export({ format: 'jwk' }).d as string, 'base64url');
   const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x as string, 'base64url');
   clamp(priv);
-  privCache.set(priv.toString('latin1'), privateKey);
+  privCache.put(priv.toString('latin1'), privateKey);
   return { priv, pub };
 }
 

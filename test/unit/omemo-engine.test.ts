@@ -87,6 +87,27 @@ test('parallel sends to a new contact: one list fetch, one bundle fetch and one 
   }
 });
 
+test('each consumed prekey leaves the published bundle and its replacement joins it, as the stored prekeys say', async () => {
+  const net = new FakeNetwork();
+  const b = await makePeer(net, B);
+  const published = () => parseBundle(net.items(B, bundleNode(b.deviceId))!)!;
+  const before = published().preKeys.map((p) => p.id);
+  // Three contacts, three PreKey messages: the bundle is updated three times in a row.
+  for (const jid of ['c1@gw.example.org', 'c2@gw.example.org', 'c3@gw.example.org']) {
+    const c = await makePeer(net, jid);
+    assert.equal(body(await b.engine.decrypt(B, await send(c, B, 'hello'))), 'hello');
+  }
+  const { unused, used } = b.engine.internals.keyring.preKeyIds(B);
+  assert.equal(used.length, 3);
+  const now = published();
+  assert.deepEqual(now.preKeys.map((p) => p.id), unused);
+  for (const id of used) assert.ok(before.includes(id) && !now.preKeys.some((p) => p.id === id));
+  assert.equal(now.preKeys.length, before.length);
+  // The published keys are the stored ones (a fresh read of the store, not the engine's copy).
+  b.engine.internals.keyring.forgetBundles();
+  assert.deepEqual(b.engine.internals.keyring.bundle(B), now);
+});
+
 test('parallel and out-of-order decrypts of one sender are serialized correctly', async () => {
   const net = new FakeNetwork();
   const a = await makePeer(net, A);
