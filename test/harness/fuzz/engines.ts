@@ -58,6 +58,19 @@ const stanza = (from: string, to: string, children: Element[], id: string): Elem
 let ids = 0;
 const nextId = () => `fz-m-${++ids}`;
 
+/** Resolves once the gateway answered a ping sent now: what was injected before has been read. */
+async function pingRoundTrip(s: Scenario, timeoutMs = 60_000): Promise<void> {
+  const id = `fz-quiet-${++ids}`;
+  const mark = s.server.received.length;
+  s.server.inject(xml('iq', { type: 'get', id, from: 'settle@example.org/x', to: s.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  const deadline = Date.now() + timeoutMs;
+  while (!s.server.received.slice(mark).some((e) => e.attrs.id === id)) {
+    if (Date.now() > deadline) throw new Error('fuzz: the gateway did not answer a ping');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  while (!s.gateway.idle()) await new Promise((r) => setTimeout(r, 2));
+}
+
 // ---- legacy OMEMO (XEP-0384 v0.3.0) ----
 
 /** Rewrites a varint field of a PreKeyWhisperMessage (fields outside the MAC: 1, 5, 6). */
@@ -573,7 +586,18 @@ export const otr: FuzzEngine = {
           }
           peers.add(to);
         }
-        await chain;
+        // A mutant (a query, a whitespace tag) may have started a fresh AKE. Let it finish, as a
+        // client does before its user's next message goes out under the new keys: encrypted
+        // under the keys the AKE is replacing, the message could not be read (and a real OTR
+        // client would show it as not delivered). Quiet = Olive has nothing left to answer and
+        // the gateway has read her last answer and written everything it had to say.
+        for (;;) {
+          const c = chain;
+          await c;
+          await pingRoundTrip(s);
+          await pingRoundTrip(s); // its answer follows anything the gateway wrote to Olive before
+          if (c === chain) break;
+        }
         const enc = await engine.encrypt(OLIVE, to, body);
         return { stanza: stanza(`${OLIVE}/phone`, to, enc.children, nextId()), from: OLIVE };
       },
