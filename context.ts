@@ -39,7 +39,8 @@ import { OutboxSender, type StatusChange } from './bridges/outbox-sender.js';
 import type { InboundMessage } from './bridges/core.js';
 import { WebhookDispatcher } from './http/webhooks.js';
 import { TokenBuckets } from './http/rate-limit.js';
-import { messagesRoutes } from './http/routes/messages.js';
+import { messagesRoutes, type MessagesDeps } from './http/routes/messages.js';
+import { fastMessages } from './http/fast-messages.js';
 import { identitiesRoutes } from './http/routes/identities.js';
 import { contactsRoutes } from './http/routes/contacts.js';
 import { webhookAdminRoutes } from './http/routes/webhooks-admin.js';
@@ -385,15 +386,19 @@ export class Gateway {
       { name: 'component', check: () => (this.conn.online ? { ok: true } : { ok: false, reason: this.conn.lastError ?? 'not connected' }) },
       { name: 'keystore', check: () => (this.keystore.isOpen ? { ok: true } : { ok: false, reason: 'keystore closed' }) },
     ];
+    const httpLog = log.child({ subsystem: 'http' });
+    const auth = new TokenAuth(config.http.adminToken, config.bots);
+    const messages: MessagesDeps = { config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m) => this.sender.queued(m), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) };
     this.app = createApp({
-      log: log.child({ subsystem: 'http' }),
+      log: httpLog,
       metrics: this.metrics,
-      auth: new TokenAuth(config.http.adminToken, config.bots),
+      auth,
       bodyLimitBytes: config.http.bodyLimitBytes,
       readiness,
       publicRoutes: [openapiRoutes()],
+      fast: fastMessages({ messages, auth, metrics: this.metrics, log: httpLog, bodyLimitBytes: config.http.bodyLimitBytes }),
       api: [
-        messagesRoutes({ config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m) => this.sender.queued(m), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) }),
+        messagesRoutes(messages),
         roomsRoutes({ config, views: (l) => this.rooms.views(l) }),
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
         contactsRoutes({

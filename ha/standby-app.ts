@@ -12,7 +12,7 @@ import { TokenAuth, principalOf } from '../http/auth.js';
 import type { Metrics } from '../http/metrics.js';
 import { openapiRoutes } from '../http/openapi.js';
 import { TokenBuckets } from '../http/rate-limit.js';
-import { messageView, readMessageRequest } from '../http/routes/messages.js';
+import { expressMessageRequest, messageView, readMessageRequest } from '../http/routes/messages.js';
 import { OutboxStore, toMessage, type OutboxMessage, type OutboxRow } from '../keystore/outbox-store.js';
 import type { PgBackend } from '../keystore/pg/backend.js';
 
@@ -39,7 +39,7 @@ export function standbyApp(d: StandbyDeps): Express {
   };
   const r = Router();
   r.post('/messages', async (req, res) => {
-    const m = readMessageRequest(deps, req, res);
+    const m = readMessageRequest(deps, expressMessageRequest(req, res));
     const result = await d.backend.accept({ ...m, id: OutboxStore.newId(), createdAt: Date.now() });
     if (!result.created && !result.sameRequest) throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
     res.setHeader('Location', `/v1/messages/${result.id}`);

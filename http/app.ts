@@ -1,5 +1,6 @@
 // The express app: health and metrics, then the authenticated /v1 API. createApp() does not listen,
 // so tests drive it with supertest.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type Router } from 'express';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
@@ -20,6 +21,8 @@ export interface AppDeps {
   publicRoutes?: Router[];
   /** For /readyz: 'standby' on a standby instance (keystore.url). */
   role?: () => 'active' | 'standby';
+  /** Answers a request ahead of the router and returns true, or returns false for express (http/fast-messages.ts). */
+  fast?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -50,5 +53,15 @@ export function createApp(deps: AppDeps): Express {
   for (const r of deps.api) app.use('/v1', r);
   app.use((_req, _res, next) => next(new GatewayError('not_found')));
   app.use(errorHandler(deps.log));
+  const fast = deps.fast;
+  if (fast) {
+    // Ahead of the router: express's own entry point (app(req, res) calls app.handle) is wrapped.
+    type Handle = (req: IncomingMessage, res: ServerResponse, done?: unknown) => void;
+    const entry = app as unknown as { handle: Handle };
+    const routed = entry.handle.bind(app);
+    entry.handle = (req, res, done) => {
+      if (!fast(req, res)) routed(req, res, done);
+    };
+  }
   return app;
 }

@@ -26,15 +26,22 @@ export function fromHttpError(err: unknown): GatewayError {
   return toGatewayError(err);
 }
 
+/** The reply for an error (its 500 cause logged): status, Retry-After if any, and the `{error}` body. */
+export function errorReply(log: Logger, err: unknown, method: string | undefined, path: string): { status: number; retryAfter: string | null; body: { error: { code: string; message: string } } } {
+  const g = fromHttpError(err);
+  if (g.http >= 500 && g.code !== 'not_ready' && g.code !== 'keystore_unavailable') {
+    log.error({ err, method, path }, 'request failed');
+  }
+  const retryAfter = g instanceof LimitError && g.retryAfterSeconds !== null ? String(g.retryAfterSeconds) : null;
+  const message = g.code === 'internal' ? 'Internal error.' : g.userText;
+  return { status: g.http, retryAfter, body: { error: { code: g.code, message } } };
+}
+
 export function errorHandler(log: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
-    const g = fromHttpError(err);
-    if (g.http >= 500 && g.code !== 'not_ready' && g.code !== 'keystore_unavailable') {
-      log.error({ err, method: req.method, path: req.route?.path ?? 'unmatched' }, 'request failed');
-    }
+    const r = errorReply(log, err, req.method, req.route?.path ?? 'unmatched');
     if (res.headersSent) return;
-    if (g instanceof LimitError && g.retryAfterSeconds !== null) res.setHeader('Retry-After', String(g.retryAfterSeconds));
-    const message = g.code === 'internal' ? 'Internal error.' : g.userText;
-    res.status(g.http).json({ error: { code: g.code, message } });
+    if (r.retryAfter !== null) res.setHeader('Retry-After', r.retryAfter);
+    res.status(r.status).json(r.body);
   };
 }

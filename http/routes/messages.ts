@@ -8,7 +8,7 @@ import { GatewayError } from '../../errors.js';
 import type { Addressing } from '../../component/addressing.js';
 import { bare } from '../../component/jid.js';
 import type { NewMessage, OutboxMessage, OutboxStore } from '../../keystore/outbox-store.js';
-import { principalOf, requireBot } from '../auth.js';
+import { principalOf, type Principal } from '../auth.js';
 import type { TokenBuckets } from '../rate-limit.js';
 import { jsonObject, optionalEnum, requiredString } from '../validate.js';
 
@@ -39,12 +39,28 @@ export function messageView(m: OutboxMessage): Record<string, unknown> {
   };
 }
 
+/** What readMessageRequest reads of a POST /v1/messages: the same from express and from the fast path (http/fast-messages.ts). */
+export interface MessageRequest {
+  principal: Principal;
+  /** The parsed JSON body (undefined when there was none). */
+  body: unknown;
+  /** The Idempotency-Key header as received. */
+  idempotencyKey: string | undefined;
+  /** Sets a response header (Retry-After on a refusal). */
+  setHeader(name: string, value: string): void;
+}
+
+export function expressMessageRequest(req: Request, res: Response): MessageRequest {
+  return { principal: principalOf(res), body: req.body, idempotencyKey: req.get('Idempotency-Key'), setHeader: (n, v) => res.setHeader(n, v) };
+}
+
 /** Validates a POST /v1/messages (and takes its rate-limit token): the message to queue. */
-export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing' | 'buckets' | 'overloaded' | 'rooms'>, req: Request, res: Response): NewMessage {
-  const bot = requireBot(res);
+export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing' | 'buckets' | 'overloaded' | 'rooms'>, req: MessageRequest): NewMessage {
+  if (req.principal.kind !== 'bot') throw new GatewayError('forbidden', 'This call needs a bot token.');
+  const bot = req.principal.bot;
   const wait = d.buckets.take(bot.localpart, bot.rateLimit.perSecond, bot.rateLimit.burst);
   if (wait > 0) {
-    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
+    req.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait))));
     throw new GatewayError('rate_limited', `Rate limit of ${bot.rateLimit.perSecond} messages per second exceeded.`);
   }
   const overload = d.overloaded?.(bot.localpart);
@@ -71,24 +87,29 @@ export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing'
   if (encryption === 'none' && !(d.config.bridge.allowPlaintext || bot.allowPlaintext)) {
     throw new GatewayError('plaintext_refused', 'Plaintext sending is not enabled for this bot.');
   }
-  const key = req.get('Idempotency-Key');
+  const key = req.idempotencyKey;
   if (key !== undefined && (key.length === 0 || key.length > 255)) throw new GatewayError('invalid_field', 'Idempotency-Key must be 1 to 255 characters.');
   return { bot: bot.localpart, to, body, encryption, idempotencyKey: key ?? null, ttlMs: d.config.outbox.messageTtlSeconds * 1000 };
+}
+
+/** POST /v1/messages past the HTTP layer: validated, committed (with the other messages of this event-loop turn) before the 202. */
+export async function acceptMessage(d: MessagesDeps, req: MessageRequest): Promise<{ id: string; status: string; replayed: boolean }> {
+  const result = await d.outbox.accept(readMessageRequest(d, req));
+  if (!result.created && !result.sameRequest) {
+    throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
+  }
+  if (result.created) d.queued(result.message);
+  return { id: result.message.id, status: result.message.status, replayed: !result.created };
 }
 
 export function messagesRoutes(d: MessagesDeps): Router {
   const r = Router();
 
   r.post('/messages', async (req, res) => {
-    // Committed (with the other messages of this event-loop turn) before the 202.
-    const result = await d.outbox.accept(readMessageRequest(d, req, res));
-    if (!result.created && !result.sameRequest) {
-      throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
-    }
-    if (result.created) d.queued(result.message);
-    res.setHeader('Location', `/v1/messages/${result.message.id}`);
-    if (!result.created) res.setHeader('Idempotent-Replayed', 'true');
-    res.status(202).json({ id: result.message.id, status: result.message.status });
+    const a = await acceptMessage(d, expressMessageRequest(req, res));
+    res.setHeader('Location', `/v1/messages/${a.id}`);
+    if (a.replayed) res.setHeader('Idempotent-Replayed', 'true');
+    res.status(202).json({ id: a.id, status: a.status });
   });
 
   r.get('/messages/:id', (req, res) => {
