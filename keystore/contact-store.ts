@@ -1,5 +1,6 @@
 // Remote contacts as the gateway knows them: the protocol an admin prefers for them, the one they
 // last wrote to each hosted JID in, their registered XEP-0027 public key, and whether they are marked as OTR users.
+import { LRUCache } from 'lru-cache';
 import type { Keystore } from './keystore.js';
 import type { ProtocolName } from '../config.js';
 
@@ -29,6 +30,13 @@ export class ContactStore {
   readonly #getLast;
   readonly #setPgp;
   readonly #setOtr;
+  /**
+   * Read on every outbound message (the protocol choice, bridges/outbound.ts), written rarely: the
+   * rows as last read, dropped by each write of this store (the only writer). Bounded; a miss is one
+   * indexed read. null = no row.
+   */
+  readonly #contactCache = new LRUCache<string, { row: ContactRecord | null }>({ max: 20_000 });
+  readonly #lastCache = new LRUCache<string, { protocol: ProtocolName | null }>({ max: 20_000 });
 
   constructor(ks: Keystore) {
     const db = ks.db;
@@ -45,39 +53,52 @@ export class ContactStore {
   }
 
   get(jid: string): ContactRecord | undefined {
-    const r = this.#get.get(jid);
-    if (!r) return undefined;
-    return {
-      jid: r.jid,
-      preferredProtocol: r.preferred_protocol,
-      pgpKey: r.pgp_key,
-      pgpFingerprint: r.pgp_fingerprint,
-      otr: r.otr === 1,
-      updatedAt: r.updated_at,
-    };
+    let c = this.#contactCache.get(jid);
+    if (!c) {
+      const r = this.#get.get(jid);
+      c = {
+        row: r
+          ? { jid: r.jid, preferredProtocol: r.preferred_protocol, pgpKey: r.pgp_key, pgpFingerprint: r.pgp_fingerprint, otr: r.otr === 1, updatedAt: r.updated_at }
+          : null,
+      };
+      this.#contactCache.set(jid, c);
+    }
+    return c.row ? { ...c.row } : undefined;
   }
 
   setPreferredProtocol(jid: string, protocol: ProtocolName | null): void {
+    this.#contactCache.delete(jid);
     this.#ensure.run(jid, Date.now());
     this.#setPreferred.run(protocol, Date.now(), jid);
   }
 
   /** Remembers the protocol contact `remote` last wrote to hosted JID `local` in (reply in kind). */
   setLastProtocol(local: string, remote: string, protocol: ProtocolName): void {
+    const k = `${local}\0${remote}`;
+    if (this.#lastCache.get(k)?.protocol === protocol) return;
+    this.#lastCache.delete(k);
     this.#setLast.run(local, remote, protocol, Date.now());
   }
 
   lastProtocol(local: string, remote: string): ProtocolName | null {
-    return this.#getLast.get(local, remote)?.protocol ?? null;
+    const k = `${local}\0${remote}`;
+    let c = this.#lastCache.get(k);
+    if (!c) {
+      c = { protocol: this.#getLast.get(local, remote)?.protocol ?? null };
+      this.#lastCache.set(k, c);
+    }
+    return c.protocol;
   }
 
   /** Registers (or with nulls removes) the contact's XEP-0027 public key. */
   setPgpKey(jid: string, armored: string | null, fingerprint: string | null): void {
+    this.#contactCache.delete(jid);
     this.#ensure.run(jid, Date.now());
     this.#setPgp.run(armored, fingerprint, Date.now(), jid);
   }
 
   setOtr(jid: string, otr: boolean): void {
+    this.#contactCache.delete(jid);
     this.#ensure.run(jid, Date.now());
     this.#setOtr.run(otr ? 1 : 0, Date.now(), jid);
   }

@@ -157,7 +157,8 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       await keyring.ensure(local);
       const ids = await devices.get(local, peer);
       if (!ids || ids.length === 0) return 'no';
-      const known = ports.trust.list(peer, PROTOCOL);
+      // The stored trust is read only for a device without a session (a sent message's usual case is none).
+      let known: ReturnType<typeof ports.trust.list> | null = null;
       let unknown = false;
       let usableWithoutSession = false;
       for (const deviceId of ids) {
@@ -167,6 +168,7 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
           if (isUsable(t)) return 'ready';
           continue;
         }
+        known ??= ports.trust.list(peer, PROTOCOL);
         const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
         if (!rec) unknown = true;
         else if (isUsable(rec.trust)) usableWithoutSession = true;

@@ -172,7 +172,8 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
       await ctx.keyring.ensure(local);
       const ids = await ctx.devices.get(local, peer);
       if (!ids || ids.length === 0) return 'no';
-      const known = ports.trust.list(peer, PROTOCOL);
+      // The stored trust is read only for a device without a session (a sent message's usual case is none).
+      let known: ReturnType<typeof ports.trust.list> | null = null;
       let unknown = false;
       let usableWithoutSession = false;
       for (const deviceId of ids) {
@@ -181,6 +182,7 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
           if (isUsable(ports.trust.observe(peer, PROTOCOL, String(deviceId), fingerprintOf(s.theirIk), ports.now()))) return 'ready';
           continue;
         }
+        known ??= ports.trust.list(peer, PROTOCOL);
         const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
         if (!rec) unknown = true;
         else if (isUsable(rec.trust)) usableWithoutSession = true;
