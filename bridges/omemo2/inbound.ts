@@ -74,12 +74,13 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   let keyMaterial: Buffer;
   let trust: TrustLevel;
   let fingerprint: string;
+  let session: Session;
+  let isNew = false;
+  let pkId: number | null = null;
+  let counter: number;
+  let chain: Buffer;
   const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: key.kex ? 'session_build' : 'decrypt' });
   try {
-    let session: Session;
-    let isNew = false;
-    let counter: number;
-    let chain: Buffer;
     if (key.kex) {
       const kx = parseKeyExchange(key.data);
       if (!kx) return fail('malformed', facts);
@@ -90,7 +91,7 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
       keyMaterial = r.plaintext;
       counter = r.header.n;
       chain = r.header.dh;
-      if (isNew) ctx.keyring.consumePreKey(local, r.pkId);
+      if (isNew) pkId = r.pkId;
     } else {
       if (!existing) {
         const m = await repair(ctx, id, from, enc.sid);
@@ -106,16 +107,6 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     }
     ({ trust, fingerprint } = observe(ctx, from, enc.sid, session.theirIk));
     if (trust === 'distrusted') return fail('distrusted', facts);
-    ctx.sessions.put(local, from, enc.sid, session);
-    ctx.seen.set(digest, true);
-    if (isNew) {
-      ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
-      const m = emptyMessage(ctx, id, from, enc.sid, 'completion');
-      if (m) replies.push(m);
-    } else if (wantsHeartbeat(ctx, local, from, enc.sid, chain, counter)) {
-      const m = emptyMessage(ctx, id, from, enc.sid, 'heartbeat');
-      if (m) replies.push(m);
-    }
   } catch (e) {
     const reason = failureOf(e);
     if (reason === 'internal') throw e;
@@ -128,6 +119,9 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     end();
   }
 
+  // The payload and the SCE envelope are checked before anything is kept: a message refused here
+  // (payload MAC, envelope from/to/time) advances no ratchet, consumes no prekey and is not marked
+  // seen, so the genuine message is still read if it comes, and a refused one leaves no session.
   let body: string | null = null;
   if (enc.payload === null) {
     if (!isEmptyKeyMaterial(keyMaterial)) return fail('malformed', facts);
@@ -138,6 +132,18 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     const env = openEnvelope(opened.plaintext, { from, to: group ? group.room.toLowerCase() : local.toLowerCase(), now: ctx.ports.now(), maxSkewMs: ctx.opts.maxClockSkewMs });
     if (!env.ok) return fail('malformed', { ...facts, layer: 'sce', why: env.reason });
     body = env.body;
+  }
+
+  if (pkId !== null) ctx.keyring.consumePreKey(local, pkId);
+  ctx.sessions.put(local, from, enc.sid, session);
+  ctx.seen.set(digest, true);
+  if (isNew) {
+    ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
+    const m = emptyMessage(ctx, id, from, enc.sid, 'completion');
+    if (m) replies.push(m);
+  } else if (wantsHeartbeat(ctx, local, from, enc.sid, chain, counter)) {
+    const m = emptyMessage(ctx, id, from, enc.sid, 'heartbeat');
+    if (m) replies.push(m);
   }
   ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: body === null ? 'empty' : 'ok' });
   return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint, trust }, replies };

@@ -99,6 +99,7 @@ test('replayed, corrupted and wrongly addressed messages are refused', async () 
 
   // A payload bit flipped: the payload MAC fails.
   const m2 = await send(a, b, 'tampered');
+  const genuine = reparse(m2.stanza);
   const enc = m2.stanza.getChild('encrypted', NS_OMEMO2)!;
   const p = enc.getChild('payload')!;
   const bytes = Buffer.from(p.getText(), 'base64');
@@ -106,6 +107,11 @@ test('replayed, corrupted and wrongly addressed messages are refused', async () 
   p.children = [bytes.toString('base64')];
   const t = await deliver(b, m2.stanza);
   assert.ok(!t.ok && t.reason === 'bad-mac');
+  // Refused at the payload, it changed nothing: the genuine message is still read, once.
+  const g = await deliver(b, genuine);
+  assert.ok(g.ok && g.body === 'tampered', `the genuine message after a tampered copy: ${JSON.stringify(g.ok ? g.body : g.reason)}`);
+  const again = await deliver(b, genuine);
+  assert.ok(!again.ok && again.reason === 'duplicate');
 
   // A key ciphertext bit flipped: the ratchet MAC fails, nothing changes, and the next message works.
   const m3 = await send(a, b, 'key tampered');
