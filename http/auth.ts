@@ -57,8 +57,3 @@ export function requireAdmin(res: Response): void {
   if (principalOf(res).kind !== 'admin') throw new GatewayError('forbidden', 'This call needs the admin token.');
 }
 
-export function requireBot(res: Response): BotConfig {
-  const p = principalOf(res);
-  if (p.kind !== 'bot') throw new GatewayError('forbidden', 'This call needs a bot token.');
-  return p.bot;
-}

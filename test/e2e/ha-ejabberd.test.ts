@@ -84,7 +84,16 @@ describe('two instances on PostgreSQL behind ejabberd', () => {
 
     a.resume();
     await waitRole(a, 'standby', 'the resumed instance reports standby', 30000);
-    await waitUntil(() => received('during the freeze #').length >= N, 30000, `all ${N} replies at the webhook (${beforeResume} before the resume)`);
+    try {
+      await waitUntil(() => received('during the freeze #').length >= N, 60000, `all ${N} replies at the webhook`);
+    } catch (e) {
+      // Say where they stopped: what the resumed instance handed over, what the active one took.
+      const lines = (out: string, re: RegExp) => out.split('\n').filter((l) => re.test(l)).slice(-12).join('\n');
+      throw new Error(
+        `${(e as Error).message}: ${received('during the freeze #').length} of ${N} (${beforeResume} before the resume)\n` +
+          `resumed instance:\n${lines(a.output, /hand|lease|standby|error/i)}\nactive instance:\n${lines(b.output, /handling stanzas|not decrypted|error/i)}`,
+      );
+    }
     await new Promise((r) => setTimeout(r, 1500)); // anything doubled would arrive now
     const got = received('during the freeze #');
     assert.deepEqual([...got].sort(), Array.from({ length: N }, (_, i) => `during the freeze #${i}`).sort(), 'each once');
