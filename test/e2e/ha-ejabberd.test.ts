@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ejabberd } from '../harness/ejabberd.js';
 import { waitUntil } from '../harness/gateway.js';
-import { GatewayProcess } from '../harness/gateway-process.js';
+import { GatewayProcess, haInstance, waitRole } from '../harness/gateway-process.js';
 import { PythonOmemoUser } from '../harness/omemo-user.js';
 import { WebhookReceiver } from '../harness/webhook-receiver.js';
 import { Postgres } from '../harness/postgres.js';
@@ -41,22 +41,10 @@ describe('two instances on PostgreSQL behind ejabberd', () => {
     const url = await db.createDatabase('ha_ejabberd');
     const bot = `alerts@${server.componentDomain}`;
     const instance = async () => {
-      const g = await GatewayProcess.create(server, {
-        bots: [{ localpart: 'alerts', token: BOT_TOKEN, webhook: { url: hook.url, secret: hook.secret }, rate_limit: { per_second: 1000, burst: 1000 } }],
-        extra: {
-          keystore: { url, passphrase: 'keystore-passphrase-for-tests' },
-          ha: { lease: `${LEASE_S}s` },
-          webhooks: { retry_for: '1h', max_retry_delay: '1s', timeout: '5s' },
-        },
-      });
+      const g = await haInstance(server, { url, leaseS: LEASE_S, bot: { localpart: 'alerts', token: BOT_TOKEN }, webhook: { url: hook.url, secret: hook.secret } });
       gws.push(g);
       return g;
     };
-    const waitRole = (g: GatewayProcess, want: string, what: string, timeoutMs = 30000) =>
-      waitUntil(async () => {
-        const r = await g.readiness();
-        return r?.role === want && r.status === 200;
-      }, timeoutMs, what);
     const received = (prefix: string) => hook.messages().filter((m) => String(m.body).startsWith(prefix)).map((m) => String(m.body));
 
     const a = await instance();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { Prosody } from '../harness/prosody.js';
 import { waitUntil } from '../harness/gateway.js';
-import { GatewayProcess } from '../harness/gateway-process.js';
+import { GatewayProcess, haInstance, waitRole } from '../harness/gateway-process.js';
 import { PythonOmemoUser } from '../harness/omemo-user.js';
 import { WebhookReceiver } from '../harness/webhook-receiver.js';
 import { Postgres } from '../harness/postgres.js';
@@ -25,23 +25,11 @@ describe('two instances on PostgreSQL: failover', () => {
   let bot: string;
 
   const instance = async () => {
-    const g = await GatewayProcess.create(server, {
-      bots: [{ localpart: 'alerts', token: BOT_TOKEN, webhook: { url: hook.url, secret: hook.secret }, rate_limit: { per_second: 1000, burst: 1000 } }],
-      extra: {
-        keystore: { url, passphrase: 'keystore-passphrase-for-tests' },
-        ha: { lease: `${LEASE_S}s` },
-        webhooks: { retry_for: '1h', max_retry_delay: '1s', timeout: '5s' },
-      },
-    });
+    const g = await haInstance(server, { url, leaseS: LEASE_S, bot: { localpart: 'alerts', token: BOT_TOKEN }, webhook: { url: hook.url, secret: hook.secret } });
     gws.push(g);
     return g;
   };
   const role = async (g: GatewayProcess) => (await g.readiness())?.role ?? 'down';
-  const waitRole = (g: GatewayProcess, want: string, what: string, timeoutMs = 30000) =>
-    waitUntil(async () => {
-      const r = await g.readiness();
-      return r?.role === want && r.status === 200;
-    }, timeoutMs, what);
 
   /** Posts like a careful client: an Idempotency-Key, and on a failure the same request to the other instance. */
   const post = async (order: GatewayProcess[], body: string, key: string): Promise<string> => {

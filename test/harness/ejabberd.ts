@@ -9,8 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync, existsSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:net';
-import { freePort } from './ports.js';
+import { canConnect, freePort } from './ports.js';
 import type { XmppServer } from './prosody.js';
 
 const EJABBERDCTL = process.env.EJABBERDCTL_BIN ?? '/usr/sbin/ejabberdctl';
@@ -202,15 +201,4 @@ modules:
     await this.stop();
     if (!process.env.KEEP_EJABBERD) rmSync(this.dir, { recursive: true, force: true });
   }
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -113,3 +113,26 @@ export class GatewayProcess {
     return { status: r.status, body: (await r.json()) as Record<string, unknown> };
   }
 }
+
+/** One of several instances on a PostgreSQL keystore (keystore.url) with `lease`, for the HA tests. */
+export function haInstance(
+  server: XmppServer,
+  o: { url: string; leaseS: number; bot: { localpart: string; token: string }; webhook: { url: string; secret: string } },
+): Promise<GatewayProcess> {
+  return GatewayProcess.create(server, {
+    bots: [{ ...o.bot, webhook: o.webhook, rate_limit: { per_second: 1000, burst: 1000 } }],
+    extra: {
+      keystore: { url: o.url, passphrase: 'keystore-passphrase-for-tests' },
+      ha: { lease: `${o.leaseS}s` },
+      webhooks: { retry_for: '1h', max_retry_delay: '1s', timeout: '5s' },
+    },
+  });
+}
+
+/** Waits until `g`'s /readyz answers 200 with that role ('active' or 'standby'). */
+export function waitRole(g: GatewayProcess, want: string, what: string, timeoutMs = 30000): Promise<void> {
+  return waitUntil(async () => {
+    const r = await g.readiness();
+    return r?.role === want && r.status === 200;
+  }, timeoutMs, what);
+}

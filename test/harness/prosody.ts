@@ -4,8 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:net';
-import { freePort } from './ports.js';
+import { canConnect, freePort } from './ports.js';
 
 export interface ProsodyOptions {
   /** The users' domain; more user domains may follow in extraDomains. */
@@ -209,16 +208,6 @@ Component "${this.mucDomain}" "muc"
   }
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 /** True when Debian's prosody binary can at least print its version (used by a sanity test). */
 export function prosodyVersion(): string | null {
