@@ -42,7 +42,7 @@ import { TokenBuckets } from './http/rate-limit.js';
 import { messagesRoutes, type MessagesDeps } from './http/routes/messages.js';
 import { fastMessages } from './http/fast-messages.js';
 import { identitiesRoutes } from './http/routes/identities.js';
-import { contactsRoutes } from './http/routes/contacts.js';
+import { contactsRoutes, type RefreshOutcome } from './http/routes/contacts.js';
 import { webhookAdminRoutes } from './http/routes/webhooks-admin.js';
 import { openapiRoutes } from './http/openapi.js';
 import { ChatCommands } from './component/commands.js';
@@ -403,6 +403,8 @@ export class Gateway {
         identitiesRoutes({ addressing: this.addressing, engines: this.engines }),
         contactsRoutes({
           addressing: this.addressing,
+          ...(config.bots[0] && { defaultReader: this.addressing.botJid(config.bots[0].localpart) }),
+          refresh: (local, contact) => this.#refreshContact(local, contact),
           trust: this.trust,
           contacts: this.contacts,
           ...(pgpKeys && {
@@ -412,6 +414,17 @@ export class Gateway {
         webhookAdminRoutes({ store: this.webhookStore, kick: (bot) => this.webhooks.kick(bot) }),
         ...(opts.api ?? []),
       ],
+    });
+  }
+
+  async #refreshContact(local: string, contact: string): Promise<RefreshOutcome[]> {
+    const engines = this.engines.all().filter((e) => e.refreshContact);
+    const settled = await Promise.allSettled(engines.map((e) => e.refreshContact!(local, contact)));
+    return settled.map((r, i) => {
+      const protocol = engines[i]!.id;
+      if (r.status === 'fulfilled') return { protocol, ok: true };
+      // Only the error's code reaches the API: a message may quote what the contact published.
+      return { protocol, ok: false, error: r.reason instanceof GatewayError ? r.reason.code : 'internal_error' };
     });
   }
 

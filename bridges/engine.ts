@@ -131,6 +131,11 @@ export interface ProtocolEngine {
   reachability(local: string, peer: string): Promise<Reachability>;
   /** A PEP event (+notify) from a contact for one of this engine's nodes. */
   onPepEvent?(local: string, from: string, node: string, items: Element[]): Promise<void>;
+  /**
+   * Re-reads what contact `peer` publishes (device lists and bundles, keys) as hosted JID `local`,
+   * so that the TrustStore knows every current key's fingerprint (the admin's refreshed device view).
+   */
+  refreshContact?(local: string, peer: string): Promise<void>;
   /** An older protocol this one is the newer version of: chosen for a contact, it gives way to this one where this reaches them too. */
   readonly supersedes?: ProtocolId;
   /** Whether `node` (a PEP node of a contact) belongs to this engine. */

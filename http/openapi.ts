@@ -145,12 +145,24 @@ export const openapi = {
     },
     '/v1/contacts/{jid}/devices': {
       get: {
-        summary: "A contact's devices and keys with trust (admin)",
+        summary: "A contact's devices and keys with trust (admin); refresh=true re-reads what the contact publishes first",
         security: bearer,
-        parameters: [jidParam],
+        parameters: [
+          jidParam,
+          { name: 'refresh', in: 'query', required: false, schema: { type: 'boolean' }, description: "Re-read the contact's OMEMO and OMEMO 2 device lists and bundles and OX keys before answering" },
+          { name: 'as', in: 'query', required: false, schema: { type: 'string' }, description: 'The hosted JID (bot or proxy) that reads; the first configured bot by default' },
+        ],
         responses: {
-          200: json('Devices', { type: 'object', properties: { jid: { type: 'string' }, devices: { type: 'array', items: { $ref: '#/components/schemas/Device' } } } }),
-          400: E[400], 401: E[401], 403: E[403],
+          200: json('Devices', {
+            type: 'object',
+            properties: {
+              jid: { type: 'string' },
+              devices: { type: 'array', items: { $ref: '#/components/schemas/Device' } },
+              read_as: { type: 'string' },
+              refreshed: { type: 'array', items: { type: 'object', properties: { protocol: { type: 'string' }, ok: { type: 'boolean' }, error: { type: 'string' } } } },
+            },
+          }),
+          400: E[400], 401: E[401], 403: E[403], 404: E[404],
         },
       },
     },

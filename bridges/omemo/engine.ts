@@ -241,6 +241,10 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
       return out;
     },
 
+    async refreshContact(local, contact) {
+      await engine.contactDevices(local, contact, { refresh: true, bundles: true });
+    },
+
     onConnectionChange(up) {
       connected = up;
       if (up) connectedSince = ports.now();

@@ -40,7 +40,7 @@ export interface Omemo2Engine extends GroupEngine {
   /** Legacy OMEMO is the older version of this protocol: a contact reached by both gets OMEMO 2. */
   readonly supersedes: 'omemo';
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
-  contactDevices(local: string, contact: string, opts?: { refresh?: boolean }): Promise<Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }>>;
+  contactDevices(local: string, contact: string, opts?: { refresh?: boolean; bundles?: boolean }): Promise<Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }>>;
   settled(): Promise<void>;
   readonly internals: Omemo2Context;
 }
@@ -226,13 +226,30 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
       const listed = new Set(ids ?? []);
       const all = new Set([...listed, ...ctx.sessions.deviceIds(local, contact)]);
       const records = ports.trust.list(contact, PROTOCOL);
-      return [...all]
-        .sort((a, b) => a - b)
-        .map((deviceId) => {
-          const s = ctx.sessions.get(local, contact, deviceId);
-          const rec = s ? records.find((r) => r.fingerprint === fingerprintOf(s.theirIk)) : records.find((r) => r.deviceId === String(deviceId));
-          return { device_id: deviceId, fingerprint: s ? fingerprintOf(s.theirIk) : (rec?.fingerprint ?? null), trust: rec?.trust ?? null, active: listed.has(deviceId), session: s !== undefined };
-        });
+      const out: Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }> = [];
+      for (const deviceId of [...all].sort((a, b) => a - b)) {
+        const s = ctx.sessions.get(local, contact, deviceId);
+        let fingerprint = s ? fingerprintOf(s.theirIk) : null;
+        if (!fingerprint && o.bundles && listed.has(deviceId)) {
+          // A listed device without a session: its bundle names its identity key (what an admin
+          // compares before trusting it under `manual`).
+          const b = await ctx.devices.bundle(local, contact, deviceId).catch(() => null);
+          if (b) fingerprint = fingerprintOf(b.ik);
+        }
+        let trust: TrustLevel | null = null;
+        if (fingerprint && listed.has(deviceId)) trust = ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ports.now());
+        else {
+          const rec = fingerprint ? records.find((r) => r.fingerprint === fingerprint) : records.find((r) => r.deviceId === String(deviceId));
+          fingerprint ??= rec?.fingerprint ?? null;
+          trust = rec?.trust ?? null;
+        }
+        out.push({ device_id: deviceId, fingerprint, trust, active: listed.has(deviceId), session: s !== undefined });
+      }
+      return out;
+    },
+
+    async refreshContact(local, contact) {
+      await engine.contactDevices(local, contact, { refresh: true, bundles: true });
     },
 
     settled: () => ctx.devices.settled(),

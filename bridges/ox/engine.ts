@@ -141,6 +141,10 @@ export function createOxEngine(ports: EnginePorts, opts: OxEngineOptions): OxEng
       else contacts.forgetKey(contact, node.slice(NODE_KEY_PREFIX.length).toUpperCase());
     },
 
+    async refreshContact(local, contact) {
+      await contacts.get(local, contact, true);
+    },
+
     async contactKeys(local, contact, o = {}) {
       const announced = (await contacts.get(local, contact, o.refresh === true)) ?? [];
       return announced.map((k) => ({

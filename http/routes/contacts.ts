@@ -15,8 +15,19 @@ export interface PgpKeyRegistry {
   remove(contact: string): Promise<boolean>;
 }
 
+/** One protocol's outcome of re-reading a contact's published devices and keys. */
+export interface RefreshOutcome {
+  protocol: ProtocolName;
+  ok: boolean;
+  error?: string;
+}
+
 export interface ContactsDeps {
   addressing: Addressing;
+  /** The hosted JID that reads a contact's devices when the request names none (the first bot). */
+  defaultReader?: string;
+  /** Re-reads `contact`'s device lists, bundles and keys as hosted JID `local`, per protocol. */
+  refresh?: (local: string, contact: string) => Promise<RefreshOutcome[]>;
   trust: TrustStore;
   contacts: ContactStore;
   pgp?: PgpKeyRegistry;
@@ -44,13 +55,45 @@ function contactJid(d: ContactsDeps, raw: string): string {
   return jid;
 }
 
+function readerJid(d: ContactsDeps, raw: unknown): string {
+  if (raw === undefined) {
+    if (!d.defaultReader) throw new GatewayError('invalid_field', 'No bot is configured: name the hosted JID that reads with "as".');
+    return d.defaultReader;
+  }
+  if (typeof raw !== 'string') throw new GatewayError('invalid_field', '"as" must be one hosted JID.');
+  let a;
+  try {
+    a = d.addressing.classify(raw);
+  } catch (e) {
+    if (e instanceof GatewayError) throw new GatewayError('invalid_field', `"as" is not a hosted JID: ${e.message}`);
+    throw e;
+  }
+  if (a.kind === 'domain') throw new GatewayError('invalid_field', '"as" must be a bot or a proxy JID, not the gateway\'s domain.');
+  return a.local;
+}
+
 export function contactsRoutes(d: ContactsDeps): Router {
   const r = Router();
 
-  r.get('/contacts/:jid/devices', (req, res) => {
+  // `?refresh=true` first re-reads what the contact publishes (both OMEMO versions' device lists and
+  // bundles, OX keys), so a device that never wrote to the gateway shows with its fingerprint and
+  // can be trusted under `manual` before the first message. `as` names the hosted JID that reads.
+  r.get('/contacts/:jid/devices', async (req, res) => {
     requireAdmin(res);
     const jid = contactJid(d, req.params.jid!);
-    res.json({ jid, devices: d.trust.list(jid).map(deviceView) });
+    const q = req.query;
+    const refresh = q.refresh === 'true' || q.refresh === '1';
+    if (q.refresh !== undefined && !refresh && q.refresh !== 'false' && q.refresh !== '0') {
+      throw new GatewayError('invalid_field', '"refresh" must be true or false.');
+    }
+    if (!refresh) {
+      res.json({ jid, devices: d.trust.list(jid).map(deviceView) });
+      return;
+    }
+    if (!d.refresh) throw new GatewayError('not_found', 'No protocol of this gateway reads contacts\' devices.');
+    const reader = readerJid(d, q.as);
+    const refreshed = await d.refresh(reader, jid);
+    res.json({ jid, devices: d.trust.list(jid).map(deviceView), refreshed, read_as: reader });
   });
 
   r.put('/contacts/:jid/trust', (req, res) => {

@@ -133,6 +133,20 @@ describe('OMEMO 2: python-twomemo users, a bot and proxies through Prosody and t
   test('a device with both backends gets every message exactly once, in OMEMO 2, and sends once', async () => {
     const erin = await PythonOmemoUser.start(server, 'erin', { resource: 'both', backends: ['oldmemo', 'twomemo'] });
     try {
+      // Before erin ever writes: the admin's refreshed view reads both device lists and bundles.
+      const path = `${gw.url}/v1/contacts/${encodeURIComponent('erin@example.org')}/devices`;
+      const admin = { headers: { authorization: 'Bearer admin-token-for-tests-0001' } };
+      const before = (await (await fetch(path, admin)).json()) as { devices: unknown[] };
+      assert.deepEqual(before.devices, [], 'nothing is known of erin yet');
+      const r = await fetch(`${path}?refresh=true`, admin);
+      assert.equal(r.status, 200, await r.clone().text());
+      const view = (await r.json()) as { devices: Array<{ protocol: string; device_id: number; fingerprint: string; trust: string }>; refreshed: Array<{ protocol: string; ok: boolean }>; read_as: string };
+      assert.equal(view.read_as, bot, 'read as the first bot by default');
+      assert.ok(view.refreshed.some((x) => x.protocol === 'omemo' && x.ok) && view.refreshed.some((x) => x.protocol === 'omemo2' && x.ok), JSON.stringify(view.refreshed));
+      const seen = view.devices.map((d) => [d.protocol, d.device_id, d.fingerprint]).sort();
+      assert.deepEqual(seen, [['omemo', erin.deviceId, erin.fingerprint], ['omemo2', erin.deviceId, erin.fingerprintEd25519]].sort(), 'one device in both lists, each with its fingerprint');
+      assert.equal((await fetch(`${path}?refresh=maybe`, admin)).status, 400);
+      assert.equal((await fetch(`${path}?refresh=true&as=${encodeURIComponent(gw.domain)}`, admin)).status, 400);
       await erin.subscribe(bot);
       for (let i = 0; i < 10; i++) await post(gw, { to: 'erin@example.org', body: `to erin #${i}` });
       for (let i = 0; i < 10; i++) await erin.waitForMessage((m) => m.body === `to erin #${i}`, 15000, `to erin #${i}`);

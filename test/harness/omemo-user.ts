@@ -128,6 +128,8 @@ export class PythonOmemoUser {
   readonly events: OmemoEvent[] = [];
   deviceId = 0;
   fingerprint = '';
+  /** Hex of the Ed25519 identity key (the gateway's OMEMO 2 fingerprint). */
+  fingerprintEd25519 = '';
   fullJid = '';
   #args: string[];
   #ownsState: boolean;
@@ -216,6 +218,7 @@ export class PythonOmemoUser {
     if (ready.event === 'fatal') throw new Error(`${this.#label()}: ${String(ready.error)}${this.#stderrTail()}`);
     this.deviceId = Number(ready.device_id);
     this.fingerprint = String(ready.fingerprint);
+    this.fingerprintEd25519 = String(ready.fingerprint_ed25519 ?? '');
     this.fullJid = String(ready.full_jid);
   }
 
