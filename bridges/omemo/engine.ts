@@ -8,12 +8,13 @@
 import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
 import type { Encrypted, EnginePorts, GroupEngine, IdentityFacts, Reachability } from '../engine.js';
-import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
+import { isUsable } from '../../keystore/trust-store.js';
 import { GatewayError } from '../../errors.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES_PREFIX, bundleNode, NODE_DEVICELIST, NS_OMEMO, PROTOCOL, type OmemoOptions } from './constants.js';
 import { OmemoMetrics, type OmemoContext } from './context.js';
 import { decryptStanza } from './decrypt.js';
 import { DeviceLists } from './device-cache.js';
+import { listContactDevices, type ContactDevice } from './contact-devices.js';
 import { encryptBody, encryptGroup } from './encrypt.js';
 import { fingerprintOf, Keyring } from './keyring.js';
 import { Sessions } from './sessions.js';
@@ -29,17 +30,7 @@ export interface OmemoEngineOptions extends Partial<OmemoOptions> {
   replay?: ReplayGuard;
 }
 
-/** A contact's device as the engine knows it. */
-export interface ContactDevice {
-  device_id: number;
-  /** null until we have seen its identity key (bundle or session). */
-  fingerprint: string | null;
-  trust: TrustLevel | null;
-  /** In the contact's current device list. */
-  active: boolean;
-  /** We hold a session with it. */
-  session: boolean;
-}
+export type { ContactDevice } from './contact-devices.js';
 
 export interface OmemoEngine extends GroupEngine {
   /** The hosted JID's own OMEMO device(s) (the gateway runs one per JID). */
@@ -218,27 +209,22 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
         if (!(e instanceof GatewayError)) throw e;
         ids = devices.cached(contact) ?? null;
       }
-      const listed = new Set(ids ?? []);
-      const all = new Set<number>([...listed, ...sessions.deviceIds(local, contact)]);
-      const records = ports.trust.list(contact, PROTOCOL);
-      const out: ContactDevice[] = [];
-      for (const deviceId of [...all].sort((a, b) => a - b)) {
-        const open = sessions.openSession(local, contact, deviceId);
-        let fingerprint = open ? fingerprintOf(open.remoteIdentityKey) : null;
-        if (!fingerprint && o.bundles && listed.has(deviceId)) {
-          const b = await devices.bundle(local, contact, deviceId).catch(() => null);
-          if (b) fingerprint = fingerprintOf(b.identityKey);
-        }
-        let trust: TrustLevel | null = null;
-        if (fingerprint && listed.has(deviceId)) trust = ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ports.now());
-        else {
-          const rec = fingerprint ? records.find((r) => r.fingerprint === fingerprint) : records.find((r) => r.deviceId === String(deviceId));
-          fingerprint ??= rec?.fingerprint ?? null;
-          trust = rec?.trust ?? null;
-        }
-        out.push({ device_id: deviceId, fingerprint, trust, active: listed.has(deviceId), session: open !== undefined });
-      }
-      return out;
+      return listContactDevices({
+        trust: ports.trust,
+        protocol: PROTOCOL,
+        contact,
+        now: ports.now(),
+        listed: ids,
+        withSessions: sessions.deviceIds(local, contact),
+        sessionFingerprint: (deviceId) => {
+          const open = sessions.openSession(local, contact, deviceId);
+          return open ? fingerprintOf(open.remoteIdentityKey) : null;
+        },
+        ...(o.bundles && { bundleFingerprint: async (deviceId: number) => {
+          const b = await devices.bundle(local, contact, deviceId);
+          return b ? fingerprintOf(b.identityKey) : null;
+        } }),
+      });
     },
 
     async refreshContact(local, contact) {

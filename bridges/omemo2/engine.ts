@@ -8,12 +8,13 @@
 // `legacy` dependency), and no device gets the same message twice.
 import type Element from 'ltx/lib/Element.js';
 import { GatewayError } from '../../errors.js';
-import { isUsable, type TrustLevel } from '../../keystore/trust-store.js';
+import { isUsable } from '../../keystore/trust-store.js';
 import type { Decrypted, EnginePorts, Encrypted, GroupEngine, IdentityFacts, Reachability } from '../engine.js';
 import { DeviceLists, type DeviceListSpec } from '../omemo/device-cache.js';
 import type { OmemoEngine } from '../omemo/engine.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2, PROTOCOL, type Omemo2Options } from './constants.js';
 import { newCaches, type Omemo2Context } from './context.js';
+import { listContactDevices, type ContactDevice } from '../omemo/contact-devices.js';
 import { decryptStanza } from './inbound.js';
 import { fingerprintOf, Keyring, type IdentitySource } from './keyring.js';
 import { encryptBody, encryptGroup } from './outbound.js';
@@ -40,7 +41,7 @@ export interface Omemo2Engine extends GroupEngine {
   /** Legacy OMEMO is the older version of this protocol: a contact reached by both gets OMEMO 2. */
   readonly supersedes: 'omemo';
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
-  contactDevices(local: string, contact: string, opts?: { refresh?: boolean; bundles?: boolean }): Promise<Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }>>;
+  contactDevices(local: string, contact: string, opts?: { refresh?: boolean; bundles?: boolean }): Promise<ContactDevice[]>;
   settled(): Promise<void>;
   readonly internals: Omemo2Context;
 }
@@ -223,29 +224,22 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     async contactDevices(local, contact, o = {}) {
       await ctx.keyring.ensure(local);
       const ids = await ctx.devices.get(local, contact, o.refresh === true).catch(() => ctx.devices.cached(contact) ?? null);
-      const listed = new Set(ids ?? []);
-      const all = new Set([...listed, ...ctx.sessions.deviceIds(local, contact)]);
-      const records = ports.trust.list(contact, PROTOCOL);
-      const out: Array<{ device_id: number; fingerprint: string | null; trust: TrustLevel | null; active: boolean; session: boolean }> = [];
-      for (const deviceId of [...all].sort((a, b) => a - b)) {
-        const s = ctx.sessions.get(local, contact, deviceId);
-        let fingerprint = s ? fingerprintOf(s.theirIk) : null;
-        if (!fingerprint && o.bundles && listed.has(deviceId)) {
-          // A listed device without a session: its bundle names its identity key (what an admin
-          // compares before trusting it under `manual`).
-          const b = await ctx.devices.bundle(local, contact, deviceId).catch(() => null);
-          if (b) fingerprint = fingerprintOf(b.ik);
-        }
-        let trust: TrustLevel | null = null;
-        if (fingerprint && listed.has(deviceId)) trust = ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ports.now());
-        else {
-          const rec = fingerprint ? records.find((r) => r.fingerprint === fingerprint) : records.find((r) => r.deviceId === String(deviceId));
-          fingerprint ??= rec?.fingerprint ?? null;
-          trust = rec?.trust ?? null;
-        }
-        out.push({ device_id: deviceId, fingerprint, trust, active: listed.has(deviceId), session: s !== undefined });
-      }
-      return out;
+      return listContactDevices({
+        trust: ports.trust,
+        protocol: PROTOCOL,
+        contact,
+        now: ports.now(),
+        listed: ids,
+        withSessions: ctx.sessions.deviceIds(local, contact),
+        sessionFingerprint: (deviceId) => {
+          const s = ctx.sessions.get(local, contact, deviceId);
+          return s ? fingerprintOf(s.theirIk) : null;
+        },
+        ...(o.bundles && { bundleFingerprint: async (deviceId: number) => {
+          const b = await ctx.devices.bundle(local, contact, deviceId);
+          return b ? fingerprintOf(b.ik) : null;
+        } }),
+      });
     },
 
     async refreshContact(local, contact) {
