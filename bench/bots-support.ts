@@ -34,6 +34,31 @@ export function cpuSeconds(pid: number | null): number | null {
   }
 }
 
+/**
+ * CPU seconds of `pid` and its children (PostgreSQL: the postmaster and its backends), counting the
+ * children that already ended (cutime, cstime); null if `pid` is gone.
+ */
+export function treeCpuSeconds(pid: number | null): number | null {
+  if (pid === null) return null;
+  const fields = (p: number | string): string[] | null => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    } catch {
+      return null;
+    }
+  };
+  const own = fields(pid);
+  if (!own) return null;
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const f = fields(name);
+    if (f && Number(f[1]) === pid) ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks / CLK_TCK;
+}
+
 /** Busy and total CPU time of the whole machine so far (all cores, in USER_HZ ticks), from /proc/stat. */
 export function machineTicks(): { busy: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);

@@ -20,7 +20,7 @@ import { Postgres, postgresAvailable } from '../test/harness/postgres.js';
 import { waitUntil } from '../test/harness/gateway.js';
 import { PythonOmemoUser, pythonOmemoStatus } from '../test/harness/omemo-user.js';
 import { BenchOmemoClient } from './omemo-client.js';
-import { cpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
+import { cpuSeconds, treeCpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
 import { THROUGHPUT_LIMITS, table } from './stats.js';
 import { encryptFloorMs } from './bots-encrypt-floor.js';
 import { regressionLines, type RunFigures } from './bots-history.js';
@@ -88,7 +88,8 @@ interface Env {
   prosody: Prosody;
   gw: GatewayProcess;
   poster: Poster;
-  pids: { gateway: number | null; prosody: number | null; receiver: number | null };
+  /** postgres: the postmaster of the keystore.url run (its backends' CPU is counted with it). */
+  pids: { gateway: number | null; prosody: number | null; receiver: number | null; postgres?: number | null };
 }
 
 interface LoadSpec {
@@ -119,6 +120,8 @@ interface LoadResult {
   cpu: Record<string, number | null>;
   /** Gateway CPU (user + system) per message received decrypted, ms. */
   gwCpuMsPerMsg: number;
+  /** keystore.url: the write-through per message received (batches = PostgreSQL round trips), and PostgreSQL's CPU. */
+  pg: { batchesPerMsg: number; rowsPerBatch: number; batch: Histogram; cpuMsPerMsg: number } | null;
   mem: Array<{ t: number; rss: number; heap: number; heapTotal: number; keystore: number }>;
 }
 
@@ -139,7 +142,8 @@ async function load(env: Env, spec: LoadSpec): Promise<LoadResult> {
   runs.set(tag, run);
 
   const m0 = await scrape(env.gw.url);
-  const cpu0 = { gateway: cpuSeconds(env.pids.gateway), prosody: cpuSeconds(env.pids.prosody), receiver: cpuSeconds(env.pids.receiver), bench: process.cpuUsage() };
+  const pgPid = env.pids.postgres ?? null;
+  const cpu0 = { gateway: cpuSeconds(env.pids.gateway), prosody: cpuSeconds(env.pids.prosody), receiver: cpuSeconds(env.pids.receiver), postgres: treeCpuSeconds(pgPid), bench: process.cpuUsage() };
   const mem: LoadResult['mem'] = [];
   const machine0 = machineTicks();
   const loop = monitorEventLoopDelay({ resolution: 5 });
@@ -213,12 +217,24 @@ async function load(env: Env, spec: LoadSpec): Promise<LoadResult> {
     gateway: used(cpuSeconds(env.pids.gateway), cpu0.gateway),
     prosody: used(cpuSeconds(env.pids.prosody), cpu0.prosody),
     receiver: env.pids.receiver === null ? null : used(cpuSeconds(env.pids.receiver), cpu0.receiver),
+    postgres: pgPid === null ? null : used(treeCpuSeconds(pgPid), cpu0.postgres),
     bench: (cpuBench.user + cpuBench.system) / 1e6 / wall,
     machine: (machine1.busy - machine0.busy) / wall,
   };
   const gwCpu1 = cpuSeconds(env.pids.gateway);
   const gwCpuMsPerMsg = gwCpu1 === null || cpu0.gateway === null || run.received === 0 ? NaN : ((gwCpu1 - cpu0.gateway) * 1000) / run.received;
   const m1 = await scrape(env.gw.url);
+  const pgCpu1 = treeCpuSeconds(pgPid);
+  const batches = total(m1, 'gateway_keystore_batches_total') - total(m0, 'gateway_keystore_batches_total');
+  const pgFig =
+    pgPid === null
+      ? null
+      : {
+          batchesPerMsg: batches / Math.max(1, run.received),
+          rowsPerBatch: (total(m1, 'gateway_keystore_batch_rows_total') - total(m0, 'gateway_keystore_batch_rows_total')) / Math.max(1, batches),
+          batch: histDiff(histogram(m1, 'gateway_keystore_batch_seconds'), histogram(m0, 'gateway_keystore_batch_seconds')),
+          cpuMsPerMsg: pgCpu1 === null || cpu0.postgres === null || run.received === 0 ? NaN : ((pgCpu1 - cpu0.postgres) * 1000) / run.received,
+        };
 
   const lat: number[] = [];
   const ack: number[] = [];
@@ -254,6 +270,7 @@ async function load(env: Env, spec: LoadSpec): Promise<LoadResult> {
     },
     cpu,
     gwCpuMsPerMsg,
+    pg: pgFig,
     mem,
   };
 }
@@ -369,7 +386,7 @@ interface Row {
 
 const rateMet = (r: LoadResult) => r.lost === 0 && r.rejected === 0 && r.run.duplicates === 0 && r.achievedRate >= 0.99 * r.spec.rate;
 const others = (r: LoadResult) => {
-  const ours = (r.cpu.gateway ?? 0) + (r.cpu.prosody ?? 0) + (r.cpu.receiver ?? 0) + (r.cpu.bench ?? 0);
+  const ours = (r.cpu.gateway ?? 0) + (r.cpu.prosody ?? 0) + (r.cpu.receiver ?? 0) + (r.cpu.postgres ?? 0) + (r.cpu.bench ?? 0);
   return r.cpu.machine === null || r.cpu.machine === undefined ? null : Math.max(0, r.cpu.machine - ours);
 };
 
@@ -439,6 +456,23 @@ function detailTable(rows: LoadResult[], floorMs: number): string {
       pct(r.cpu.receiver),
       pct(r.cpu.bench),
       pct(others(r)),
+    ]),
+  );
+}
+
+/** keystore.url runs: what the write-through to PostgreSQL cost per message. */
+function pgTable(rows: LoadResult[]): string {
+  return table(
+    ['scenario', 'PostgreSQL round trips/msg', 'rows/batch', 'batch p50/p99', 'batch mean', 'gw CPU/msg', 'postgres CPU/msg', 'CPU postgres'],
+    rows.map((r) => [
+      r.spec.label,
+      r.pg!.batchesPerMsg.toFixed(2),
+      r.pg!.rowsPerBatch.toFixed(1),
+      `${ms(histQuantile(r.pg!.batch, 0.5) * 1000)} / ${ms(histQuantile(r.pg!.batch, 0.99) * 1000)}`,
+      ms((r.pg!.batch.sum / Math.max(1, r.pg!.batch.count)) * 1000),
+      ms(r.gwCpuMsPerMsg),
+      ms(r.pg!.cpuMsPerMsg),
+      pct(r.cpu.postgres),
     ]),
   );
 }
@@ -622,7 +656,7 @@ export async function runBotsBench(): Promise<boolean> {
         return r?.role === 'active' && r.status === 200;
       }, 60000, 'the PostgreSQL gateway active and connected');
       poster.p = new Poster(g.url);
-      const envPg: Env = { prosody, gw: g, poster: poster.p, pids: { gateway: findPid(pgCfg), prosody: env.pids.prosody, receiver: null } };
+      const envPg: Env = { prosody, gw: g, poster: poster.p, pids: { gateway: findPid(pgCfg), prosody: env.pids.prosody, receiver: null, postgres: findPid(pgDir) } };
       await warmUp(envPg, all, to, 2);
       await load(envPg, { label: 'warm-up (PostgreSQL)', receiver: 'node', bots: all, to, rate: RATE, seconds: 5 });
       const tenPg = await load(envPg, { label: `${BOTS} bots, PostgreSQL`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
@@ -644,6 +678,11 @@ export async function runBotsBench(): Promise<boolean> {
     console.log(resultTable(results));
     console.log('\nWhere the time and CPU went (CPU as a share of one core over the run; the machine has 2 cores, 200%):');
     console.log(detailTable(results.map((x) => x.r), floorMs));
+    const pgRows = results.map((x) => x.r).filter((r) => r.pg !== null);
+    if (pgRows.length) {
+      console.log('\nkeystore.url write-through (batches: one PostgreSQL round trip each; postgres: the postmaster and its backends):');
+      console.log(pgTable(pgRows));
+    }
     console.log(`\n${targetLines(results, probe, floorMs).join('\n')}`);
     const kept: Record<string, RunFigures> = {};
     for (const { r, headline } of results) {

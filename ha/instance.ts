@@ -163,6 +163,11 @@ export class HaInstance {
       },
     });
     this.#gateway = gateway;
+    wt.onShipped((seconds, rows) => {
+      gateway.metrics.keystoreBatches.inc();
+      gateway.metrics.keystoreBatchRows.inc(rows);
+      gateway.metrics.keystoreBatchSeconds.observe(seconds);
+    });
     const app = gateway.app as unknown as Handler;
     // Every answer of the active instance waits for the commit barrier (a 202 means "in PostgreSQL").
     this.#handler = (req, res) => {

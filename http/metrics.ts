@@ -64,6 +64,14 @@ export class Metrics {
   // limits (limits.ts): refusals by limit, per-peer map sizes, event-loop lag, hosted identities
   readonly limited = new Counter({ name: 'gateway_limited_total', help: 'Work refused by a limit, by limit (see the README, "Limits")', labelNames: ['limit'] as const, registers: [this.registry] });
   readonly handedOff = new Counter({ name: 'gateway_handed_off_total', help: 'Stanzas read from the server after the lease was lost (keystore.url), by outcome: stored for the active instance, dropped (iqs, probes) or failed', labelNames: ['outcome'] as const, registers: [this.registry] });
+  readonly keystoreBatches = new Counter({ name: 'gateway_keystore_batches_total', help: 'Write-through batches committed to PostgreSQL (keystore.url; one round trip each)', registers: [this.registry] });
+  readonly keystoreBatchRows = new Counter({ name: 'gateway_keystore_batch_rows_total', help: 'Rows written or deleted by the write-through batches (keystore.url)', registers: [this.registry] });
+  readonly keystoreBatchSeconds = new Histogram({
+    name: 'gateway_keystore_batch_seconds',
+    help: 'Time of one write-through batch, from taking its rows to its commit in PostgreSQL (keystore.url)',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
   readonly cacheEntries = new Gauge({ name: 'gateway_cache_entries', help: 'Entries of each bounded in-memory per-peer map', labelNames: ['cache'] as const, registers: [this.registry] });
   readonly eventLoopLag = new Gauge({ name: 'gateway_event_loop_lag_seconds', help: 'Event-loop lag: the longest delay of a timer over the last second', registers: [this.registry] });
   readonly hostedIdentities = new Gauge({ name: 'gateway_hosted_identities', help: 'Hosted JIDs with an identity (bridge.max_hosted_identities)', registers: [this.registry] });

@@ -31,6 +31,7 @@ import v8 from 'node:v8';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../../errors.js';
 import { redactPassword as redactUrl } from '../../config.js';
 import { Keystore, migrate, type Db } from '../keystore.js';
@@ -415,6 +416,7 @@ export class WriteThrough {
   #timer: NodeJS.Timeout | null = null;
   #onFenced: (e: FencedError) => void = () => undefined;
   #onError: (e: unknown) => void = () => undefined;
+  #onShipped: (seconds: number, rows: number) => void = () => undefined;
   readonly keystore: Keystore;
 
   constructor(backend: PgBackend, db: Db, fence: Fence, opts: { shipEverything: boolean }) {
@@ -462,6 +464,11 @@ export class WriteThrough {
 
   onError(fn: (e: unknown) => void): void {
     this.#onError = fn;
+  }
+
+  /** Called after each batch a barrier shipped: its time (taking the rows to the commit) and rows. */
+  onShipped(fn: (seconds: number, rows: number) => void): void {
+    this.#onShipped = fn;
   }
 
   /** Ships whatever is dirty every `everyMs`, for changes no barrier waits on. */
@@ -538,7 +545,10 @@ export class WriteThrough {
   }
 
   async #flush(): Promise<void> {
-    await this.#ship(this.#collect());
+    const t0 = performance.now();
+    const batch = this.#collect();
+    await this.#ship(batch);
+    this.#onShipped((performance.now() - t0) / 1000, batch.upserts.length + batch.deletes.length);
   }
 
   async #ship(batch: Batch): Promise<void> {
