@@ -148,15 +148,14 @@ export class Gateway {
       ...(ha ? { allowed: () => ha.mayAct() } : {}),
     });
     // With several instances no stanza leaves before the state it depends on is in PostgreSQL.
-    // And what the send changes (an outbox row marked sent) is shipped right after: the window in
-    // which a crash makes the next active instance send a message again is one database round trip.
+    // What the send changes (an outbox row marked sent) is not shipped on its own: it rides on the
+    // next batch, a later stanza's or answer's barrier or the write-through's timer (every 10 ms),
+    // so a line's next message waits for one round trip, not two. The window in which a crash makes
+    // the next active instance send a message again is that: the timer plus a round trip or two.
     const send = ha
       ? async (el: Element) => {
           await ha.barrier();
           await this.conn.send(el);
-          setImmediate(() => {
-            ha.barrier().catch(() => undefined); // a failure is retried by the next batch
-          });
         }
       : (el: Element) => this.conn.send(el);
     const request = (iq: Element, timeoutMs?: number) => this.conn.request(iq, timeoutMs);
@@ -254,9 +253,6 @@ export class Gateway {
       log: log.child({ subsystem: 'outbound' }),
     });
     this.outbox = new OutboxStore(this.keystore);
-    // A group commit (messages marked sent, among others) goes on to PostgreSQL right away, as a
-    // single send does (see `send` above).
-    if (ha) this.outbox.onFlushed(() => void ha.barrier().catch(() => undefined));
     this.proxies = new ProxyBridge({
       addressing: this.addressing,
       outbound: this.outbound,

@@ -471,7 +471,10 @@ export class WriteThrough {
     this.#onShipped = fn;
   }
 
-  /** Ships whatever is dirty every `everyMs`, for changes no barrier waits on. */
+  /**
+   * Ships what no barrier waits on (a message marked sent, a receipt recorded) within `everyMs`. A
+   * batch already due takes it along (barrier() joins it), so under load the timer adds none.
+   */
   start(everyMs = 50): void {
     this.#timer = setInterval(() => {
       if (this.#fenced || !this.#db.open) return;
@@ -494,24 +497,32 @@ export class WriteThrough {
     return this.#accepted.length > 0 || this.#version !== null || (this.#db.open && this.#hasDirty.get() !== undefined);
   }
 
+  /**
+   * Resolves once every change made before the call is committed in PostgreSQL. Batches go one at a
+   * time (the same row in two transactions in flight could commit in either order). A batch is taken
+   * at the end of the event-loop turn of the first call that needs it (or when the batch in flight
+   * ends, if later): every stanza, answer and outbox mark of that turn rides on it, so a caller waits
+   * for one round trip when the connection is idle, at most two when a batch is in flight.
+   */
   barrier(): Promise<void> {
     if (this.#fenced) return Promise.reject(this.#fenced);
+    // Not taken yet: it will hold everything changed so far.
     if (this.#next) return this.#next;
-    if (!this.#running) {
-      if (!this.#pending()) return Promise.resolve();
-      this.#running = this.#flush().finally(() => {
-        this.#running = null;
+    // Nothing changed since the batch in flight was taken: it is the one to wait for.
+    if (!this.#pending()) return this.#running ?? Promise.resolve();
+    const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+    const taken = this.#running ? this.#running.catch(() => undefined).then(endOfTurn) : endOfTurn();
+    this.#next = taken.then(() => {
+      this.#next = null;
+      if (this.#fenced) throw this.#fenced;
+      // Closed meanwhile: its last changes were taken by the close hook and go with drain().
+      if (!this.#db.open) throw new GatewayError('keystore_unavailable', 'The keystore closed before these changes were shipped.');
+      const running = this.#flush().finally(() => {
+        if (this.#running === running) this.#running = null;
       });
-      return this.#running;
-    }
-    // A batch is in flight: if nothing changed since it was taken, it is the one to wait for.
-    if (!this.#pending()) return this.#running;
-    this.#next = this.#running
-      .catch(() => undefined)
-      .then(() => {
-        this.#next = null;
-        return this.barrier();
-      });
+      this.#running = running;
+      return running;
+    });
     return this.#next;
   }
 

@@ -224,6 +224,40 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     await standby.close();
     await active.close();
   });
+
+  test('barriers of one event-loop turn share one batch; a barrier while a batch is in flight waits for that one and the next', async () => {
+    const url = await pgServer.createDatabase();
+    const t = await pgKeystore(url, PASS);
+    const reader = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const kv = createProtocolStore(t.ks, 'omemo');
+    await t.commit();
+    let batches = 0;
+    t.wt.onShipped(() => batches++);
+    const committed = async (key: string) => (await reader.committedRow('kv', JSON.stringify(['omemo', 'bot@gw', 'session', key]))) !== undefined;
+    kv.put('bot@gw', 'session', 'a', '1');
+    const first = t.wt.barrier();
+    kv.put('bot@gw', 'session', 'b', '1'); // later in the same turn: rides on the same batch
+    const second = t.wt.barrier();
+    await Promise.all([first, second]);
+    assert.equal(batches, 1);
+    assert.ok((await committed('a')) && (await committed('b')));
+    kv.put('bot@gw', 'session', 'c', '1');
+    const inFlight = t.wt.barrier();
+    await new Promise((r) => setImmediate(r)); // the batch with c is taken
+    kv.put('bot@gw', 'session', 'd', '1');
+    const after1 = t.wt.barrier();
+    kv.put('bot@gw', 'session', 'e', '1');
+    const after2 = t.wt.barrier();
+    assert.equal(after1, after2, 'one batch after the one in flight, for both');
+    await Promise.all([inFlight, after1, after2]);
+    assert.equal(batches, 3);
+    for (const k of ['c', 'd', 'e']) assert.ok(await committed(k), k);
+    // Nothing changed: nothing to ship, nothing to wait for.
+    await t.wt.barrier();
+    assert.equal(batches, 3);
+    await reader.close();
+    await t.close();
+  });
 });
 
 describe('the standby API', () => {
