@@ -538,6 +538,19 @@ export class Gateway {
     }
   }
 
+  /**
+   * A stanza a former active instance handed over through PostgreSQL (ha/handoff.ts): handled as if
+   * the server had sent it here. Resolves true once handled, false (not handled) when this instance
+   * may not act now.
+   */
+  async handleHandedOver(el: Element): Promise<boolean> {
+    if (this.#stopping || (this.#ha && !this.#ha.mayAct())) return false;
+    const p = this.router.handle(el);
+    this.#track(p);
+    await p;
+    return true;
+  }
+
   async #mayDeliver(ha: ActiveRole): Promise<void> {
     await ha.barrier();
     if (!ha.mayAct()) throw new GatewayError('standby');

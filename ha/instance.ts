@@ -20,7 +20,7 @@ import { PgBackend, WriteThrough, type FencedError } from '../keystore/pg/backen
 import { Lease } from '../keystore/pg/lease.js';
 import type { KdfParams } from '../keystore/seal.js';
 import { standbyApp } from './standby-app.js';
-import { parseXml } from '../component/xml.js';
+import { HandoffImporter } from './handoff.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -52,6 +52,7 @@ export class HaInstance {
   #listener: pg.PoolClient | null = null;
   #lastImport = 0;
   #importing: Promise<void> | null = null;
+  #handoff: HandoffImporter | null = null;
 
   constructor(config: Config, opts: InstanceOptions) {
     this.config = config;
@@ -163,6 +164,7 @@ export class HaInstance {
       },
     });
     this.#gateway = gateway;
+    this.#handoff = new HandoffImporter({ backend, wt, handle: (el) => gateway.handleHandedOver(el), log: this.log });
     wt.onShipped((seconds, rows) => {
       gateway.metrics.keystoreBatches.inc();
       gateway.metrics.keystoreBatchRows.inc(rows);
@@ -226,22 +228,12 @@ export class HaInstance {
     const gateway = this.#gateway;
     const wt = this.#wt;
     if (!gateway || !wt || wt.fenced) return;
-    const handedOver = await this.#backend!.handoffBatch(200);
-    if (handedOver.length && this.#gateway === gateway) {
-      // Stanzas a former active instance read after its lease had gone: handled here as if the
-      // server had sent them to us (they were meant for the component domain all along).
-      for (const h of handedOver) {
-        try {
-          gateway.inbound.push(parseXml(h.xml));
-        } catch (err) {
-          this.log.warn({ err }, 'a handed-over stanza does not parse; dropped');
-        }
-      }
-      await this.#backend!.dropHandoff(handedOver.map((h) => h.id));
-      this.log.info({ stanzas: handedOver.length }, 'handling stanzas a former active instance read without the lease');
-    }
+    // Stanzas a former active instance read after its lease had gone: handled here as if the server
+    // had sent them to us (they were meant for the component domain all along); each row is deleted
+    // with the batch that ships what handling it changed (ha/handoff.ts).
+    const handedOver = this.#handoff && this.#lease!.valid() ? await this.#handoff.poll(200) : 0;
     const batch = await this.#backend!.acceptedBatch(200);
-    this.#lastImport = batch.length + handedOver.length;
+    this.#lastImport = batch.length + handedOver;
     if (!batch.length || this.#gateway !== gateway) return;
     for (const m of batch) {
       if (!gateway.outbox.get(m.id)) {
@@ -258,6 +250,7 @@ export class HaInstance {
     const gateway = this.#gateway;
     if (!gateway) return;
     this.#gateway = null;
+    this.#handoff = null;
     this.#handler = this.#standby!;
     const wt = this.#wt;
     this.#wt = null;
@@ -282,6 +275,7 @@ export class HaInstance {
     server?.closeIdleConnections();
     if (gateway) {
       await this.#importing;
+      await this.#handoff?.settled();
       await gateway.stop();
       await this.#wt?.drain().catch((err: unknown) => this.log.warn({ err }, 'last changes not shipped'));
       this.#wt?.stop();

@@ -260,10 +260,6 @@ export class PgBackend {
     return r.rows.map((x) => ({ id: x.id, xml: this.sealer.open(x.data, `handoff\0${x.id}`).toString('utf8') }));
   }
 
-  async dropHandoff(ids: string[]): Promise<void> {
-    if (ids.length) await this.pool.query('DELETE FROM gw_handoff WHERE id = ANY($1)', [ids]);
-  }
-
   /** One SQLite row as the active instance last committed it (a standby's GET), or undefined. */
   async committedRow(tbl: string, pkJson: string): Promise<Record<string, unknown> | undefined> {
     const id = this.rowId(tbl, pkJson);
@@ -390,6 +386,7 @@ interface Batch {
   upserts: Array<{ tbl: string; id: string; data: Buffer }>;
   deletes: Array<{ tbl: string; id: string }>;
   accepted: string[];
+  handoff: string[];
   version: number | null;
 }
 
@@ -408,6 +405,7 @@ export class WriteThrough {
   readonly #clearDirty: Database.Statement;
   readonly #markDirty: Database.Statement;
   #accepted: string[] = [];
+  #handoff: string[] = [];
   #version: number | null;
   #running: Promise<void> | null = null;
   #next: Promise<void> | null = null;
@@ -493,8 +491,16 @@ export class WriteThrough {
     this.#accepted.push(id);
   }
 
+  /**
+   * A handed-over stanza (gw_handoff) has been handled: its row is deleted with the next batch, the
+   * one that carries what handling it changed in the working copy.
+   */
+  dropHandoff(id: string): void {
+    this.#handoff.push(id);
+  }
+
   #pending(): boolean {
-    return this.#accepted.length > 0 || this.#version !== null || (this.#db.open && this.#hasDirty.get() !== undefined);
+    return this.#accepted.length > 0 || this.#handoff.length > 0 || this.#version !== null || (this.#db.open && this.#hasDirty.get() !== undefined);
   }
 
   /**
@@ -531,7 +537,7 @@ export class WriteThrough {
     await this.#running?.catch(() => undefined);
     const batch = this.#closedBatch;
     this.#closedBatch = null;
-    if (batch && !this.#fenced && (batch.keys.length || batch.accepted.length || batch.version !== null)) await this.#ship(batch);
+    if (batch && !this.#fenced && (batch.keys.length || batch.accepted.length || batch.handoff.length || batch.version !== null)) await this.#ship(batch);
   }
 
   #collect(): Batch {
@@ -540,8 +546,9 @@ export class WriteThrough {
       this.#clearDirty.run();
       return k;
     })();
-    const batch: Batch = { keys, upserts: [], deletes: [], accepted: this.#accepted, version: this.#version };
+    const batch: Batch = { keys, upserts: [], deletes: [], accepted: this.#accepted, handoff: this.#handoff, version: this.#version };
     this.#accepted = [];
+    this.#handoff = [];
     this.#version = null;
     for (const { tbl, pk } of keys) {
       const t = this.#tables.get(tbl);
@@ -564,7 +571,7 @@ export class WriteThrough {
 
   async #ship(batch: Batch): Promise<void> {
     try {
-      const r = await this.#b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9) AS ok', [
+      const r = await this.#b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS ok', [
         this.#fence.holder,
         this.#fence.epoch,
         batch.upserts.map((u) => u.tbl),
@@ -573,6 +580,7 @@ export class WriteThrough {
         batch.deletes.map((d) => d.tbl),
         batch.deletes.map((d) => d.id),
         batch.accepted,
+        batch.handoff,
         batch.version === null ? null : Buffer.from(String(batch.version)),
       ]);
       if (!r.rows[0]?.ok) throw new FencedError(`the lease has moved on (this instance held epoch ${this.#fence.epoch})`);
@@ -587,6 +595,7 @@ export class WriteThrough {
       if (this.#db.open) for (const k of batch.keys) this.#markDirty.run(k.tbl, k.pk);
       else if (this.#closedBatch === null) this.#closedBatch = batch;
       this.#accepted.unshift(...batch.accepted);
+      this.#handoff.unshift(...batch.handoff);
       if (batch.version !== null && this.#version === null) this.#version = batch.version;
       throw e;
     }

@@ -88,4 +88,22 @@ export const PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'hand-over rows deleted with what handling them changed',
+    sql: `
+      -- gw_ship with the gw_handoff rows the active instance has handled: deleted in the same
+      -- transaction as the rows their handling changed, so a crash before it leaves them to be
+      -- handled again, never lost. The nine-argument gw_ship stays for an instance of the version
+      -- before (a rolling upgrade).
+      CREATE FUNCTION gw_ship(p_holder text, p_epoch bigint, up_tbl text[], up_pk text[], up_data bytea[],
+                              del_tbl text[], del_pk text[], accepted text[], handoff text[], version bytea)
+      RETURNS boolean LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NOT gw_ship(p_holder, p_epoch, up_tbl, up_pk, up_data, del_tbl, del_pk, accepted, version) THEN RETURN false; END IF;
+        DELETE FROM gw_handoff WHERE id = ANY(handoff);
+        RETURN true;
+      END $$;
+    `,
+  },
 ];

@@ -21,6 +21,7 @@ import { pino } from 'pino';
 import { validateConfig } from '../../config.js';
 import { Metrics } from '../../http/metrics.js';
 import { standbyApp } from '../../ha/standby-app.js';
+import { HandoffImporter } from '../../ha/handoff.js';
 import { pgKeystore, sqliteKeystore, TEST_KDF, type TestKeystore } from '../harness/keystores.js';
 
 const PASS = 'passphrase-for-backend-tests';
@@ -257,6 +258,50 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     assert.equal(batches, 3);
     await reader.close();
     await t.close();
+  });
+
+  test('a handed-over stanza stays in gw_handoff until it is handled; its row goes in the batch that ships what handling it changed', async () => {
+    const url = await pgServer.createDatabase();
+    const active = await pgKeystore(url, PASS);
+    const frozen = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    await frozen.handOff(`<message from="${CONTACT}/phone" to="bot@gw" id="h1" type="chat"><body>handed over</body></message>`);
+    const waiting = async () => Number((await active.backend.pool.query<{ n: string }>('SELECT count(*) AS n FROM gw_handoff')).rows[0]!.n);
+    let release!: () => void;
+    const handlingMayEnd = new Promise<void>((r) => (release = r));
+    const seen: string[] = [];
+    const importer = new HandoffImporter({
+      backend: active.backend,
+      wt: active.wt,
+      handle: async (el) => {
+        seen.push(String(el.attrs.id));
+        await handlingMayEnd;
+        createProtocolStore(active.ks, 'omemo').put('bot@gw', 'session', 'handed', 'state of the handled stanza');
+        return true;
+      },
+      log: pino({ level: 'silent' }),
+    });
+    assert.equal(await importer.poll(), 1);
+    // Anything else shipped meanwhile does not take the row with it: a crash now leaves it for the
+    // next active instance.
+    createProtocolStore(active.ks, 'omemo').put('bot@gw', 'session', 'other', 'x');
+    await active.commit();
+    assert.equal(await waiting(), 1, 'not deleted before it is handled');
+    assert.equal(await importer.poll(), 0, 'a row in hand is not started twice');
+    release();
+    await importer.settled();
+    assert.equal(await waiting(), 0, 'deleted once handled');
+    assert.deepEqual(seen, ['h1']);
+    const row = await frozen.committedRow('kv', JSON.stringify(['omemo', 'bot@gw', 'session', 'handed']));
+    assert.ok(row, 'what handling it changed is committed with the delete');
+    // A stanza not handled (this instance may not act) stays for a later attempt.
+    await frozen.handOff(`<message from="${CONTACT}/phone" to="bot@gw" id="h2" type="chat"><body>later</body></message>`);
+    const refusing = new HandoffImporter({ backend: active.backend, wt: active.wt, handle: async () => false, log: pino({ level: 'silent' }) });
+    assert.equal(await refusing.poll(), 1);
+    await refusing.settled();
+    await active.commit();
+    assert.equal(await waiting(), 1);
+    await frozen.close();
+    await active.close();
   });
 });
 
