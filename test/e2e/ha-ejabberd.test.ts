@@ -3,13 +3,15 @@
 // stanzas between them (component-conflict.test.ts). So when the active instance freezes and the
 // standby takes over, ejabberd goes on writing part of what users send into the frozen instance's
 // socket; when that one runs again it has lost the lease. It must hand those stanzas to the new
-// active instance (through PostgreSQL) instead of dropping them, and then leave the domain.
+// active instance (through PostgreSQL) instead of dropping them, and then leave the domain. And the
+// SIGKILL failover the Prosody test runs (test/harness/ha-scenarios.ts) holds here too.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ejabberd } from '../harness/ejabberd.js';
 import { waitUntil } from '../harness/gateway.js';
 import { GatewayProcess, haInstance, waitRole } from '../harness/gateway-process.js';
 import { PythonOmemoUser } from '../harness/omemo-user.js';
+import { sigkillFailover } from '../harness/ha-scenarios.js';
 import { WebhookReceiver } from '../harness/webhook-receiver.js';
 import { Postgres } from '../harness/postgres.js';
 
@@ -22,6 +24,7 @@ describe('two instances on PostgreSQL behind ejabberd', () => {
   let hook: WebhookReceiver;
   const gws: GatewayProcess[] = [];
   let bob: PythonOmemoUser | undefined;
+  let carol: PythonOmemoUser | undefined;
 
   before(async () => {
     db = await Postgres.start();
@@ -31,6 +34,7 @@ describe('two instances on PostgreSQL behind ejabberd', () => {
 
   after(async () => {
     await bob?.stop();
+    await carol?.stop();
     for (const g of gws) await g.destroy();
     await hook?.stop();
     await server?.destroy();
@@ -95,5 +99,12 @@ describe('two instances on PostgreSQL behind ejabberd', () => {
     for (let i = 0; i < 5; i++) await bob.send(bot, `after #${i}`);
     await waitUntil(() => received('after #').length === 5, 30000, 'replies after the freeze');
     assert.deepEqual(bob.events.filter((e) => e.event === 'decrypt_error'), [], 'no OMEMO decryption error at the user');
+  });
+
+  test('SIGKILL of the active instance while bots post through both: every message delivered, none twice but the one in flight (same id), no OMEMO error; replies to the webhook once', async () => {
+    // The first test's instances (another keystore) leave the domain first.
+    for (const g of gws.splice(0)) await g.destroy();
+    const url = await db.createDatabase('ha_ejabberd_kill');
+    await sigkillFailover({ server, url, leaseS: LEASE_S, hook, user: 'carol', gws, onUser: (u) => (carol = u) });
   });
 });
