@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import { isXmlSafe } from './jid.js';
-import { StreamParser } from './stream-parser.js';
+import { StreamComponent } from './stream-parser.js';
 
 export interface ConnectionOptions {
   service: string;
@@ -190,10 +190,10 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
 
   async #connectOnce(): Promise<Component> {
     const { service, domain, secret } = this.#opts;
-    const entity = new Component({ service, domain });
+    // Linear in the input whatever the chunking (ltx alone is quadratic in long text runs), and
+    // UTF-8 decoded across chunk boundaries (stream-parser.ts).
+    const entity = new StreamComponent({ service, domain });
     entity.timeout = 10000;
-    // Linear in the input whatever the chunking (ltx alone is quadratic in long text runs).
-    entity.Parser = StreamParser;
     this.#entity = entity;
     let streamError: string | null = null;
     entity.on('open', (el: Element) => {

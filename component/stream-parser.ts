@@ -7,6 +7,12 @@
 // '>' (every run before that ends inside the piece, where ltx's fast-forward works); a short rest is
 // fed at once, a long one is held and fed with the next chunk. Held text is never a complete stanza
 // (it has no '>'), so nothing is delayed; it holds what ltx would have kept as its remainder.
+// The bytes are decoded here too (StreamComponent): @xmpp/connection decodes each socket chunk on
+// its own (Buffer#toString), which turns a UTF-8 character split across two TCP segments into two
+// U+FFFD, so a message body could arrive altered.
+import { StringDecoder } from 'node:string_decoder';
+import type { Socket } from 'node:net';
+import { Component } from '@xmpp/component-core';
 import xml from '@xmpp/xml';
 
 /** A rest (after the last '<' or '>') longer than this is held for the next chunk. */
@@ -31,5 +37,28 @@ export class StreamParser extends xml.Parser {
     const s = this.#held + (data ?? '');
     this.#held = '';
     super.end(s.length > 0 ? s : undefined);
+  }
+}
+
+/**
+ * @xmpp/component-core's Component with the stream parser above and a UTF-8 decoder per socket
+ * that carries an incomplete character over to the next chunk.
+ */
+export class StreamComponent extends Component {
+  #decoder = new StringDecoder('utf8');
+
+  constructor(options: { service: string; domain: string }) {
+    super(options);
+    this.Parser = StreamParser;
+  }
+
+  override _attachSocket(socket: Socket): void {
+    this.#decoder = new StringDecoder('utf8');
+    super._attachSocket(socket);
+  }
+
+  override _onData(data: Buffer | string): void {
+    const text = typeof data === 'string' ? data : this.#decoder.write(data);
+    if (text.length > 0) super._onData(text);
   }
 }

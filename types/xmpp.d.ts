@@ -39,6 +39,12 @@ declare module '@xmpp/component-core' {
     authenticate(id: string, password: string): Promise<void>;
     send(el: Element): Promise<void>;
     write(s: string): Promise<void>;
+    /** @xmpp/connection: one socket 'data' chunk (decoded there with toString() per chunk). */
+    _onData(data: Buffer | string): void;
+    /** @xmpp/connection: a new socket's listeners. */
+    _attachSocket(socket: import('node:net').Socket): void;
+    /** @xmpp/connection: a new stream parser's listeners. */
+    _attachParser(parser: InstanceType<typeof import('@xmpp/xml').Parser>): void;
   }
 }
 
