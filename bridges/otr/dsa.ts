@@ -8,7 +8,8 @@
 // exponentiation with a secret exponent, g^k mod p (through a Diffie-Hellman object, which OpenSSL
 // runs in constant time); @noble/curves' audited Field does the arithmetic mod q (k^-1, x*r) and the
 // public exponentiations of verification. Only the DSA equations are ours (FIPS 186-4, 4.6/4.7).
-import { createDiffieHellman, createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createDiffieHellman, createHash, createPrivateKey, generateKeyPair, randomBytes, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
 import { Field } from '@noble/curves/abstract/modular.js';
 import { bigToBytes, bigToFixed, bytesToBig, OtrParseError, Reader, Writer } from './bytes.js';
 
@@ -28,9 +29,14 @@ export interface DsaPrivate extends DsaPublic {
 /** PUBKEY type for DSA in OTR. */
 export const PUBKEY_DSA = 0x0000;
 
-/** Generates a new DSA key (1024/160, as every OTR client uses). */
-export function generateDsaKey(): DsaPrivate {
-  const { privateKey } = generateKeyPairSync('dsa', { modulusLength: 1024, divisorLength: 160 });
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/**
+ * Generates a new DSA key (1024/160, as every OTR client uses), on libuv's thread pool: the
+ * parameter search takes ~300 ms, which on the event loop held every other stanza (issue 15).
+ */
+export async function generateDsaKey(): Promise<DsaPrivate> {
+  const { privateKey } = await generateKeyPairAsync('dsa', { modulusLength: 1024, divisorLength: 160 });
   return dsaFromKeyObject(privateKey);
 }
 

@@ -76,17 +76,34 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     return m;
   };
 
-  function dsaKey(local: string): DsaPrivate {
-    let k = keys.get(local);
+  const generating = new Map<string, Promise<DsaPrivate>>();
+  /** The hosted JID's DSA key: cached, else stored, else generated off the event loop (one generation per JID at a time). */
+  async function dsaKey(local: string): Promise<DsaPrivate> {
+    const k = keys.get(local);
     if (k) return k;
-    const stored = store.get(local, 'identity', 'dsa');
-    if (stored) k = loadDsaKey(stored);
-    else {
-      ports.admitIdentity?.(local);
-      k = generateDsaKey();
-      store.put(local, 'identity', 'dsa', k.der);
+    let p = generating.get(local);
+    if (!p) {
+      p = (async () => {
+        const stored = store.get(local, 'identity', 'dsa');
+        let key: DsaPrivate;
+        if (stored) key = loadDsaKey(stored);
+        else {
+          ports.admitIdentity?.(local);
+          key = await generateDsaKey();
+          store.put(local, 'identity', 'dsa', key.der);
+        }
+        keys.set(local, key);
+        return key;
+      })().finally(() => generating.delete(local));
+      generating.set(local, p);
     }
-    keys.set(local, k);
+    return p;
+  }
+
+  /** The key dsaKey() has loaded (called inside keystore transactions, which cannot await). */
+  function loadedKey(local: string): DsaPrivate {
+    const k = keys.get(local);
+    if (!k) throw new Error('OTR key not loaded');
     return k;
   }
 
@@ -190,8 +207,7 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
     return { ok: true, body: res.text.toString('utf8'), sender: info, replies };
   }
 
-  function onEncoded(local: string, full: string, bytes: Buffer): Decrypted {
-    const m = decodeMessage(bytes);
+  function onEncoded(local: string, full: string, m: ReturnType<typeof decodeMessage>): Decrypted {
     const sender = { jid: bareOf(full), trust: 'untrusted' as const };
     const ok = (replies: Element[]): Decrypted => ({ ok: true, body: null, sender, replies });
     if (m.h.version === 3) {
@@ -214,8 +230,8 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
       const h = header(local, c);
       let step: AkeStep;
       if (m.type === MSG_DH_COMMIT) step = onDhCommit(c.ake, h, m);
-      else if (m.type === MSG_DH_KEY) step = onDhKey(c.ake, h, m, dsaKey(local));
-      else if (m.type === MSG_REVEAL_SIG) step = onRevealSig(c.ake, h, m, dsaKey(local));
+      else if (m.type === MSG_DH_KEY) step = onDhKey(c.ake, h, m, loadedKey(local));
+      else if (m.type === MSG_REVEAL_SIG) step = onRevealSig(c.ake, h, m, loadedKey(local));
       else step = onSignature(c.ake, m);
       result = ok(afterAke(local, full, c, step));
       if (step.error) result = { ok: false, reason: step.error === 'bad signature' ? 'bad-signature' : 'malformed', replies: result.replies };
@@ -261,8 +277,12 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
         for (const k of reassembly.keys()) if (k.startsWith(`${local}\0${full}\0`)) reassembly.delete(k);
       }
       switch (parsed.kind) {
-        case 'encoded':
-          return store.transaction(() => onEncoded(local, full, parsed.bytes));
+        case 'encoded': {
+          const m = decodeMessage(parsed.bytes);
+          // These AKE steps sign with our key: generated (off the loop) or loaded before the transaction.
+          if (m.type === MSG_DH_KEY || m.type === MSG_REVEAL_SIG) await dsaKey(local);
+          return store.transaction(() => onEncoded(local, full, m));
+        }
         case 'query': {
           const v = pickVersion(parsed.versions);
           if (!v) return { ok: true, body: null, sender, replies: [otrMessage(`${local}/${resource}`, full, '?OTR Error: This gateway speaks OTR versions 2 and 3 only.')] };
@@ -338,8 +358,8 @@ export function createOtrEngine(ports: EnginePorts, opts: OtrEngineOptions = {})
       const body = stanza.getChildText('body');
       return body !== null && looksLikeOtr(body);
     },
-    ensureIdentity: async (local) => void dsaKey(local),
-    identity: async (local): Promise<IdentityFacts> => ({ otr: { fingerprint: fingerprint(dsaKey(local)) } }),
+    ensureIdentity: async (local) => void (await dsaKey(local)),
+    identity: async (local): Promise<IdentityFacts> => ({ otr: { fingerprint: fingerprint(await dsaKey(local)) } }),
     decrypt,
     encrypt,
     reachability,

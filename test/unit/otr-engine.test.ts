@@ -208,3 +208,22 @@ test('AKE started by the other side, whitespace tags stripped and answered, SMP 
   assert.match(q[0]!.getChildText('body')!, /^\?OTRv23\?/);
   assert.deepEqual(await a.engine.startSession(A, B), [], 'not repeated at once');
 });
+
+test('the DSA key is generated off the event loop, once per JID however many ask at once, and stored', async () => {
+  const a = side(A);
+  // While the key is made (~300 ms of parameter search), the event loop keeps turning: an
+  // immediate queued after the request runs before the key is there (generateKeyPairSync ran it first).
+  let turned = false;
+  const pending = Promise.all([a.engine.identity(A), a.engine.identity(A), a.engine.ensureIdentity(A).then(() => a.engine.identity(A))]);
+  setImmediate(() => (turned = true));
+  let doneFirst = false;
+  void pending.then(() => (doneFirst = !turned));
+  const [f1, f2, f3] = await pending;
+  assert.equal(doneFirst, false, 'the event loop turned while the key was generated');
+  const fp = (f1 as { otr: { fingerprint: string } }).otr.fingerprint;
+  assert.match(fp, /^[0-9A-F]{40}$/i);
+  assert.deepEqual([f2, f3], [f1, f1], 'one key for concurrent requests');
+  // Stored: a restarted engine loads the same key (no new generation).
+  a.restart();
+  assert.deepEqual(await a.engine.identity(A), f1);
+});
