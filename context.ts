@@ -19,7 +19,7 @@ import { Addressing, RESOURCE } from './component/addressing.js';
 import { formatJid } from './component/jid.js';
 import { ComponentConnection } from './component/connection.js';
 import { Router } from './component/router.js';
-import { Disco } from './component/disco.js';
+import { Disco, NS_PING } from './component/disco.js';
 import { RemoteCaps } from './component/caps.js';
 import { PresenceService } from './component/presence.js';
 import { PubsubService } from './component/pubsub.js';
@@ -146,6 +146,7 @@ export class Gateway {
       log: log.child({ subsystem: 'component' }),
       metrics: this.metrics,
       ...(ha ? { allowed: () => ha.mayAct() } : {}),
+      pacing: config.limits,
     });
     // With several instances no stanza leaves before the state it depends on is in PostgreSQL.
     // What the send changes (an outbox row marked sent) is not shipped on its own: it rides on the
@@ -160,7 +161,8 @@ export class Gateway {
       : (el: Element) => this.conn.send(el);
     const request = (iq: Element, timeoutMs?: number) => this.conn.request(iq, timeoutMs);
     const limits = config.limits;
-    const stanzaLimits = new StanzaLimits({ limits, metrics: this.metrics, ownDomain: config.component.domain });
+    // Rooms are created below; a room's stanzas are charged per occupant.
+    const stanzaLimits = new StanzaLimits({ limits, metrics: this.metrics, ownDomain: config.component.domain, isRoom: (bare) => this.rooms?.isAnyBotsRoom(bare) ?? false });
     this.identityGate = new IdentityGate({
       limits,
       metrics: this.metrics,
@@ -344,6 +346,7 @@ export class Gateway {
     this.inbound = new InboundQueue({
       handle: (el) => (ha && !ha.mayAct() ? this.#handOff(ha, el) : this.router.handle(el)),
       maxQueued: config.limits.max_inbound_queue,
+      urgent: (el) => el.name === 'iq' && el.attrs.type === 'get' && el.getChild('ping', NS_PING) !== undefined,
       onDrop: (el) => {
         this.metrics.limited.inc({ limit: 'inbound_queue' });
         const type = String(el.attrs.type ?? '');
@@ -377,6 +380,11 @@ export class Gateway {
       lagMs: () => this.loopLag.sustainedMs,
     });
     this.metrics.onCollect(() => this.metrics.eventLoopLag.set(this.loopLag.ms / 1000));
+    this.metrics.onCollect(() => {
+      const o = this.conn.paced;
+      this.metrics.componentOutput.set({ state: 'held' }, o.heldBytes);
+      this.metrics.componentOutput.set({ state: 'unconfirmed' }, o.unconfirmed);
+    });
 
     const readiness: ReadinessCheck[] = [
       { name: 'component', check: () => (this.conn.online ? { ok: true } : { ok: false, reason: this.conn.lastError ?? 'not connected' }) },

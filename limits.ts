@@ -90,6 +90,18 @@ export const LIMITS = {
     limited('message_errors'),
     'the error reply to an undecryptable, refused or oversized message is not sent (the message is still not delivered)',
   ),
+  // output pacing on the component connection (component/output-pacer.ts): low-priority output
+  // (errors, iq results with a payload) waits while the server has not read what came before it
+  output_window: spec(
+    'limits.output_window',
+    'bytes',
+    '32kb',
+    32 * 1024,
+    limited('output_window'),
+    'errors and disco/pubsub answers are held while this much output is unconfirmed by the server (messages, presence, pongs and our own iqs never are), then written round robin between recipients',
+  ),
+  max_held_output: spec('limits.max_held_output', 'bytes', '1mb', 1024 * 1024, limited('max_held_output'), 'the oldest held stanza of the recipient with the most held is not sent'),
+  held_output_max_age: spec('limits.held_output_max_age', 'millis', '30s', 30_000, limited('held_output_max_age'), 'a stanza held longer than this is not sent (its requester has given up)'),
   // memory
   peer_cache_entries: spec('limits.peer_cache_entries', 'count', '20000', 20_000, 'gateway_cache_entries{cache}', 'the least recently used entry is forgotten (a rate-limit bucket starts full again, a cache entry is re-read)'),
   max_inbound_queue: spec('limits.max_inbound_queue', 'count', '20000', 20_000, limited('inbound_queue'), 'dropped while that many stanzas wait to be handled; an iq gets a `resource-constraint` error'),
@@ -183,6 +195,32 @@ export class KeyedBuckets {
     if (b.refused) return 'silent';
     b.refused = true;
     return 'refuse';
+  }
+
+  /**
+   * Like admit(), but leaves `reserve` tokens in the bucket: a token is taken only while more than
+   * `reserve` remain (fair sharing of a domain's bucket, stanza-limits.ts).
+   */
+  admitAbove(key: string, reserve: number, now = Date.now()): Admission {
+    const b = this.#refill(key, now);
+    if (b.tokens >= reserve + 1) {
+      b.tokens -= 1;
+      // Taking from the reserve does not end a refusal episode of the others.
+      if (reserve > 0) b.refused = false;
+      return 'ok';
+    }
+    if (b.refused) return 'silent';
+    b.refused = true;
+    return 'refuse';
+  }
+
+  /** The tokens `key` holds now (a full bucket for an unknown key). Takes nothing. */
+  level(key: string, now = Date.now()): number {
+    return this.#refill(key, now).tokens;
+  }
+
+  get burst(): number {
+    return this.#burst;
   }
 
   /** Seconds until `key` has a token again (0: it has one now). Takes nothing. */

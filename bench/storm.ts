@@ -41,25 +41,43 @@ const TARGET_RSS_BACK_MB = 100;
 const NS_OMEMO = 'eu.siacs.conversations.axolotl';
 const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
 
-/** Pings the component from its own account; records each round trip (a timeout counts as PING_TIMEOUT_MS). */
+/**
+ * Pings the component from its own account; records each round trip (a timeout counts as
+ * PING_TIMEOUT_MS), and when the answer to a timed-out ping comes after all (late: it waited
+ * somewhere) or never (lost).
+ */
 class Pinger {
-  readonly rtts: Array<{ at: number; ms: number; answered: boolean }> = [];
+  readonly rtts: Array<{ at: number; ms: number; answered: boolean; lateMs?: number }> = [];
   #stop = false;
   #loop: Promise<void> = Promise.resolve();
+  #n = 0;
+  /** Timed-out pings by id: when sent, and their record. */
+  readonly #timedOut = new Map<string, { t0: number; rec: { lateMs?: number } }>();
   constructor(
     readonly user: XmppUser,
     readonly to: string,
-  ) {}
+  ) {
+    user.client.on('stanza', (el: { name: string; attrs: Record<string, unknown> }) => {
+      const id = el.name === 'iq' && typeof el.attrs.id === 'string' ? el.attrs.id : '';
+      const late = this.#timedOut.get(id);
+      if (!late) return;
+      late.rec.lateMs = performance.now() - late.t0;
+      this.#timedOut.delete(id);
+    });
+  }
   start(): void {
     this.#loop = (async () => {
       while (!this.#stop) {
         const t0 = performance.now();
+        const id = `mon-${this.to}-${++this.#n}`;
         const answered = await this.user
-          .iq(xml('iq', { type: 'get', to: this.to }, xml('ping', { xmlns: 'urn:xmpp:ping' })), PING_TIMEOUT_MS)
+          .iq(xml('iq', { type: 'get', to: this.to, id }, xml('ping', { xmlns: 'urn:xmpp:ping' })), PING_TIMEOUT_MS)
           .then(() => true)
           .catch(() => false);
         const ms = answered ? performance.now() - t0 : PING_TIMEOUT_MS;
-        this.rtts.push({ at: Date.now(), ms, answered });
+        const rec: { at: number; ms: number; answered: boolean; lateMs?: number } = { at: Date.now(), ms, answered };
+        if (!answered) this.#timedOut.set(id, { t0, rec });
+        this.rtts.push(rec);
         await new Promise((r) => setTimeout(r, Math.max(0, PING_EVERY_MS - ms)));
       }
     })();
@@ -68,10 +86,19 @@ class Pinger {
     this.#stop = true;
     await this.#loop;
   }
-  between(from: number, to: number): { n: number; p50: number; p99: number; max: number; unanswered: number } {
+  between(from: number, to: number): { n: number; p50: number; p99: number; max: number; unanswered: number; late: string } {
     const xs = this.rtts.filter((r) => r.at >= from && r.at <= to);
     const sorted = xs.map((r) => r.ms).sort((a, b) => a - b);
-    return { n: xs.length, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0, unanswered: xs.filter((r) => !r.answered).length };
+    const late = xs.filter((r) => r.lateMs !== undefined).map((r) => r.lateMs!);
+    const lost = xs.filter((r) => !r.answered && r.lateMs === undefined).length;
+    return {
+      n: xs.length,
+      p50: quantile(sorted, 0.5),
+      p99: quantile(sorted, 0.99),
+      max: sorted[sorted.length - 1] ?? 0,
+      unanswered: xs.filter((r) => !r.answered).length,
+      late: late.length + lost === 0 ? '-' : `${late.length} late (max ${(Math.max(0, ...late) / 1000).toFixed(1)} s), ${lost} never`,
+    };
   }
 }
 
@@ -110,6 +137,7 @@ class Watch {
   readonly lag: Array<{ at: number; ms: number }> = [];
   readonly backlog: Array<{ at: number; toProsody: number; toGateway: number }> = [];
   readonly queue: Array<{ at: number; n: number }> = [];
+  readonly output: Array<{ at: number; held: number; unconfirmed: number }> = [];
   disconnectedSamples = 0;
   #timer: NodeJS.Timeout | null = null;
   constructor(
@@ -127,6 +155,7 @@ class Watch {
           if (total(s, 'gateway_component_connected') !== 1) this.disconnectedSamples++;
           this.lag.push({ at: Date.now(), ms: total(s, 'gateway_event_loop_lag_seconds') * 1000 });
           this.queue.push({ at: Date.now(), n: total(s, 'gateway_cache_entries', 'cache="inbound_queue"') });
+          this.output.push({ at: Date.now(), held: total(s, 'gateway_component_output', 'state="held"'), unconfirmed: total(s, 'gateway_component_output', 'state="unconfirmed"') });
         })
         .catch(() => this.disconnectedSamples++);
     }, 1000);
@@ -140,6 +169,12 @@ class Watch {
   maxBacklogBetween(from: number, to: number): { toProsody: number; toGateway: number } {
     const xs = this.backlog.filter((r) => r.at >= from && r.at <= to);
     return { toProsody: Math.max(0, ...xs.map((r) => r.toProsody)), toGateway: Math.max(0, ...xs.map((r) => r.toGateway)) };
+  }
+  maxHeldBetween(from: number, to: number): number {
+    return Math.max(0, ...this.output.filter((r) => r.at >= from && r.at <= to).map((r) => r.held));
+  }
+  maxUnconfirmedBetween(from: number, to: number): number {
+    return Math.max(0, ...this.output.filter((r) => r.at >= from && r.at <= to).map((r) => r.unconfirmed));
   }
   maxQueueBetween(from: number, to: number): number {
     return Math.max(0, ...this.queue.filter((r) => r.at >= from && r.at <= to).map((r) => r.n));
@@ -236,8 +271,11 @@ export async function runStormBench(): Promise<boolean> {
     const [monitor] = await connectAll(server, ['monitor'], 'monitor.example');
     users.push(...attackers, monitor!);
     const pinger = new Pinger(monitor!, gwDomain);
+    // The same account pings its own server too: what the server's own latency is, gateway aside.
+    const serverPinger = new Pinger(monitor!, 'monitor.example');
     const watch = new Watch(pid, gw.url, server.componentPort);
     pinger.start();
+    serverPinger.start();
     watch.start();
     await new Promise((r) => setTimeout(r, 3000));
     const before = await scrape(gw.url);
@@ -280,6 +318,7 @@ export async function runStormBench(): Promise<boolean> {
     const after = await scrape(gw.url);
     const rssStormEnd = rssBytes(pid) ?? 0;
     const stormPing = pinger.between(t0, t1b);
+    const serverPing = serverPinger.between(t0, t1b);
     const stormRate = sent / ((t1 - t0) / 1000);
     const cpuShare = (now: number | null, before: number) => `${(((now ?? before) - before) / ((t1b - t0) / 1000) * 100).toFixed(0)}%`;
     console.log(`sent ${sent} hostile stanzas in ${((t1 - t0) / 1000).toFixed(1)} s from ${ATTACKERS} accounts (${stormRate.toFixed(0)}/s offered)`);
@@ -306,11 +345,15 @@ export async function runStormBench(): Promise<boolean> {
       }
     }
     const received = [...kinds.values()].reduce((x, e) => x + e.bytes, 0);
+    const outputCounters = (m: Map<string, number>) => ['output_window', 'max_held_output', 'held_output_max_age'].map((l) => `${l}=${total(m, 'gateway_limited_total', `limit="${l}"`) - total(before, 'gateway_limited_total', `limit="${l}"`)}`).join(', ');
+    console.log(
+      `the attackers received ${(received / Math.max(1, sent)).toFixed(0)} bytes per hostile stanza sent; output pacing: held max ${kb(watch.maxHeldBetween(t0, t1b))}, unconfirmed max ${kb(watch.maxUnconfirmedBetween(t0, t1b))}; ${outputCounters(after)}`,
+    );
     console.log(
       `the attackers received ${kb(received)}: ` +
         [...kinds]
           .sort((a, b) => b[1].bytes - a[1].bytes)
-          .slice(0, 8)
+          .slice(0, 12)
           .map(([k, e]) => `${k} ${e.n} (${kb(e.bytes)})`)
           .join(', '),
     );
@@ -322,6 +365,7 @@ export async function runStormBench(): Promise<boolean> {
     const t2 = Date.now();
     const rssAfter = rssBytes(pid) ?? 0;
     const quietPing = pinger.between(t1b, t2);
+    const serverQuietPing = serverPinger.between(t1b, t2);
     const reconnects1 = total(await scrape(gw.url), 'gateway_component_reconnects_total') - total(before, 'gateway_component_reconnects_total');
     const disconnected1 = watch.disconnectedSamples;
     // Why the connection dropped, in the gateway's own words.
@@ -329,6 +373,7 @@ export async function runStormBench(): Promise<boolean> {
     for (const l of offline.slice(0, 10)) console.log(`gateway: ${l.slice(0, 300)}`);
     console.log(`keystore: ${mb(db0)} before, ${mb(dbBytes(gw.dir))} after the storm; hosted identities ${total(after, 'gateway_hosted_identities')}`);
     await pinger.stop();
+    await serverPinger.stop();
     watch.stop();
     await gw.stop();
     await gw.destroy();
@@ -336,10 +381,12 @@ export async function runStormBench(): Promise<boolean> {
     if (process.env.STORM_PHASES === 'storm') {
       console.log(
         table(
-          ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered'],
+          ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered', 'of those'],
           [
-            ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered)],
-            ['quiet', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered)],
+            ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered), stormPing.late],
+            ['quiet', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered), quietPing.late],
+            ['storm, server ping', String(serverPing.n), ms(serverPing.p50), ms(serverPing.p99), ms(serverPing.max), String(serverPing.unanswered), serverPing.late],
+            ['quiet, server ping', String(serverQuietPing.n), ms(serverQuietPing.p50), ms(serverQuietPing.p99), ms(serverQuietPing.max), String(serverQuietPing.unanswered), serverQuietPing.late],
           ],
         ),
       );
@@ -411,11 +458,12 @@ export async function runStormBench(): Promise<boolean> {
     const connOk = reconnects1 === 0 && reconnects2 === 0 && disconnected1 === 0 && watch2.disconnectedSamples === 0;
     console.log(
       table(
-        ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered', 'RSS'],
+        ['phase', 'ping n', 'ping p50', 'ping p99', 'ping max', 'unanswered', 'of those', 'RSS'],
         [
-          ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered), `${mb(rss0)} -> max ${mb(stormRssMax)}, ${mb(rssStormEnd)} at the end`],
-          ['quiet minute', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered), `${mb(rssAfter)} after ${QUIET_SECONDS} s (start ${mb(rss0)})`],
-          [`burst ${BURST}`, String(burstPing.n), ms(burstPing.p50), ms(burstPing.p99), ms(burstPing.max), String(burstPing.unanswered), `${mb(bRss0)} -> max ${mb(burstRssMax)}`],
+          ['storm', String(stormPing.n), ms(stormPing.p50), ms(stormPing.p99), ms(stormPing.max), String(stormPing.unanswered), stormPing.late, `${mb(rss0)} -> max ${mb(stormRssMax)}, ${mb(rssStormEnd)} at the end`],
+          ['quiet minute', String(quietPing.n), ms(quietPing.p50), ms(quietPing.p99), ms(quietPing.max), String(quietPing.unanswered), quietPing.late, `${mb(rssAfter)} after ${QUIET_SECONDS} s (start ${mb(rss0)})`],
+          ['storm, server ping', String(serverPing.n), ms(serverPing.p50), ms(serverPing.p99), ms(serverPing.max), String(serverPing.unanswered), serverPing.late, ''],
+          [`burst ${BURST}`, String(burstPing.n), ms(burstPing.p50), ms(burstPing.p99), ms(burstPing.max), String(burstPing.unanswered), burstPing.late, `${mb(bRss0)} -> max ${mb(burstRssMax)}`],
         ],
       ),
     );

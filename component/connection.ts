@@ -12,6 +12,7 @@ import { GatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import { isXmlSafe } from './jid.js';
 import { StreamComponent } from './stream-parser.js';
+import { OutputPacer, type PacerLimits } from './output-pacer.js';
 
 export interface ConnectionOptions {
   service: string;
@@ -34,6 +35,8 @@ export interface ConnectionOptions {
    * so a former active instance that wakes up neither reconnects nor writes a stanza.
    */
   allowed?: () => boolean;
+  /** Output pacing (output-pacer.ts): low-priority output held while the server is behind. Unset: none. */
+  pacing?: PacerLimits;
 }
 
 /** Stream errors that mean the configuration is wrong, not that the server is away. */
@@ -57,8 +60,9 @@ export interface ConnectionEvents {
 
 export class ComponentConnection extends EventEmitter<ConnectionEvents> {
   readonly domain: string;
-  #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics' | 'allowed'>> & Pick<ConnectionOptions, 'log' | 'metrics' | 'allowed'>;
+  #opts: Required<Omit<ConnectionOptions, 'log' | 'metrics' | 'allowed' | 'pacing'>> & Pick<ConnectionOptions, 'log' | 'metrics' | 'allowed' | 'pacing'>;
   #entity: Component | null = null;
+  #pacer: OutputPacer | null = null;
   #online = false;
   /** The socket is corked until the end of this event-loop turn (send). */
   #corked = false;
@@ -207,6 +211,7 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     });
     entity.on('stanza', (el: Element) => {
       this.#opts.metrics.stanzasIn.inc({ kind: el.name });
+      if (this.#pacer?.onInbound(el)) return;
       if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && this.#settle(el)) return;
       this.emit('stanza', el);
     });
@@ -231,6 +236,21 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     // Every write is a whole stanza, often the answer to one just read: Nagle's algorithm only holds
     // it back until the server acknowledges the previous one, which a delayed ACK makes up to 40 ms.
     entity.socket?.setNoDelay(true);
+    const pacing = this.#opts.pacing;
+    this.#pacer?.close();
+    this.#pacer = pacing
+      ? new OutputPacer({
+          domain: this.domain,
+          limits: pacing,
+          metrics: this.#opts.metrics,
+          write: (text, name) => {
+            if (this.#entity !== entity || this.#opts.allowed?.() === false) return;
+            this.#cork(entity);
+            entity.write(text).catch(() => undefined);
+            this.#opts.metrics.stanzasOut.inc({ kind: name });
+          },
+        })
+      : null;
     this.#online = true;
     this.lastError = null;
     this.#opts.metrics.componentConnected.set(1);
@@ -243,6 +263,8 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
     const was = this.#online;
     this.#online = false;
     this.#entity = null;
+    this.#pacer?.close();
+    this.#pacer = null;
     this.#opts.metrics.componentConnected.set(0);
     for (const [id, p] of this.#pending) {
       clearTimeout(p.timer);
@@ -271,8 +293,22 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
       this.#opts.metrics.errors.inc({ kind: 'stanza_unserializable' });
       throw new GatewayError('stanza_unserializable');
     }
-    // The stanzas of one event-loop turn leave in one write (a syscall per stanza was ~7% of the
-    // gateway's CPU at 300 messages/s, issue 16).
+    // Low-priority output waits (or is shed) while the server is behind (output-pacer.ts).
+    const pacer = this.#pacer;
+    if (pacer && !pacer.offer(text, el)) return;
+    this.#cork(entity);
+    try {
+      const written = entity.write(text);
+      pacer?.wrote(text.length);
+      await written;
+    } catch (e) {
+      throw new GatewayError('not_ready', undefined, { cause: e });
+    }
+    this.#opts.metrics.stanzasOut.inc({ kind: el.name });
+  }
+
+  /** The stanzas of one event-loop turn leave in one write (a syscall per stanza was ~7% of the gateway's CPU at 300 messages/s, issue 16). */
+  #cork(entity: Component): void {
     const socket = entity.socket;
     if (socket && !this.#corked) {
       this.#corked = true;
@@ -282,12 +318,12 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
         socket.uncork();
       });
     }
-    try {
-      await entity.write(text);
-    } catch (e) {
-      throw new GatewayError('not_ready', undefined, { cause: e });
-    }
-    this.#opts.metrics.stanzasOut.inc({ kind: el.name });
+  }
+
+  /** Output held back by pacing now: stanzas, bytes, and bytes written the server has not confirmed reading. */
+  get paced(): { held: number; heldBytes: number; unconfirmed: number } {
+    const p = this.#pacer;
+    return { held: p?.heldCount ?? 0, heldBytes: p?.heldBytes ?? 0, unconfirmed: p?.unconfirmed ?? 0 };
   }
 
   /**

@@ -4,6 +4,8 @@
 // from one socket read would run back to back in one microtask drain, starving the socket itself,
 // so the server's keepalive answers (and everyone else's stanzas) would wait behind a flood. Past
 // limits.max_inbound_queue waiting stanzas, new ones are dropped (an iq gets resource-constraint).
+// Urgent stanzas (pings: their round trip is how servers and monitors judge the gateway alive) go
+// ahead of everything waiting.
 import type Element from 'ltx/lib/Element.js';
 
 const MAX_RUNNING = 64;
@@ -15,11 +17,14 @@ export interface InboundQueueDeps {
   maxQueued: number;
   /** A stanza dropped because the queue is full. */
   onDrop: (el: Element) => void;
+  /** Handled before anything else waiting (pings). */
+  urgent?: (el: Element) => boolean;
 }
 
 export class InboundQueue {
   readonly #d: InboundQueueDeps;
   readonly #queue: Element[] = [];
+  readonly #urgent: Element[] = [];
   #head = 0;
   #running = 0;
   #scheduled = false;
@@ -31,10 +36,15 @@ export class InboundQueue {
 
   /** Stanzas waiting or being handled. */
   get size(): number {
-    return this.#queue.length - this.#head + this.#running;
+    return this.#queue.length - this.#head + this.#urgent.length + this.#running;
   }
 
   push(el: Element): void {
+    if (this.#d.urgent?.(el) && this.#urgent.length < SLICE * 4) {
+      this.#urgent.push(el);
+      this.#schedule();
+      return;
+    }
     if (this.#queue.length - this.#head >= this.#d.maxQueued) {
       this.#d.onDrop(el);
       return;
@@ -50,10 +60,12 @@ export class InboundQueue {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#running >= MAX_RUNNING || this.#head >= this.#queue.length) return;
+    if (this.#scheduled || (this.#urgent.length === 0 && (this.#running >= MAX_RUNNING || this.#head >= this.#queue.length))) return;
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
+      // Urgent ones first, and not counted against the slice or the running bound.
+      for (const el of this.#urgent.splice(0)) this.#start(el);
       for (let n = 0; n < SLICE && this.#running < MAX_RUNNING && this.#head < this.#queue.length; n++) this.#start(this.#queue[this.#head++]!);
       if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
         this.#queue.splice(0, this.#head);

@@ -2,6 +2,10 @@
 // per sender bare JID and one per sender domain (the first stanza over a limit gets an error reply,
 // later ones are dropped silently until the bucket has a token again), and the largest stanza
 // processed. Stanzas from the gateway's own domain (its keepalive pings) are not counted.
+// Fairness: a room the bots joined sends everyone's stanzas from its own bare JID, so in a room
+// the sender is the occupant (the full JID); and the last quarter of a domain's bucket is kept for
+// its quiet senders (own bucket at least half full), so a few noisy accounts that drain their
+// domain's budget do not starve its other users.
 import type Element from 'ltx/lib/Element.js';
 import type { Metrics } from '../http/metrics.js';
 import { KeyedBuckets, type Limits } from '../limits.js';
@@ -40,8 +44,10 @@ export class StanzaLimits {
   readonly #senders: KeyedBuckets;
   readonly #domains: KeyedBuckets;
   readonly #now: () => number;
+  readonly #isRoom: (bare: string) => boolean;
 
-  constructor(d: { limits: Limits; metrics: Metrics; ownDomain: string; now?: () => number }) {
+  constructor(d: { limits: Limits; metrics: Metrics; ownDomain: string; now?: () => number; isRoom?: (bare: string) => boolean }) {
+    this.#isRoom = d.isRoom ?? (() => false);
     this.#limits = d.limits;
     this.#metrics = d.metrics;
     this.#ownDomain = d.ownDomain.toLowerCase();
@@ -61,10 +67,14 @@ export class StanzaLimits {
     const domain = at < 0 ? bare : bare.slice(at + 1);
     if (domain === this.#ownDomain) return OK;
     const now = this.#now();
-    // The sender's own bucket first: a sender over its limit must not use up its domain's.
-    const s = this.#senders.admit(bare, now);
+    // The sender's own bucket first: a sender over its limit must not use up its domain's. In a
+    // room the sender is the occupant.
+    const sender = this.#isRoom(bare) ? from.toLowerCase() : bare;
+    const s = this.#senders.admit(sender, now);
     if (s !== 'ok') return this.#refused('sender_stanzas', s === 'refuse', 'Too many stanzas from you; the gateway ignores them for a while.');
-    const d = this.#domains.admit(domain, now);
+    // A quiet sender may take the domain's last quarter, a busy one only what is above it.
+    const quiet = this.#senders.level(sender, now) >= this.#senders.burst / 2;
+    const d = this.#domains.admitAbove(domain, quiet ? 0 : this.#domains.burst / 4, now);
     if (d !== 'ok') return this.#refused('domain_stanzas', d === 'refuse', 'Too many stanzas from your domain; the gateway ignores them for a while.');
     const max = this.#limits.max_stanza;
     if (stanzaSize(el, max) > max) {

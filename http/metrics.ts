@@ -74,6 +74,7 @@ export class Metrics {
   });
   readonly cacheEntries = new Gauge({ name: 'gateway_cache_entries', help: 'Entries of each bounded in-memory per-peer map', labelNames: ['cache'] as const, registers: [this.registry] });
   readonly eventLoopLag = new Gauge({ name: 'gateway_event_loop_lag_seconds', help: 'Event-loop lag: the longest delay of a timer over the last second', registers: [this.registry] });
+  readonly componentOutput = new Gauge({ name: 'gateway_component_output', help: 'Output pacing (limits.output_window): bytes held, and bytes written the server has not confirmed reading', labelNames: ['state'] as const, registers: [this.registry] });
   readonly hostedIdentities = new Gauge({ name: 'gateway_hosted_identities', help: 'Hosted JIDs with an identity (bridge.max_hosted_identities)', registers: [this.registry] });
   /** Sizes of bounded per-peer maps, read at each scrape into gateway_cache_entries. */
   readonly #caches = new Map<string, () => number>();

@@ -239,6 +239,12 @@ export class RoomService {
     }
   }
 
+  /** Whether `bare` is a room any bot is configured to be in (its stanzas come from many occupants). */
+  isAnyBotsRoom(bare: string): boolean {
+    for (const r of this.#rooms.values()) if (r.jid.toLowerCase() === bare) return true;
+    return false;
+  }
+
   /** Router claim: message and presence stanzas from a room to the bot that joined it. */
   claim(ctx: StanzaContext): StanzaHandler | null {
     if (ctx.address.kind !== 'bot') return null;

@@ -24,8 +24,12 @@ export class FakeComponentServer extends EventEmitter {
   #socket: Socket | null = null;
   #port = 0;
 
-  constructor(domain = 'gw.example.org', secret = 'fake-component-secret') {
+  /** Routes stanzas from the component's domain to itself back, as a real server does (off: a server that never answers pings). */
+  readonly routeSelf: boolean;
+
+  constructor(domain = 'gw.example.org', secret = 'fake-component-secret', opts: { routeSelf?: boolean } = {}) {
     super();
+    this.routeSelf = opts.routeSelf ?? true;
     this.domain = domain;
     this.secret = secret;
     this.#server = createServer((s) => this.#accept(s));
@@ -72,6 +76,9 @@ export class FakeComponentServer extends EventEmitter {
       }
       this.received.push(el);
       this.emit('stanza', el);
+      // Like a real server, a stanza from the component's domain to itself is routed back to it
+      // (the keepalive's pings, output-pacer.ts's markers).
+      if (this.routeSelf && el.attrs.to === this.domain && el.attrs.from === this.domain) socket.write(el.toString());
     });
     parser.on('error', () => fail('not-well-formed'));
     socket.on('data', (chunk: Buffer) => {

@@ -17,7 +17,7 @@ after(async () => {
 });
 
 test('keepalive: a server that keeps sending keeps the connection though its pings go unanswered; a silent one is dropped and reconnected', async () => {
-  const server = await new FakeComponentServer().listen();
+  const server = await new FakeComponentServer(undefined, undefined, { routeSelf: false }).listen();
   const metrics = new Metrics();
   const conn = new ComponentConnection({
     service: server.service,

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import xml from '@xmpp/xml';
 import { DEFAULT_LIMITS, KeyedBuckets, LIMITS, perMinute } from '../../limits.js';
 import { parseConfig } from '../../config.js';
-import { stanzaSize } from '../../component/stanza-limits.js';
+import { StanzaLimits, stanzaSize } from '../../component/stanza-limits.js';
+import { Metrics } from '../../http/metrics.js';
 
 const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
 const EXAMPLE = readFileSync(new URL('../../../config.example.yaml', import.meta.url), 'utf8');
@@ -68,4 +69,46 @@ test('stanzaSize: close to the serialized size, and stops counting past its cap'
   const est = stanzaSize(el);
   assert.ok(est >= real * 0.9 && est <= real * 1.2, `estimate ${est} vs ${real}`);
   assert.ok(stanzaSize(el, 100) < real);
+});
+
+const stanzaLimits = (over: Partial<typeof DEFAULT_LIMITS>, isRoom?: (bare: string) => boolean) => {
+  let now = 1_000_000;
+  const l = new StanzaLimits({ limits: { ...DEFAULT_LIMITS, ...over }, metrics: new Metrics({ processMetrics: false }), ownDomain: 'gw.example.org', now: () => now, ...(isRoom ? { isRoom } : {}) });
+  const check = (from: string) => l.check(xml('message', { from, to: 'alerts@gw.example.org' }, xml('body', {}, 'x'))).ok;
+  return { check, advance: (ms: number) => (now += ms) };
+};
+
+test('StanzaLimits: in a room the bots joined the sender is the occupant, not the room', () => {
+  const room = 'ops@conference.example.org';
+  const l = stanzaLimits({ sender_stanzas_per_second: 1, sender_stanza_burst: 5 }, (bare) => bare === room);
+  // Ten occupants, five stanzas each: all through (each its own bucket); the room's bare JID would have had 5.
+  for (let n = 0; n < 10; n++) for (let k = 0; k < 5; k++) assert.equal(l.check(`${room}/nick${n}`), true, `occupant ${n}, stanza ${k}`);
+  assert.equal(l.check(`${room}/nick0`), false, 'each occupant has its own limit');
+  // Another MUC-like bare JID that is not a room of ours is one sender.
+  const other = stanzaLimits({ sender_stanzas_per_second: 1, sender_stanza_burst: 5 }, (bare) => bare === room);
+  const through = Array.from({ length: 10 }, (_, n) => other.check(`chat@conference.example.org/nick${n}`)).filter(Boolean).length;
+  assert.equal(through, 5);
+});
+
+test('StanzaLimits: noisy accounts that drain their domain do not starve its quiet users, and the domain stays bounded', () => {
+  const l = stanzaLimits({ sender_stanzas_per_second: 20, sender_stanza_burst: 400, domain_stanzas_per_second: 200, domain_stanza_burst: 4000 });
+  // Thirty noisy accounts of evil.example flood as fast as they can for ten seconds (starting a
+  // tick apart, so their own buckets refill out of step).
+  let admitted = 0;
+  let quietSent = 0;
+  let quietThrough = 0;
+  for (let tick = 0; tick < 1000; tick++) {
+    for (let a = 0; a < 30 && a <= tick; a++) for (let k = 0; k < 5; k++) if (l.check(`noisy${a}@evil.example/x`)) admitted++;
+    // Once the flood has drained the domain (its burst, and the noisy accounts' own), a quiet
+    // colleague sends about one stanza a second.
+    if (tick >= 200 && tick % 97 === 50) {
+      quietSent++;
+      if (l.check('quiet@evil.example/y')) quietThrough++;
+    }
+    l.advance(10);
+  }
+  assert.equal(quietThrough, quietSent, 'every stanza of the quiet account went through');
+  // Bounded: at most the domain's burst plus its rate over the ten seconds.
+  assert.ok(admitted <= 4000 + 200 * 10, `admitted ${admitted}`);
+  assert.ok(admitted >= 3000 + 200 * 9, `the noisy ones still got the rest of the budget (${admitted})`);
 });
