@@ -33,7 +33,7 @@ import type { PgpEngine } from './bridges/pgp/engine.js';
 import type { OmemoEngine } from './bridges/omemo/engine.js';
 import type { OxEngine } from './bridges/ox/engine.js';
 import { hookSignedPresence, pgpKeyRegistry } from './bridges/pgp/gateway-hooks.js';
-import { OutboxStore } from './keystore/outbox-store.js';
+import { OutboxStore, type OutboxMessage } from './keystore/outbox-store.js';
 import { WebhookStore } from './keystore/webhook-store.js';
 import { OutboxSender, type StatusChange } from './bridges/outbox-sender.js';
 import type { InboundMessage } from './bridges/core.js';
@@ -123,6 +123,8 @@ export class Gateway {
   #stopping = false;
   #inflight = new Set<Promise<unknown>>();
   #maintenance: NodeJS.Timeout | null = null;
+  /** Bot bare JID -> localpart (a receipt to a bot is for a bot's message). */
+  readonly #botsByJid: Map<string, string>;
 
   constructor(config: Config, opts: GatewayOptions = {}) {
     this.config = config;
@@ -137,6 +139,7 @@ export class Gateway {
     this.contacts = new ContactStore(this.keystore);
     this.subscriptions = new SubscriptionStore(this.keystore);
     this.addressing = new Addressing(config.component.domain, config.bots.map((b) => b.localpart), config.bridge.allowedDomains);
+    this.#botsByJid = new Map(config.bots.map((b) => [this.addressing.botJid(b.localpart), b.localpart]));
     this.conn = new ComponentConnection({
       service: config.component.service,
       domain: config.component.domain,
@@ -392,7 +395,7 @@ export class Gateway {
     ];
     const httpLog = log.child({ subsystem: 'http' });
     const auth = new TokenAuth(config.http.adminToken, config.bots);
-    const messages: MessagesDeps = { config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m) => this.sender.queued(m), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) };
+    const messages: MessagesDeps = { config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m, body) => this.sender.queued(m, body), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) };
     this.app = createApp({
       log: httpLog,
       metrics: this.metrics,
@@ -509,11 +512,21 @@ export class Gateway {
       toBot: async (localpart, msg) => this.#toBot(localpart, msg),
       toProxy: (remote, msg) => this.proxies.forward(remote, msg),
       receipt: async (local, from, id) => {
-        if (await this.proxies.receipt(local, from, id)) return;
-        // Committed with this turn's other outbox writes; the message is read back only for a webhook.
-        if ((await this.outbox.markDeliveredSoon(id, from)) && this.config.bots.some((b) => this.webhooks.hasWebhook(b.localpart))) {
-          const m = this.outbox.get(id);
-          if (m) this.#statusChanged({ message: m, status: 'delivered' });
+        const bot = this.#botsByJid.get(local);
+        // A receipt to a proxy JID: a bridged message's (bridges/proxy-bridge.ts).
+        if (bot === undefined) {
+          await this.proxies.receipt(local, from, id);
+          return;
+        }
+        // To a bot: only that bot's message to `from` is marked, with the next outbox transaction;
+        // the status webhook is made of what the receipt says (no read of the row).
+        if ((await this.outbox.markDeliveredSoon(id, from, Date.now(), bot)) && this.webhooks.hasWebhook(bot)) {
+          const now = Date.now();
+          const message: OutboxMessage = {
+            id, kind: 'bot', bot, to: from, encryptionRequested: null, encryption: null, status: 'delivered', error: null,
+            attempts: 1, nextAttemptAt: now, createdAt: now, sentAt: null, deliveredAt: now, expiresAt: now, undeliveredTo: null,
+          };
+          this.#statusChanged({ message, status: 'delivered' });
         }
       },
       plaintextAllowed: (local) => {

@@ -3,7 +3,13 @@
 // concurrently up to a limit. The loop sleeps until the earliest retry time or until kick().
 // kick(key) (one new item) looks at that line alone, through nextInLine: a full rescan of the pending
 // items per new item made the scan O(backlog) per message (issue 16: 8% of the gateway's CPU).
+// A line the worker has seen empty (nextInLine found nothing) stays known empty while every item
+// added to it comes through kick(key, item): that item is then its head and starts at once, and
+// once it is done the line is empty again, with no read of the queue either way (issue 16).
 import type { Logger } from 'pino';
+
+/** Lines remembered as empty at most (then forgotten: the next item of each is read from the queue). */
+const MAX_EMPTY_LINES = 10000;
 
 export interface QueuedItem<T> {
   key: string;
@@ -15,7 +21,8 @@ export interface QueuedItem<T> {
 export interface KeyedWorkerOptions<T> {
   /** Pending items oldest first; only the first of each key is considered (the head of its line). */
   pending: () => Array<QueuedItem<T>>;
-  process: (item: T) => Promise<void>;
+  /** Handles one item; resolves `false` when the item is still pending (a retry later), else it is done. */
+  process: (item: T) => Promise<boolean | void>;
   /**
    * The next pending item of one line, looked up directly (an indexed query): lets a line with a
    * backlog go on without a rescan of every pending item after each one.
@@ -39,6 +46,8 @@ export class KeyedWorker<T> {
   #loop: Promise<void> | null = null;
   /** A due head was left waiting because every slot was busy: the next free slot rescans everything. */
   #starved = false;
+  /** Lines with no pending item but the one being processed (if any): known without a read. */
+  readonly #empty = new Set<string>();
 
   constructor(o: KeyedWorkerOptions<T>) {
     this.#o = o;
@@ -55,15 +64,24 @@ export class KeyedWorker<T> {
    * was added to it): its head is looked up directly, unless the line is already being drained (it
    * reaches the new item itself) or no slot is free.
    */
-  kick(key?: string): void {
+  kick(key?: string, added?: QueuedItem<T>): void {
     const nextInLine = this.#o.nextInLine;
     if (key === undefined || !nextInLine) {
+      // Items may have come by other ways: no line is known empty any more.
+      this.#empty.clear();
       this.#wake?.();
       return;
     }
+    // `added` is the line's head only if the line was known empty and is started with it now.
+    const wasEmpty = this.#empty.delete(key);
     if (!this.#running || this.#busy.has(key) || !(this.#o.ready?.() ?? true)) return;
     if (this.#busy.size >= this.#o.concurrency) {
       this.#starved = true;
+      return;
+    }
+    if (wasEmpty && added && added.dueAt <= Date.now()) {
+      this.#empty.add(key);
+      this.#startLine(added);
       return;
     }
     let q: QueuedItem<T> | undefined;
@@ -130,6 +148,7 @@ export class KeyedWorker<T> {
         this.#starved = true;
         return now + 5;
       }
+      this.#empty.delete(q.key);
       this.#startLine(q);
     }
     return nextAt;
@@ -143,7 +162,7 @@ export class KeyedWorker<T> {
       if (this.#starved) {
         this.#starved = false;
         this.kick();
-      } else {
+      } else if (!this.#empty.has(q.key)) {
         // An item added while the line finished, or a retry now at its head.
         this.kick(q.key);
       }
@@ -154,15 +173,22 @@ export class KeyedWorker<T> {
   /** Processes `first`, then the rest of its line while items are due (the line stays busy). */
   async #drainLine(first: QueuedItem<T>): Promise<void> {
     let q: QueuedItem<T> | undefined = first;
+    const key = first.key;
     while (q) {
       try {
-        await this.#o.process(q.item);
+        if ((await this.#o.process(q.item)) === false) this.#empty.delete(key);
       } catch (e) {
+        this.#empty.delete(key);
         this.#o.log.error({ err: e, worker: this.#o.name }, 'queue item failed');
         return;
       }
       if (!this.#running || !this.#o.nextInLine || !(this.#o.ready?.() ?? true)) return;
-      const next = this.#o.nextInLine(q.key);
+      if (this.#empty.has(key)) return;
+      const next = this.#o.nextInLine(key);
+      if (!next) {
+        if (this.#empty.size >= MAX_EMPTY_LINES) this.#empty.clear();
+        this.#empty.add(key);
+      }
       q = next && next.dueAt <= Date.now() ? next : undefined;
     }
   }

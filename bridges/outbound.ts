@@ -36,6 +36,15 @@ export interface SendResult {
   encryption: Encryption;
 }
 
+/** A message encrypted and its stanzas built, not yet written (OutboundSender.prepare). */
+export interface Prepared {
+  encryption: Encryption;
+  stanzas: Element[];
+  from: string;
+  to: string;
+  id: string;
+}
+
 export class OutboundSender {
   readonly #engines: EngineRegistry;
   readonly #contacts: ContactStore;
@@ -113,6 +122,23 @@ export class OutboundSender {
 
   /** Encrypts and sends; throws GatewayError with an actionable code when it cannot. */
   async send(req: SendRequest): Promise<SendResult> {
+    return this.write(await this.prepare(req));
+  }
+
+  /**
+   * Writes what prepare() made, in order. The first stanza is handed to the connection before this
+   * returns its promise, so messages prepared one after another and written back to back leave in
+   * that order (in one socket write when they are written in one turn).
+   */
+  async write(p: Prepared): Promise<SendResult> {
+    for (const el of p.stanzas) await this.#send(el);
+    this.#metrics.messages.inc({ protocol: p.encryption, direction: 'out', result: 'sent' });
+    this.#log.debug({ from: p.from, to: p.to, id: p.id, encryption: p.encryption }, 'message sent');
+    return { encryption: p.encryption };
+  }
+
+  /** Chooses the protocol, encrypts and builds the stanzas (nothing is written; an OTR handshake is started if needed). */
+  async prepare(req: SendRequest): Promise<Prepared> {
     const { engine, encryption } = await this.choose(req.from, req.to, req.encryption, req.allowPlaintext);
     let children: Element[];
     let to = req.to;
@@ -135,20 +161,14 @@ export class OutboundSender {
     } else {
       children = [xml('body', {}, req.body)];
     }
-    const stanza = xml(
-      'message',
-      { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: req.id },
-      ...children,
-      req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null,
-    );
-    await this.#send(stanza);
+    const stanzas = [
+      xml('message', { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: req.id }, ...children, req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null),
+    ];
     // The same body for devices on an older version, one stanza each (never to a device twice); or
     // the further fragments of an OTR message, in order.
     for (const [i, c] of more.entries()) {
-      await this.#send(xml('message', { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: `${req.id}-${i + 1}` }, ...c, req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null));
+      stanzas.push(xml('message', { from: `${req.from}/${this.#resource}`, to, type: 'chat', id: `${req.id}-${i + 1}` }, ...c, req.requestReceipt ? xml('request', { xmlns: NS_RECEIPTS }) : null));
     }
-    this.#metrics.messages.inc({ protocol: encryption, direction: 'out', result: 'sent' });
-    this.#log.debug({ from: req.from, to, id: req.id, encryption }, 'message sent');
-    return { encryption };
+    return { encryption, stanzas, from: req.from, to, id: req.id };
   }
 }

@@ -9,8 +9,11 @@ import type { BotConfig } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import type { OutboxMessage, OutboxStore } from '../keystore/outbox-store.js';
-import type { OutboundSender, Encryption } from './outbound.js';
+import type { OutboundSender, Encryption, Prepared } from './outbound.js';
 import { KeyedWorker } from '../keyed-worker.js';
+
+/** Messages of one line sent together at most (a backlog: see OutboxSender.#line). */
+const BATCH_MAX = 32;
 
 /** Codes that retrying will not cure. */
 const PERMANENT = new Set([
@@ -27,8 +30,17 @@ const PERMANENT = new Set([
   'room_unavailable',
 ]);
 
+/** The message without the plaintext it may carry (what status changes pass on). */
+function withoutBody(m: Pending): OutboxMessage {
+  const { plaintext: _, ...rest } = m;
+  return rest;
+}
+
 /** Messages from one bot (or proxy JID) to one recipient form a line: sent in order, one at a time. */
 const lineKey = (m: Pick<OutboxMessage, 'bot' | 'to'>) => `${m.bot}\0${m.to}`;
+
+/** A queued message; `plaintext` when it comes straight from its POST (no read of the sealed body). */
+type Pending = OutboxMessage & { plaintext?: string };
 
 export interface StatusChange {
   message: OutboxMessage;
@@ -62,7 +74,7 @@ export interface OutboxSenderOptions {
 export class OutboxSender {
   readonly #o: OutboxSenderOptions;
   readonly #bots: Map<string, BotConfig>;
-  readonly #worker: KeyedWorker<OutboxMessage>;
+  readonly #worker: KeyedWorker<Pending>;
 
   constructor(o: OutboxSenderOptions) {
     this.#o = o;
@@ -71,7 +83,7 @@ export class OutboxSender {
       name: 'outbox',
       // A line per (bot, recipient): a message waits while an earlier one to the same recipient retries.
       pending: () => o.store.queued(1000).map((m) => ({ key: lineKey(m), dueAt: m.nextAttemptAt, item: m })),
-      process: (m) => this.#send(m),
+      process: (m) => this.#line(m),
       nextInLine: (key) => {
         const [bot, to] = key.split('\0') as [string, string];
         const m = o.store.nextInLine(bot, to);
@@ -92,9 +104,13 @@ export class OutboxSender {
     this.#worker.kick();
   }
 
-  /** One message was queued: only its line is looked at (no rescan of the outbox). */
-  queued(m: Pick<OutboxMessage, 'bot' | 'to'>): void {
-    this.#worker.kick(lineKey(m));
+  /**
+   * One message was queued (committed): only its line is looked at (no rescan of the outbox). With
+   * its body, a line known to be empty starts with it at once, without reading it back.
+   */
+  queued(m: OutboxMessage, body?: string): void {
+    const key = lineKey(m);
+    this.#worker.kick(key, body === undefined ? undefined : { key, dueAt: m.nextAttemptAt, item: { ...m, plaintext: body } });
   }
 
   /** Stops taking new work and waits for sends in flight. */
@@ -102,20 +118,91 @@ export class OutboxSender {
     return this.#worker.stop();
   }
 
-  async #send(m: OutboxMessage): Promise<void> {
-    const { store, metrics, log } = this.#o;
+  /**
+   * The head of a line. One that was read from the queue may have more due behind it (a backlog):
+   * those are sent together (issue 16): encrypted in order, their stanzas written back to back (one
+   * socket write), marked sent in one transaction that the line waits for, as for a single message.
+   */
+  async #line(head: Pending): Promise<boolean> {
+    if (head.plaintext !== undefined || head.kind !== 'bot' || this.#o.rooms?.isRoom(head.bot, head.to)) return this.#send(head);
+    const batch = this.#o.store.lineBatch(head.bot, head.to, head.id, BATCH_MAX);
+    return batch.length > 1 ? this.#sendBatch(batch) : this.#send(head);
+  }
+
+  /** Messages of one bot to one user, due, in line order (their bodies opened): see #line. Resolves false if one stays queued for a retry. */
+  async #sendBatch(batch: ReadonlyArray<OutboxMessage & { plaintext: string }>): Promise<boolean> {
+    const { store, metrics } = this.#o;
+    const prepared: Array<{ m: Pending; p: Prepared }> = [];
+    let failure: { m: Pending; e: unknown } | null = null;
+    for (const m of batch) {
+      const bot = this.#bots.get(m.bot);
+      // Anything out of the ordinary is left to the one-message path, once the batch before it is done.
+      if (!bot || Date.now() > m.expiresAt) break;
+      try {
+        const p = await this.#o.outbound.prepare({
+          from: this.#o.botJid(m.bot),
+          to: m.to,
+          body: m.plaintext,
+          id: m.id,
+          encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined,
+          requestReceipt: true,
+          allowPlaintext: this.#o.allowPlaintext || bot.allowPlaintext,
+        });
+        prepared.push({ m, p });
+      } catch (e) {
+        // Failed or kept for a retry once the ones before it are sent; the rest stay queued behind it.
+        failure = { m, e };
+        break;
+      }
+    }
+    if (failure && prepared.length === 0) return this.#failed(failure.m, failure.e);
+    if (prepared.length === 0) return this.#send(batch[0]!);
+    // Written in order; a message of several stanzas (OTR fragments) is written whole before the next.
+    const writes: Array<Promise<unknown>> = [];
+    for (const { p } of prepared) {
+      const w = this.#o.outbound.write(p);
+      writes.push(w);
+      if (p.stanzas.length > 1) await w.catch(() => undefined);
+    }
+    // Each written one is marked sent (all in this turn's transaction: the line goes on once it is
+    // committed); one not written (unserializable, the connection gone) fails or waits for a retry.
+    const results = await Promise.allSettled(writes);
+    const marks: Array<Promise<unknown>> = [];
+    let done = true;
+    for (const [i, { m, p }] of prepared.entries()) {
+      const r = results[i]!;
+      if (r.status === 'rejected') {
+        done = this.#failed(m, r.reason) && done;
+        continue;
+      }
+      marks.push(
+        store.markSentSoon(m.id, p.encryption).then((ok) => {
+          if (!ok) return;
+          metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
+          this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption: p.encryption }, status: 'sent' });
+        }),
+      );
+    }
+    await Promise.all(marks);
+    if (failure) done = this.#failed(failure.m, failure.e) && done;
+    return done;
+  }
+
+  /** Resolves false when the message stays queued for a retry. */
+  async #send(m: Pending): Promise<boolean> {
+    const { store, metrics } = this.#o;
     const now = Date.now();
     if (now > m.expiresAt) {
       this.#fail(m, new GatewayError('expired', `The message could not be sent within its time to live (last problem: ${m.error?.code ?? 'none'}).`));
-      return;
+      return true;
     }
     const bridged = m.kind === 'bridge';
     const bot = bridged ? undefined : this.#bots.get(m.bot);
     const origin = bridged ? store.origin(m.id) : null;
-    const body = store.body(m.id);
+    const body = m.plaintext ?? store.body(m.id);
     if ((bridged ? !origin : !bot) || body === null) {
       this.#fail(m, new GatewayError('internal', 'The message can no longer be sent (its bot or body is gone).'));
-      return;
+      return true;
     }
     try {
       const allowPlaintext = this.#o.allowPlaintext || (bot?.allowPlaintext ?? false);
@@ -124,9 +211,9 @@ export class OutboxSender {
         const res = await rooms.send({ localpart: m.bot, room: m.to, body, id: m.id, encryption: (m.encryptionRequested ?? undefined) as Encryption | undefined, allowPlaintext });
         if (await store.markSentSoon(m.id, res.encryption, res.undeliveredTo)) {
           metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
-          this.#o.onStatus({ message: { ...m, status: 'sent', encryption: res.encryption, undeliveredTo: res.undeliveredTo }, status: 'sent' });
+          this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption: res.encryption, undeliveredTo: res.undeliveredTo }, status: 'sent' });
         }
-        return;
+        return true;
       }
       const res = await this.#o.outbound.send({
         // A bridged message goes out from the sender's proxy JID, stored as its "bot".
@@ -141,34 +228,42 @@ export class OutboxSender {
       // Committed with this turn's other outbox writes; the line goes on once it is.
       if (await store.markSentSoon(m.id, res.encryption)) {
         metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
-        this.#o.onStatus({ message: { ...m, status: 'sent', encryption: res.encryption }, status: 'sent' });
+        this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption: res.encryption }, status: 'sent' });
       }
+      return true;
     } catch (e) {
-      const g = toGatewayError(e);
-      if (PERMANENT.has(g.code) || (g.code === 'internal' && m.attempts + 1 >= (this.#o.maxInternalAttempts ?? 5))) {
-        if (g.code === 'internal') log.error({ err: e, id: m.id }, 'outbox message failed');
-        this.#fail(m, g);
-        return;
-      }
-      if (g.code === 'no_otr_session') {
-        if (now - m.createdAt >= (this.#o.otrSessionTimeoutMs ?? 120_000)) {
-          this.#fail(m, new GatewayError('no_otr_session', `No OTR session with ${m.to} could be set up in time.`));
-        } else {
-          store.retryLater(m.id, Date.now() + 1000, g.code, g.userText);
-        }
-        return;
-      }
-      const delay = Math.min(60000, 1000 * 2 ** Math.min(m.attempts, 6));
-      store.retryLater(m.id, Date.now() + delay, g.code, g.userText);
-      log.info({ id: m.id, code: g.code, attempt: m.attempts + 1, retryInMs: delay }, 'outbox message will be retried');
+      return this.#failed(m, e, now);
     }
   }
 
-  #fail(m: OutboxMessage, g: GatewayError): void {
+  /** A message that could not be sent: failed for good (true), or kept for a retry later (false). */
+  #failed(m: Pending, e: unknown, now = Date.now()): boolean {
+    const { store, log } = this.#o;
+    const g = toGatewayError(e);
+    if (PERMANENT.has(g.code) || (g.code === 'internal' && m.attempts + 1 >= (this.#o.maxInternalAttempts ?? 5))) {
+      if (g.code === 'internal') log.error({ err: e, id: m.id }, 'outbox message failed');
+      this.#fail(m, g);
+      return true;
+    }
+    if (g.code === 'no_otr_session') {
+      if (now - m.createdAt >= (this.#o.otrSessionTimeoutMs ?? 120_000)) {
+        this.#fail(m, new GatewayError('no_otr_session', `No OTR session with ${m.to} could be set up in time.`));
+        return true;
+      }
+      store.retryLater(m.id, Date.now() + 1000, g.code, g.userText);
+      return false;
+    }
+    const delay = Math.min(60000, 1000 * 2 ** Math.min(m.attempts, 6));
+    store.retryLater(m.id, Date.now() + delay, g.code, g.userText);
+    log.info({ id: m.id, code: g.code, attempt: m.attempts + 1, retryInMs: delay }, 'outbox message will be retried');
+    return false;
+  }
+
+  #fail(m: Pending, g: GatewayError): void {
     if (this.#o.store.markFailed(m.id, g.code, g.userText)) {
       this.#o.metrics.messagesFailed.inc({ reason: g.code });
       this.#o.log.info({ id: m.id, bot: m.bot, code: g.code }, 'outbox message failed');
-      this.#o.onStatus({ message: { ...m, status: 'failed', error: { code: g.code, message: g.userText } }, status: 'failed' });
+      this.#o.onStatus({ message: { ...withoutBody(m), status: 'failed', error: { code: g.code, message: g.userText } }, status: 'failed' });
     }
   }
 }

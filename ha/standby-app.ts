@@ -12,7 +12,7 @@ import { TokenAuth, principalOf } from '../http/auth.js';
 import type { Metrics } from '../http/metrics.js';
 import { openapiRoutes } from '../http/openapi.js';
 import { TokenBuckets } from '../http/rate-limit.js';
-import { expressMessageRequest, messageView, readMessageRequest } from '../http/routes/messages.js';
+import { expressMessageRequest, messageView, readMessageRequest, writeAccepted } from '../http/routes/messages.js';
 import { OutboxStore, toMessage, type OutboxMessage, type OutboxRow } from '../keystore/outbox-store.js';
 import type { PgBackend } from '../keystore/pg/backend.js';
 
@@ -42,9 +42,7 @@ export function standbyApp(d: StandbyDeps): Express {
     const m = readMessageRequest(deps, expressMessageRequest(req, res));
     const result = await d.backend.accept({ ...m, id: OutboxStore.newId(), createdAt: Date.now() });
     if (!result.created && !result.sameRequest) throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
-    res.setHeader('Location', `/v1/messages/${result.id}`);
-    if (!result.created) res.setHeader('Idempotent-Replayed', 'true');
-    res.status(202).json({ id: result.id, status: 'queued' });
+    writeAccepted(res, { id: result.id, status: 'queued', replayed: !result.created });
   });
   r.get('/messages/:id', async (req, res) => {
     const p = principalOf(res);

@@ -6,13 +6,13 @@
 // every status, error shape and header of the contract keeps coming from one place. What it does is
 // what express did for that case: the body read whole, decoded as UTF-8 without a BOM, parsed
 // strictly (`{` or `[` first, else bad_json), then the same readMessageRequest and acceptMessage,
-// answered with writeHead + end (no ETag: a 202 to a POST has nothing to revalidate).
+// answered by the same writeAccepted as the express route (writeHead + end).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { TokenAuth } from './auth.js';
 import { errorReply } from './error-handler.js';
 import type { Metrics } from './metrics.js';
-import { acceptMessage, type MessageRequest, type MessagesDeps } from './routes/messages.js';
+import { acceptMessage, writeAccepted, type MessageRequest, type MessagesDeps } from './routes/messages.js';
 import { GatewayError } from '../errors.js';
 
 export interface FastMessagesDeps {
@@ -61,11 +61,7 @@ export function fastMessages(d: FastMessagesDeps): (req: IncomingMessage, res: S
       };
       acceptMessage(d.messages, request).then(
         (a) => {
-          const text = JSON.stringify({ id: a.id, status: a.status });
-          const headers = ['Location', `${ROUTE}/${a.id}`];
-          if (a.replayed) headers.push('Idempotent-Replayed', 'true');
-          headers.push('Content-Type', CONTENT_TYPE, 'Content-Length', String(Buffer.byteLength(text)));
-          write(d, res, 202, headers, text, ROUTE);
+          if (writeAccepted(res, a)) d.metrics.httpRequests.inc({ route: ROUTE, status: '202' });
         },
         (err: unknown) => reply(d, req, res, err, ROUTE, extra),
       );

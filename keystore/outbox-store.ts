@@ -7,6 +7,8 @@
 // keystore". A crash before the commit loses only what nobody was told about yet (a POST not
 // answered, a receipt not recorded) or sends a message again (sent, not yet marked: the at-least-once
 // window that was there before, now up to the end of the turn).
+// A receipt (markDeliveredSoon) does not start a transaction of its own: it waits for the next one
+// (the next POST or stanza sent), at most DELIVERED_DEFER_MS; nobody waits on it but a status webhook.
 import { createHash, randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { Keystore } from './keystore.js';
@@ -103,6 +105,9 @@ export interface NewMessage {
 
 export type EnqueueResult = { created: true; message: OutboxMessage } | { created: false; message: OutboxMessage; sameRequest: boolean };
 
+/** How long a receipt's "delivered" may wait for a transaction that other writes start. */
+export const DELIVERED_DEFER_MS = 20;
+
 /** A write waiting for this turn's transaction, and who is told once it is committed. */
 interface Waiting {
   write: () => unknown;
@@ -117,12 +122,14 @@ export class OutboxStore {
   readonly #byIdem;
   readonly #queued;
   readonly #nextInLine;
+  readonly #lineBatch;
   readonly #body;
   readonly #origin;
   readonly #markSent;
   readonly #markFailed;
   readonly #retry;
   readonly #markDelivered;
+  readonly #markBotDelivered;
   readonly #maxSeq;
   readonly #stats;
   readonly #prune;
@@ -131,6 +138,8 @@ export class OutboxStore {
   #seq: number;
   #waiting: Waiting[] = [];
   #flushScheduled = false;
+  /** Only deferrable writes (receipts) wait: a timer, not setImmediate. */
+  #deferTimer: NodeJS.Timeout | null = null;
   #onFlushed: () => void = () => undefined;
 
   constructor(ks: Keystore) {
@@ -149,6 +158,7 @@ export class OutboxStore {
     this.#nextInLine = db.prepare<[string, string], OutboxRow>(
       "SELECT id, kind, bot, recipient, NULL AS body, encryption_requested, encryption, status, error_code, error_message, idempotency_key, request_hash, seq, attempts, created_at, next_attempt_at, expires_at, sent_at, delivered_at FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT 1",
     );
+    this.#lineBatch = db.prepare<[string, string, number], OutboxRow>("SELECT * FROM outbox WHERE bot = ? AND recipient = ? AND status = 'queued' ORDER BY seq LIMIT ?");
     this.#origin = db.prepare<[string], { origin: Buffer | null }>('SELECT origin FROM outbox WHERE id = ?');
     this.#body = db.prepare<[string], { body: Buffer | null }>('SELECT body FROM outbox WHERE id = ?');
     this.#markSent = db.prepare(
@@ -157,6 +167,9 @@ export class OutboxStore {
     this.#markFailed = db.prepare("UPDATE outbox SET status = 'failed', error_code = ?, error_message = ?, body = NULL, updated_at = ? WHERE id = ? AND status IN ('queued', 'sent')");
     this.#retry = db.prepare("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ? AND status = 'queued'");
     this.#markDelivered = db.prepare("UPDATE outbox SET status = 'delivered', delivered_at = ?, updated_at = ? WHERE id = ? AND recipient = ? AND status = 'sent'");
+    this.#markBotDelivered = db.prepare(
+      "UPDATE outbox SET status = 'delivered', delivered_at = ?, updated_at = ? WHERE id = ? AND recipient = ? AND status = 'sent' AND kind = 'bot' AND bot = ?",
+    );
     this.#maxSeq = db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM outbox');
     this.#prune = db.prepare("DELETE FROM outbox WHERE status IN ('sent', 'delivered', 'failed') AND updated_at < ?");
     this.#stats = db.prepare<[], { n: number; oldest: number | null }>("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status = 'queued'");
@@ -201,14 +214,22 @@ export class OutboxStore {
     return this.#soon(() => this.markSent(id, encryption, Date.now(), undeliveredTo));
   }
 
-  /** markDelivered(), committed with this turn's other writes; resolves with its result once committed. */
-  markDeliveredSoon(id: string, from: string, now = Date.now()): Promise<boolean> {
-    return this.#soon(() => this.markDelivered(id, from, now));
+  /**
+   * markDelivered(), committed with the next transaction other writes start (or after
+   * DELIVERED_DEFER_MS); resolves with its result once committed. With `bot`, only a message of that
+   * bot (kind 'bot') is marked: a bot's receipt needs no read of the row first.
+   */
+  markDeliveredSoon(id: string, from: string, now = Date.now(), bot?: string): Promise<boolean> {
+    return this.#soon(() => (bot === undefined ? this.markDelivered(id, from, now) : this.#markBotDelivered.run(now, now, id, from, bot).changes > 0), true);
   }
 
   /** Commits what the *Soon() calls and accept() collected (at setImmediate, or now: before close). */
   flush(): void {
     this.#flushScheduled = false;
+    if (this.#deferTimer) {
+      clearTimeout(this.#deferTimer);
+      this.#deferTimer = null;
+    }
     const waiting = this.#waiting;
     if (waiting.length === 0) return;
     this.#waiting = [];
@@ -229,10 +250,14 @@ export class OutboxStore {
     this.#onFlushed = fn;
   }
 
-  #soon<T>(write: () => T): Promise<T> {
+  #soon<T>(write: () => T, deferrable = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#waiting.push({ write, resolve: resolve as (r: never) => void, reject });
       if (this.#flushScheduled) return;
+      if (deferrable) {
+        this.#deferTimer ??= setTimeout(() => this.flush(), DELIVERED_DEFER_MS);
+        return;
+      }
       this.#flushScheduled = true;
       setImmediate(() => this.flush());
     });
@@ -301,6 +326,22 @@ export class OutboxStore {
   nextInLine(bot: string, to: string): OutboxMessage | undefined {
     const r = this.#nextInLine.get(bot, to);
     return r ? toMessage(r) : undefined;
+  }
+
+  /**
+   * The head of a line (`headId`) and the messages due right behind it, in order, bodies opened, up
+   * to `limit`; empty when `headId` is not the line's head any more. It stops before a message
+   * that is not due or whose body is gone.
+   */
+  lineBatch(bot: string, to: string, headId: string, limit: number, now = Date.now()): Array<OutboxMessage & { plaintext: string }> {
+    const rows = this.#lineBatch.all(bot, to, limit);
+    if (rows[0]?.id !== headId) return [];
+    const out: Array<OutboxMessage & { plaintext: string }> = [];
+    for (const r of rows) {
+      if (r.next_attempt_at > now || !r.body) break;
+      out.push({ ...toMessage(r), plaintext: this.#ks.sealer.open(r.body, `outbox\0${r.id}`).toString('utf8') });
+    }
+    return out;
   }
 
   /** The sealed body of a queued message, opened. */

@@ -1,6 +1,7 @@
 // POST /v1/messages and GET /v1/messages/{id}: bots send end-to-end encrypted messages. A message is
 // committed to the outbox (body sealed) before the 202 (group commit per
 // event-loop turn: OutboxStore.accept); an Idempotency-Key returns the same message.
+import type { ServerResponse } from 'node:http';
 import { Router, type Request, type Response } from 'express';
 import type { Config } from '../../config.js';
 import { PROTOCOLS } from '../../config.js';
@@ -17,8 +18,8 @@ export interface MessagesDeps {
   addressing: Addressing;
   outbox: OutboxStore;
   buckets: TokenBuckets;
-  /** Called after a message is committed (wakes the sender for its line). */
-  queued: (m: OutboxMessage) => void;
+  /** Called after a message is committed (wakes the sender for its line), with its body (the sender need not read it back). */
+  queued: (m: OutboxMessage, body: string) => void;
   /** The bots' rooms: a `to` that is one of them is a group message (its domain need not be bridged). */
   rooms?: { isRoom(localpart: string, jid: string): boolean; refusal(localpart: string, jid: string, allowPlaintext: boolean): GatewayError | null };
   /** Back-pressure (http/back-pressure.ts): the refusal for a new message from this bot, or null. */
@@ -94,22 +95,39 @@ export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing'
 
 /** POST /v1/messages past the HTTP layer: validated, committed (with the other messages of this event-loop turn) before the 202. */
 export async function acceptMessage(d: MessagesDeps, req: MessageRequest): Promise<{ id: string; status: string; replayed: boolean }> {
-  const result = await d.outbox.accept(readMessageRequest(d, req));
+  const m = readMessageRequest(d, req);
+  const result = await d.outbox.accept(m);
   if (!result.created && !result.sameRequest) {
     throw new GatewayError('conflict', 'This Idempotency-Key was used for a different request.');
   }
-  if (result.created) d.queued(result.message);
+  if (result.created) d.queued(result.message, m.body);
   return { id: result.message.id, status: result.message.status, replayed: !result.created };
+}
+
+const JSON_UTF8 = 'application/json; charset=utf-8';
+
+/**
+ * The 202 of POST /v1/messages, written the same way by the express route, the fast path
+ * (http/fast-messages.ts) and a standby (ha/standby-app.ts): Location, Idempotent-Replayed on a
+ * replay, the JSON body; one writeHead and one end (no ETag: a 202 to a POST has nothing to
+ * revalidate). Returns false when the response could no longer be written.
+ */
+export function writeAccepted(res: ServerResponse, a: { id: string; status: string; replayed: boolean }): boolean {
+  if (res.headersSent || res.destroyed) return false;
+  const text = `{"id":${JSON.stringify(a.id)},"status":${JSON.stringify(a.status)}}`;
+  const headers = ['Location', `/v1/messages/${a.id}`];
+  if (a.replayed) headers.push('Idempotent-Replayed', 'true');
+  headers.push('Content-Type', JSON_UTF8, 'Content-Length', String(Buffer.byteLength(text)));
+  res.writeHead(202, headers);
+  res.end(text);
+  return true;
 }
 
 export function messagesRoutes(d: MessagesDeps): Router {
   const r = Router();
 
   r.post('/messages', async (req, res) => {
-    const a = await acceptMessage(d, expressMessageRequest(req, res));
-    res.setHeader('Location', `/v1/messages/${a.id}`);
-    if (a.replayed) res.setHeader('Idempotent-Replayed', 'true');
-    res.status(202).json({ id: a.id, status: a.status });
+    writeAccepted(res, await acceptMessage(d, expressMessageRequest(req, res)));
   });
 
   r.get('/messages/:id', (req, res) => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Keystore } from '../../keystore/keystore.js';
-import { OutboxStore, type NewMessage } from '../../keystore/outbox-store.js';
+import { DELIVERED_DEFER_MS, OutboxStore, type NewMessage } from '../../keystore/outbox-store.js';
 import { KeyedWorker, type QueuedItem } from '../../keyed-worker.js';
 import { TEST_KDF } from '../harness/keystores.js';
 
@@ -104,27 +104,135 @@ test('markSentSoon, markDeliveredSoon: committed with the turn, true only for a 
   }
 });
 
-/** A worker over an in-memory queue, counting the full rescans. */
-function memoryWorker(items: Array<QueuedItem<string>>, done: string[]) {
+test("a bot's receipt: only that bot's sent message to that sender; it waits for the next transaction, or the timer", async () => {
+  const t = tempKeystore();
+  try {
+    const outbox = new OutboxStore(t.ks);
+    const other = Keystore.open(t.path, PASS, { kdf: TEST_KDF });
+    const status = (id: string) => other.db.prepare<[string], { status: string }>('SELECT status FROM outbox WHERE id = ?').get(id)?.status;
+    const id = outbox.enqueue(msg('m')).message.id;
+    const bridged = outbox.enqueue(msg('b', { bot: 'proxy@gw', origin: { local: 'proxy@gw', from: 'a@x', fromFull: 'a@x/r', stanzaId: null, encryption: 'omemo', receiptRequested: false } })).message.id;
+    outbox.markSent(id, 'omemo');
+    outbox.markSent(bridged, 'omemo');
+    assert.deepEqual(
+      await Promise.all([outbox.markDeliveredSoon(id, 'x@example.org', Date.now(), 'another-bot'), outbox.markDeliveredSoon(bridged, 'x@example.org', Date.now(), 'proxy@gw')]),
+      [false, false],
+      "another bot's receipt, and a bot receipt for a bridged message, mark nothing",
+    );
+    // Alone, a receipt is committed by the timer, not at once.
+    const started = Date.now();
+    let settled = false;
+    const alone = outbox.markDeliveredSoon(id, 'x@example.org', Date.now(), 'bot').then((r) => ((settled = true), r));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, 'no transaction of its own in this turn');
+    assert.equal(status(id), 'sent');
+    assert.equal(await alone, true);
+    assert.ok(Date.now() - started >= DELIVERED_DEFER_MS - 2);
+    assert.equal(status(id), 'delivered');
+    // With a POST in the same turn: both in its transaction.
+    const id2 = outbox.enqueue(msg('m2')).message.id;
+    outbox.markSent(id2, 'omemo');
+    const receipt = outbox.markDeliveredSoon(id2, 'x@example.org', Date.now(), 'bot');
+    await outbox.accept(msg('next'));
+    assert.equal(status(id2), 'delivered', 'committed with the accept');
+    assert.equal(await receipt, true);
+    other.close();
+  } finally {
+    t.ks.close();
+    t.done();
+  }
+});
+
+/** A worker over an in-memory queue, counting the full rescans and the reads of a line's head. */
+function memoryWorker(items: Array<QueuedItem<string>>, done: string[], retryOnce = new Set<string>()) {
   let rescans = 0;
+  let reads = 0;
   const worker = new KeyedWorker<string>({
     name: 'test',
     pending: () => {
       rescans++;
       return [...items];
     },
-    nextInLine: (key) => items.find((q) => q.key === key),
+    nextInLine: (key) => {
+      reads++;
+      return items.find((q) => q.key === key);
+    },
     process: async (item) => {
       await new Promise((r) => setImmediate(r));
+      if (retryOnce.delete(item)) {
+        items.find((q) => q.item === item)!.dueAt = Date.now() + 60000;
+        return false;
+      }
       done.push(item);
       items.splice(items.findIndex((q) => q.item === item), 1);
+      return true;
     },
     concurrency: 4,
     idleMs: 60000,
     log: pino({ level: 'silent' }),
   });
-  return { worker, rescans: () => rescans };
+  return { worker, rescans: () => rescans, reads: () => reads };
 }
+
+test('kick(key, item): a line known empty starts with the new item and no read; a retry, or an item added while busy, is read again', async () => {
+  const items: Array<QueuedItem<string>> = [];
+  const done: string[] = [];
+  const retry = new Set<string>();
+  const { worker, reads } = memoryWorker(items, done, retry);
+  worker.start();
+  await new Promise((r) => setImmediate(r));
+  const until = async (f: () => boolean) => {
+    for (let i = 0; i < 1000 && !f(); i++) await new Promise((r) => setImmediate(r));
+  };
+  const add = (item: string, withItem = true) => {
+    const q = { key: 'a', dueAt: 0, item };
+    items.push(q);
+    worker.kick('a', withItem ? q : undefined);
+  };
+  // Not known empty yet: the head is read, and the line seen empty after it.
+  add('a0');
+  await until(() => done.length === 1);
+  const r0 = reads();
+  assert.ok(r0 >= 2, 'read the head, then found the line empty');
+  // Known empty now: each new item starts its line with no read at all.
+  for (let i = 1; i <= 3; i++) {
+    add(`a${i}`);
+    await until(() => done.length === i + 1);
+  }
+  assert.equal(reads(), r0, 'no read for items given to an empty line');
+  // Two in one turn: the second comes while the line is busy, so the line is read after the first.
+  add('a4');
+  add('a5');
+  await until(() => done.length === 6);
+  assert.deepEqual(done, ['a0', 'a1', 'a2', 'a3', 'a4', 'a5']);
+  assert.ok(reads() > r0, 'read again after an item came while busy');
+  // Empty again; an item that is retried stays at the head: a newer one waits behind it.
+  await until(() => false);
+  retry.add('a6');
+  add('a6');
+  await until(() => !retry.has('a6'));
+  await new Promise((r) => setImmediate(r));
+  add('a7');
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.ok(!done.includes('a7') && !done.includes('a6'), 'the new item waits behind the retry');
+  // Another writer adds to a line known empty and calls kick(): no line is known empty any more, so
+  // an item given with kick(key, item) right after waits behind that one.
+  const addB = (item: string) => {
+    const q = { key: 'b', dueAt: 0, item };
+    items.push(q);
+    return q;
+  };
+  worker.kick('b', addB('b0'));
+  await until(() => done.includes('b0'));
+  await until(() => false);
+  addB('b1');
+  worker.kick();
+  worker.kick('b', addB('b2'));
+  await until(() => done.includes('b2') && done.includes('b1'));
+  assert.deepEqual(done.filter((x) => x.startsWith('b')), ['b0', 'b1', 'b2']);
+  items.splice(0, items.length);
+  await worker.stop();
+});
 
 test('kick(key): a new item starts its line without a rescan of everything, and waits behind a retry at its head', async () => {
   const items: Array<QueuedItem<string>> = [];
