@@ -95,8 +95,8 @@ export const LIMITS = {
   output_window: spec(
     'limits.output_window',
     'bytes',
-    '32kb',
-    32 * 1024,
+    '8kb',
+    8 * 1024,
     limited('output_window'),
     'errors and disco/pubsub answers are held while this much output is unconfirmed by the server (messages, presence, pongs and our own iqs never are), then written round robin between recipients',
   ),

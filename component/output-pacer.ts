@@ -3,7 +3,7 @@
 // (disco#info results, item-not-found and service-unavailable errors) pile up unread in its receive
 // queue, and a ping's answer written after them waits behind all of them (876 KB, seconds, in
 // npm run bench -- storm). Node cannot see that queue (the socket's own buffer stays empty: the
-// kernel takes everything), so the pacer asks the server: every quarter window of output it writes
+// kernel takes everything), so the pacer asks the server: every half window of output it writes
 // a marker, an iq ping from the component's domain to itself, which the server routes back only
 // once it has read everything written before it. Bytes written after the last marker that came
 // back are unconfirmed; past limits.output_window of them, low-priority output is held here instead
@@ -125,10 +125,10 @@ export class OutputPacer {
     return false;
   }
 
-  /** Counts text the caller wrote; writes a marker every quarter window (also while off: one coming back turns pacing on again). */
+  /** Counts text the caller wrote; writes a marker every half window (also while off: one coming back turns pacing on again). */
   wrote(bytes: number): void {
     this.#written += bytes;
-    if (this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 4) this.#mark();
+    if (this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 2) this.#mark();
   }
 
   /** An inbound stanza: true when it is one of our markers back (consumed: nothing to answer). */
