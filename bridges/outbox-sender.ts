@@ -126,7 +126,8 @@ export class OutboxSender {
   async #line(head: Pending): Promise<boolean> {
     if (head.plaintext !== undefined || head.kind !== 'bot' || this.#o.rooms?.isRoom(head.bot, head.to)) return this.#send(head);
     const batch = this.#o.store.lineBatch(head.bot, head.to, head.id, BATCH_MAX);
-    return batch.length > 1 ? this.#sendBatch(batch) : this.#send(head);
+    // One alone goes the usual way, with the body the batch read already opened.
+    return batch.length > 1 ? this.#sendBatch(batch) : this.#send(batch[0] ?? head);
   }
 
   /** Messages of one bot to one user, due, in line order (their bodies opened): see #line. Resolves false if one stays queued for a retry. */
@@ -136,7 +137,8 @@ export class OutboxSender {
     let failure: { m: Pending; e: unknown } | null = null;
     for (const m of batch) {
       const bot = this.#bots.get(m.bot);
-      // Anything out of the ordinary is left to the one-message path, once the batch before it is done.
+      // Anything out of the ordinary is left to the one-message path, once the batch before it is done
+      // (the line reads the queue again: see the return value).
       if (!bot || Date.now() > m.expiresAt) break;
       try {
         const p = await this.#o.outbound.prepare({
@@ -185,7 +187,8 @@ export class OutboxSender {
     }
     await Promise.all(marks);
     if (failure) done = this.#failed(failure.m, failure.e) && done;
-    return done;
+    // Messages left out of the batch are still queued behind it.
+    return done && prepared.length === batch.length;
   }
 
   /** Resolves false when the message stays queued for a retry. */

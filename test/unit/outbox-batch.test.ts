@@ -38,7 +38,7 @@ function engine(failOnce: Set<string>, encrypted: string[]): ProtocolEngine {
   };
 }
 
-function setup(opts: { failEncryptOnce?: string[]; unwritable?: string[] } = {}) {
+function setup(opts: { failEncryptOnce?: string[]; unwritable?: string[]; ttlMs?: (i: number) => number } = {}) {
   const ks = Keystore.open(':memory:', 'passphrase-for-tests', { kdf: { N: 1024, r: 8, p: 1 } });
   const outbox = new OutboxStore(ks);
   const contacts = new ContactStore(ks);
@@ -71,7 +71,7 @@ function setup(opts: { failEncryptOnce?: string[]; unwritable?: string[] } = {})
     onStatus: (c) => statuses.push(`${c.status}:${c.message.id}`),
   });
   // A backlog: queued while the server is away.
-  ids = Array.from({ length: 6 }, (_, i) => outbox.enqueue({ bot: 'alerts', to: TO, body: `m${i}`, encryption: null, idempotencyKey: null, ttlMs: 60000 }).message.id);
+  ids = Array.from({ length: 6 }, (_, i) => outbox.enqueue({ bot: 'alerts', to: TO, body: `m${i}`, encryption: null, idempotencyKey: null, ttlMs: opts.ttlMs?.(i) ?? 60000 }).message.id);
   sender.start();
   const goOnline = () => {
     online = true;
@@ -123,6 +123,21 @@ test('a message of the batch that cannot be written fails alone; the others are 
     assert.equal(s.outbox.get(s.ids[3]!)?.error?.code, 'stanza_unserializable');
     // Give a wrongly unmarked message the chance to go out again.
     await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(s.sent.map((x) => x.body), ['m0', 'm1', 'm2', 'm4', 'm5']);
+  } finally {
+    await s.sender.stop();
+    s.ks.close();
+  }
+});
+
+test('an expired message in a backlog ends the batch before it: it fails, the ones after it are sent in order', async () => {
+  const s = setup({ ttlMs: (i) => (i === 3 ? 1 : 60000) });
+  try {
+    await new Promise((r) => setTimeout(r, 10));
+    s.goOnline();
+    await waitUntil(() => s.ids.every((id) => ['sent', 'failed'].includes(s.outbox.get(id)?.status ?? '')), 5000, 'the backlog settled');
+    assert.deepEqual(s.ids.map((id) => s.outbox.get(id)?.status), ['sent', 'sent', 'sent', 'failed', 'sent', 'sent']);
+    assert.equal(s.outbox.get(s.ids[3]!)?.error?.code, 'expired');
     assert.deepEqual(s.sent.map((x) => x.body), ['m0', 'm1', 'm2', 'm4', 'm5']);
   } finally {
     await s.sender.stop();
