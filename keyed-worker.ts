@@ -3,13 +3,16 @@
 // concurrently up to a limit. The loop sleeps until the earliest retry time or until kick().
 // kick(key) (one new item) looks at that line alone, through nextInLine: a full rescan of the pending
 // items per new item made the scan O(backlog) per message (issue 16: 8% of the gateway's CPU).
-// A line the worker has seen empty (nextInLine found nothing) stays known empty while every item
-// added to it comes through kick(key, item): that item is then its head and starts at once, and
-// once it is done the line is empty again, with no read of the queue either way (issue 16).
+// A line the worker has seen empty (nextInLine found nothing) stays known while every item added to
+// it comes through kick(key, item): an idle line starts with that item at once, a busy one takes it
+// next from memory, with no read of the queue either way (issue 16). A retry, a failure, a stop or
+// any kick() without an item makes the worker forget what it knew and read the queue again.
 import type { Logger } from 'pino';
 
-/** Lines remembered as empty at most (then forgotten: the next item of each is read from the queue). */
-const MAX_EMPTY_LINES = 10000;
+/** Lines whose contents are remembered at most (then forgotten: the next item of each is read from the queue). */
+const MAX_KNOWN_LINES = 10000;
+/** Items remembered for one busy line at most (past that it is read from the queue). */
+const MAX_KNOWN_ITEMS = 1000;
 
 export interface QueuedItem<T> {
   key: string;
@@ -46,8 +49,8 @@ export class KeyedWorker<T> {
   #loop: Promise<void> | null = null;
   /** A due head was left waiting because every slot was busy: the next free slot rescans everything. */
   #starved = false;
-  /** Lines with no pending item but the one being processed (if any): known without a read. */
-  readonly #empty = new Set<string>();
+  /** Lines whose pending items (beyond the one being processed) are exactly these, in order. */
+  readonly #known = new Map<string, Array<QueuedItem<T>>>();
 
   constructor(o: KeyedWorkerOptions<T>) {
     this.#o = o;
@@ -67,21 +70,27 @@ export class KeyedWorker<T> {
   kick(key?: string, added?: QueuedItem<T>): void {
     const nextInLine = this.#o.nextInLine;
     if (key === undefined || !nextInLine) {
-      // Items may have come by other ways: no line is known empty any more.
-      this.#empty.clear();
+      // Items may have come by other ways: no line is known any more.
+      this.#known.clear();
       this.#wake?.();
       return;
     }
-    // `added` is the line's head only if the line was known empty and is started with it now.
-    const wasEmpty = this.#empty.delete(key);
+    const known = this.#known.get(key);
+    if (known && added && added.key === key && this.#running && (this.#o.ready?.() ?? true)) {
+      // A busy line takes it after what it has; an idle one known empty starts with it now.
+      if (this.#busy.has(key) && known.length < MAX_KNOWN_ITEMS) {
+        known.push(added);
+        return;
+      }
+      if (!this.#busy.has(key) && known.length === 0 && this.#busy.size < this.#o.concurrency && added.dueAt <= Date.now()) {
+        this.#startLine(added);
+        return;
+      }
+    }
+    this.#known.delete(key);
     if (!this.#running || this.#busy.has(key) || !(this.#o.ready?.() ?? true)) return;
     if (this.#busy.size >= this.#o.concurrency) {
       this.#starved = true;
-      return;
-    }
-    if (wasEmpty && added && added.dueAt <= Date.now()) {
-      this.#empty.add(key);
-      this.#startLine(added);
       return;
     }
     let q: QueuedItem<T> | undefined;
@@ -148,7 +157,7 @@ export class KeyedWorker<T> {
         this.#starved = true;
         return now + 5;
       }
-      this.#empty.delete(q.key);
+      this.#known.delete(q.key);
       this.#startLine(q);
     }
     return nextAt;
@@ -162,8 +171,9 @@ export class KeyedWorker<T> {
       if (this.#starved) {
         this.#starved = false;
         this.kick();
-      } else if (!this.#empty.has(q.key)) {
-        // An item added while the line finished, or a retry now at its head.
+      } else if (this.#known.get(q.key)?.length !== 0) {
+        // An item added while the line finished (remembered or not), or a retry now at its head.
+        this.#known.delete(q.key);
         this.kick(q.key);
       }
     });
@@ -176,18 +186,25 @@ export class KeyedWorker<T> {
     const key = first.key;
     while (q) {
       try {
-        if ((await this.#o.process(q.item)) === false) this.#empty.delete(key);
+        if ((await this.#o.process(q.item)) === false) this.#known.delete(key);
       } catch (e) {
-        this.#empty.delete(key);
+        this.#known.delete(key);
         this.#o.log.error({ err: e, worker: this.#o.name }, 'queue item failed');
         return;
       }
-      if (!this.#running || !this.#o.nextInLine || !(this.#o.ready?.() ?? true)) return;
-      if (this.#empty.has(key)) return;
+      if (!this.#running || !this.#o.nextInLine || !(this.#o.ready?.() ?? true)) {
+        this.#known.delete(key);
+        return;
+      }
+      const known = this.#known.get(key);
+      if (known) {
+        q = known.shift();
+        continue;
+      }
       const next = this.#o.nextInLine(key);
       if (!next) {
-        if (this.#empty.size >= MAX_EMPTY_LINES) this.#empty.clear();
-        this.#empty.add(key);
+        if (this.#known.size >= MAX_KNOWN_LINES) this.#known.clear();
+        this.#known.set(key, []);
       }
       q = next && next.dueAt <= Date.now() ? next : undefined;
     }

@@ -174,7 +174,7 @@ function memoryWorker(items: Array<QueuedItem<string>>, done: string[], retryOnc
   return { worker, rescans: () => rescans, reads: () => reads };
 }
 
-test('kick(key, item): a line known empty starts with the new item and no read; a retry, or an item added while busy, is read again', async () => {
+test('kick(key, item): a known line takes new items from memory, idle or busy; a retry, or an item added another way, makes it read again', async () => {
   const items: Array<QueuedItem<string>> = [];
   const done: string[] = [];
   const retry = new Set<string>();
@@ -200,12 +200,18 @@ test('kick(key, item): a line known empty starts with the new item and no read; 
     await until(() => done.length === i + 1);
   }
   assert.equal(reads(), r0, 'no read for items given to an empty line');
-  // Two in one turn: the second comes while the line is busy, so the line is read after the first.
+  // Two in one turn: the second comes while the line is busy and is taken next from memory.
   add('a4');
   add('a5');
   await until(() => done.length === 6);
   assert.deepEqual(done, ['a0', 'a1', 'a2', 'a3', 'a4', 'a5']);
-  assert.ok(reads() > r0, 'read again after an item came while busy');
+  assert.equal(reads(), r0, 'an item added to a busy known line is not read back either');
+  // One added without its item while the line is busy (another writer): the line is read again.
+  add('a4b');
+  add('a5b', false);
+  await until(() => done.length === 8);
+  assert.deepEqual(done.slice(6), ['a4b', 'a5b']);
+  assert.ok(reads() > r0, 'read again after an item came without kick(key, item)');
   // Empty again; an item that is retried stays at the head: a newer one waits behind it.
   await until(() => false);
   retry.add('a6');
