@@ -7,7 +7,7 @@
 // Environment (all optional): BENCH_BOTS_RATE (default 300 messages/s), BENCH_BOTS_SECONDS (60),
 // BENCH_BOTS_PYTHON=0 skips the python-omemo receiver probe, BENCH_BOTS_PROBE=0 skips the maximum
 // rate probe, BENCH_BOTS_PG=0 skips the same load on a PostgreSQL keystore (keystore.url),
-// BENCH_GATEWAY_CPU_PROF=DIR profiles the gateway process into DIR (bench/cpu-profile.ts),
+// BENCH_GATEWAY_CPU_PROF=DIR profiles each gateway process (SQLite, then PostgreSQL) into DIR (bench/cpu-profile.ts),
 // BENCH_BOTS_HISTORY=PATH keeps the figures for the next run's regression line elsewhere than
 // .bench-history/bots.json (=0: not at all; bench/bots-history.ts).
 // Short mode for development: BENCH_BOTS_SECONDS=5 BENCH_BOTS_PYTHON=0 BENCH_BOTS_PROBE=0.
@@ -561,19 +561,23 @@ export async function runBotsBench(): Promise<boolean> {
     const cfg = gw.configFile;
     children.push(() => findPid(cfg));
     dirs.push(gw.dir);
-    const savedNodeOptions = process.env.NODE_OPTIONS;
-    if (prof) {
-      mkdirSync(prof, { recursive: true });
-      process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --import=${new URL('./cpu-profile.js', import.meta.url).href}`.trim();
-    }
-    try {
-      await gw.start(60000);
-    } finally {
+    // With BENCH_GATEWAY_CPU_PROF, each gateway process (SQLite, then PostgreSQL) is profiled.
+    const startGateway = async (g: GatewayProcess) => {
+      const savedNodeOptions = process.env.NODE_OPTIONS;
       if (prof) {
-        if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
-        else process.env.NODE_OPTIONS = savedNodeOptions;
+        mkdirSync(prof, { recursive: true });
+        process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --import=${new URL('./cpu-profile.js', import.meta.url).href}`.trim();
       }
-    }
+      try {
+        await g.start(60000);
+      } finally {
+        if (prof) {
+          if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
+          else process.env.NODE_OPTIONS = savedNodeOptions;
+        }
+      }
+    };
+    await startGateway(gw);
     poster.p = new Poster(gw.url);
     const env: Env = { prosody, gw, poster: poster.p, pids: { gateway: findPid(cfg), prosody: findPid(prosodyDir), receiver: null } };
     const all = Array.from({ length: BOTS }, (_, i) => i);
@@ -650,7 +654,7 @@ export async function runBotsBench(): Promise<boolean> {
       const pgCfg = g.configFile;
       children.push(() => findPid(pgCfg));
       dirs.push(g.dir);
-      await g.start(60000);
+      await startGateway(g);
       await waitUntil(async () => {
         const r = await g.readiness();
         return r?.role === 'active' && r.status === 200;
