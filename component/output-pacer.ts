@@ -68,6 +68,8 @@ export class OutputPacer {
   #written = 0;
   #confirmed = 0;
   #lastMarkAt = 0;
+  /** Low-priority output was offered since the last marker. */
+  #lowSinceMark = false;
   /** Outstanding markers: id -> [position in the stream, when written], oldest first. */
   readonly #markers = new Map<string, [number, number]>();
   #nextMarker = 0;
@@ -109,7 +111,9 @@ export class OutputPacer {
    * wrote()), false when it was held (written later by the pacer, or shed).
    */
   offer(text: string, el: Element): boolean {
-    if (this.#closed || this.#off || outputPriority(el) === 'high') return true;
+    if (this.#closed || outputPriority(el) === 'high') return true;
+    this.#lowSinceMark = true;
+    if (this.#off) return true;
     if (this.#heldCount === 0 && this.unconfirmed < this.#d.limits.output_window) return true;
     this.#d.metrics.limited.inc({ limit: 'output_window' });
     const key = String(el.attrs.to ?? '').split('/')[0]!.toLowerCase();
@@ -125,10 +129,14 @@ export class OutputPacer {
     return false;
   }
 
-  /** Counts text the caller wrote; writes a marker every half window (also while off: one coming back turns pacing on again). */
+  /**
+   * Counts text the caller wrote; writes a marker every half window while low-priority output is
+   * offered (also while off: one coming back turns pacing on again). Without any (a bot's messages
+   * only) no marker is written: the server's progress matters only to what could be held.
+   */
   wrote(bytes: number): void {
     this.#written += bytes;
-    if (this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 2) this.#mark();
+    if (this.#lowSinceMark && this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 2) this.#mark();
   }
 
   /** An inbound stanza: true when it is one of our markers back (consumed: nothing to answer). */
@@ -163,6 +171,7 @@ export class OutputPacer {
     this.#d.write(text, 'iq');
     this.#written += text.length;
     this.#lastMarkAt = this.#written;
+    this.#lowSinceMark = this.#heldCount > 0;
     this.#markers.set(id, [this.#written, this.#now()]);
     this.#arm();
   }

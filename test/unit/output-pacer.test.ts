@@ -89,6 +89,20 @@ test('past the window low-priority output is held, high-priority is not; a marke
   assert.equal(r.written.filter((t) => t.includes('id="a1"')).length, 1);
 });
 
+test('no marker while only high-priority output flows (a bot sending messages); the first low-priority stanza then waits for one', () => {
+  const r = rig();
+  for (let k = 0; k < 200; k++) r.send(message(`bob${k}@good.example`, `b${k}`));
+  assert.equal(r.markers().length, 0);
+  assert.ok(r.pacer.unconfirmed > 4000);
+  // Unconfirmed is past the window: the error waits for a marker's round trip.
+  r.send(error('alice@good.example/y', 'a1'));
+  assert.equal(r.pacer.heldCount, 1);
+  assert.equal(r.markers().length, 1);
+  r.echoLastMarker();
+  assert.equal(r.pacer.heldCount, 0);
+  assert.ok(r.written.at(-1)!.includes('id="a1"') || r.written.some((t) => t.includes('id="a1"')));
+});
+
 test('held output past max_held_output is shed from the recipient with the most held; past its age when its turn comes', async () => {
   const r = rig({ output_window: 1000, max_held_output: 2000, held_output_max_age: 5000 });
   let i = 0;
