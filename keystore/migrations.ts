@@ -163,4 +163,14 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX devices_by_fingerprint ON devices (protocol, fingerprint);
     `,
   },
+  {
+    version: 7,
+    name: 'replay digests in one B-tree',
+    sql: `
+      -- Every accepted OMEMO message inserts a digest: with this index that was two B-tree updates
+      -- (two more WAL pages per commit). Pruning scans the table by digest ranges instead
+      -- (keystore/replay-store.ts), a slice at a time.
+      DROP INDEX seen_ciphertexts_by_time;
+    `,
+  },
 ];

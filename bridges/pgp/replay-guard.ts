@@ -9,10 +9,11 @@
 // not burn the digest of the genuine one.
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { ReplayStore } from '../../keystore/replay-store.js';
+import { PRUNE_SLICES, type ReplayStore } from '../../keystore/replay-store.js';
 
 const DAY_MS = 86_400_000;
-const PRUNE_EVERY_MS = 3_600_000;
+/** Every digest is looked at by a prune once an hour: one slice of the table each PRUNE_SLICE_MS. */
+const PRUNE_SLICE_MS = 3_600_000 / PRUNE_SLICES;
 
 export const payloadDigest = (bytes: Uint8Array): Buffer => createHash('sha256').update(bytes).digest();
 
@@ -24,6 +25,7 @@ export class ReplayGuard {
   readonly #recent: LRUCache<string, number>;
   readonly #inFlight = new Set<string>();
   #lastPrune = 0;
+  #nextSlice = 0;
 
   constructor(store: ReplayStore, protocol: string, windowDays: number, now: () => number, cacheSize = 50_000) {
     this.#store = store;
@@ -60,7 +62,11 @@ export class ReplayGuard {
     const now = this.#now();
     this.#recent.set(k, now);
     this.#store.add(this.#protocol, digest, now);
-    if (now - this.#lastPrune > PRUNE_EVERY_MS) this.prune();
+    if (now - this.#lastPrune > PRUNE_SLICE_MS) {
+      this.#lastPrune = now;
+      this.#store.prune(this.#protocol, now - this.windowMs, this.#nextSlice);
+      this.#nextSlice = (this.#nextSlice + 1) % PRUNE_SLICES;
+    }
   }
 
   /** The claimed message was refused: let a later copy be tried. */
@@ -68,7 +74,7 @@ export class ReplayGuard {
     this.#inFlight.delete(digest.toString('hex'));
   }
 
-  /** Forgets digests older than the window; returns how many rows went. */
+  /** Forgets digests older than the window (the whole table); returns how many rows went. */
   prune(): number {
     const now = this.#now();
     this.#lastPrune = now;
