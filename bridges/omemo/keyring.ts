@@ -12,6 +12,7 @@ import { generateX25519, xeddsaSign, type X25519KeyPair } from '../ratchet/primi
 import { ab, b64, buf, fromB64, hex } from './bytes.js';
 import { ITEM_CURRENT, MAX_DEVICE_ID, NODE_DEVICELIST, bundleNode, type OmemoOptions } from './constants.js';
 import { with05, without05, type OwnIdentity, type PreKeyLookups } from './legacy-protocol.js';
+import { BundleCache } from './bundle-cache.js';
 import { buildBundle, buildDeviceList, type Bundle } from './wire.js';
 
 /** A key pair as the rows hold it: pubKey is the 33-byte 0x05-prefixed form, privKey the 32-byte scalar. */
@@ -106,13 +107,8 @@ export class Keyring {
   #completeRunning = 0;
   /** Hosted JIDs whose published items were checked by this process (bounded: a miss only re-checks). */
   readonly #checked: LRUCache<string, true>;
-  /**
-   * The bundle last built per hosted JID, with the identity row's counters it was built from: a
-   * consumed prekey updates it in place instead of re-reading every prekey row (a PreKey message
-   * would otherwise unseal all 100). A row changed elsewhere (another instance) no longer matches
-   * its counters and the bundle is read again.
-   */
-  readonly #bundles: LRUCache<string, { bundle: Bundle; nextPreKeyId: number; signedPreKeyId: number }>;
+  /** The bundle last built per hosted JID (bundle-cache.ts). */
+  readonly #bundles: BundleCache<Bundle>;
   /** Identities created / bundles completed by this process (tests, bench). */
   readonly created = { identities: 0, bundles: 0 };
 
@@ -127,7 +123,7 @@ export class Keyring {
     this.#opts = opts;
     this.#cache = new LRUCache({ max: opts.identityCacheSize });
     this.#checked = new LRUCache({ max: opts.identityCacheSize });
-    this.#bundles = new LRUCache({ max: opts.identityCacheSize });
+    this.#bundles = new BundleCache(opts.identityCacheSize);
   }
 
   /**
@@ -324,12 +320,7 @@ export class Keyring {
       return cur;
     });
     if (!replaced) return;
-    const cached = this.#bundles.get(local);
-    if (cached && cached.nextPreKeyId === replaced.nextPreKeyId && cached.signedPreKeyId === replaced.signedPreKeyId) {
-      // The new id is the highest: appended, the list stays in id order.
-      const preKeys = [...cached.bundle.preKeys.filter((p) => p.id !== id), { id: replaced.nextPreKeyId, publicKey: buf(fresh.pubKey) }];
-      this.#bundles.set(local, { bundle: { ...cached.bundle, preKeys }, nextPreKeyId: replaced.nextPreKeyId + 1, signedPreKeyId: replaced.signedPreKeyId });
-    }
+    this.#bundles.replaced(local, replaced, id, { id: replaced.nextPreKeyId, publicKey: buf(fresh.pubKey) });
     this.#log.debug({ local, preKeyId: id }, 'omemo prekey consumed and replaced');
     this.publishBundle(local);
   }
@@ -341,8 +332,8 @@ export class Keyring {
     const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
     if (!row) throw new Error('no identity');
     if (row.pending) throw new Error('no bundle yet');
-    const cached = this.#bundles.get(local);
-    if (cached && cached.nextPreKeyId === row.nextPreKeyId && cached.signedPreKeyId === row.signedPreKeyId) return cached.bundle;
+    const cached = this.#bundles.get(local, row);
+    if (cached) return cached;
     const spk = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId))!;
     const preKeys = this.#store
       .list(local, K_PREKEY)
@@ -355,7 +346,7 @@ export class Keyring {
       signedPreKey: { id: row.signedPreKeyId, publicKey: Buffer.from(spk.pub, 'base64'), signature: Buffer.from(spk.sig, 'base64') },
       preKeys,
     };
-    this.#bundles.set(local, { bundle, nextPreKeyId: row.nextPreKeyId, signedPreKeyId: row.signedPreKeyId });
+    this.#bundles.set(local, bundle, row);
     return bundle;
   }
 

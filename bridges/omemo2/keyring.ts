@@ -12,6 +12,7 @@ import type { PubsubPort } from '../engine.js';
 import { generateX25519, xeddsaPublic, xeddsaSign, type X25519KeyPair } from '../ratchet/primitives.js';
 import { ITEM_CURRENT, NODE_BUNDLES, NODE_DEVICES, type Omemo2Options } from './constants.js';
 import type { OwnIdentity, PeerBundle } from './session.js';
+import { BundleCache } from '../omemo/bundle-cache.js';
 import { buildBundle, buildDeviceList } from './wire.js';
 
 /** Where a hosted JID's identity comes from: the legacy OMEMO keyring (same device id and key). */
@@ -63,6 +64,8 @@ export class Keyring {
   readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
   readonly #creating = new Map<string, Promise<LocalIdentity>>();
   readonly #completing = new Map<string, Promise<void>>();
+  /** The bundle last built per hosted JID, updated in place when a prekey is consumed (bundle-cache.ts). */
+  readonly #bundles = new BundleCache<PeerBundle>(10_000);
 
   constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options) {
     this.#store = store;
@@ -164,13 +167,14 @@ export class Keyring {
     const replaced = this.#store.transaction(() => {
       const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
       const st = this.#store.getJson<StateRow>(local, K_STATE, SELF);
-      if (!r || r.usedAt !== undefined || !st) return false;
+      if (!r || r.usedAt !== undefined || !st) return null;
       this.#store.putJson(local, K_PREKEY, String(id), { ...r, usedAt: this.#now() } satisfies PreKeyRow);
       this.#store.putJson(local, K_PREKEY, String(st.nextPreKeyId), row(fresh));
       this.#store.putJson(local, K_STATE, SELF, { ...st, nextPreKeyId: st.nextPreKeyId + 1 });
-      return true;
+      return st;
     });
     if (!replaced) return;
+    this.#bundles.replaced(local, replaced, id, { id: replaced.nextPreKeyId, pub: fresh.pub });
     this.#log.debug({ local, preKeyId: id }, 'omemo2 prekey consumed and replaced');
     const id2 = this.#cache.get(local);
     if (id2) this.publishBundle(id2);
@@ -180,6 +184,8 @@ export class Keyring {
 
   bundle(id: LocalIdentity): PeerBundle {
     const st = this.#store.getJson<StateRow>(id.local, K_STATE, SELF)!;
+    const cached = this.#bundles.get(id.local, st);
+    if (cached) return cached;
     const spk = this.#store.getJson<SignedPreKeyRow>(id.local, K_SPK, String(st.signedPreKeyId))!;
     const preKeys = this.#store
       .list(id.local, K_PREKEY)
@@ -187,7 +193,9 @@ export class Keyring {
       .filter((x) => x.r.usedAt === undefined)
       .sort((a, b) => a.id - b.id)
       .map((x) => ({ id: x.id, pub: Buffer.from(x.r.pub, 'base64') }));
-    return { ik: id.ik, spk: { id: st.signedPreKeyId, pub: Buffer.from(spk.pub, 'base64'), sig: Buffer.from(spk.sig, 'base64') }, preKeys };
+    const bundle: PeerBundle = { ik: id.ik, spk: { id: st.signedPreKeyId, pub: Buffer.from(spk.pub, 'base64'), sig: Buffer.from(spk.sig, 'base64') }, preKeys };
+    this.#bundles.set(id.local, bundle, st);
+    return bundle;
   }
 
   publishBundle(id: LocalIdentity): void {
