@@ -35,7 +35,8 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples> {
     const ks = openTestKeystore(join(dir, `${name}.db`));
     keystores.push(ks);
     // The per-contact bundle fetch limit (limits.ts) would stop the repeated session builds measured here.
-    return makeDual(net, jid, { ks, name, options: { bundleFetchesPerMinute: 1e9 } });
+    // Logs at the gateway's default level (the tests' helper logs debug lines into memory).
+    return makeDual(net, jid, { ks, name, options: { bundleFetchesPerMinute: 1e9 }, logLevel: 'info' });
   };
   try {
     const net = new FakeNetwork();

@@ -135,7 +135,8 @@ async function preKeyMessage(j: Job): Promise<Step> {
   }
   if (isNew) {
     ctx.log.info({ local: id.local, contact: from, deviceId: enc.sid, preKeyId: info.preKeyId }, 'omemo session started by contact');
-    const m = await keyTransport(ctx, id, from, enc.sid, 'completion');
+    // Written with the message's commit in decryptClaimed (one session write, not two).
+    const m = await keyTransport(ctx, id, from, enc.sid, 'completion', true);
     if (m) j.replies.push(m);
   }
   return { keyMaterial: out, trust, fingerprint };
@@ -160,7 +161,7 @@ async function whisperMessage(j: Job): Promise<Step> {
     return { reason: 'distrusted' };
   }
   if (wantsHeartbeat(ctx, id.local, from, enc.sid, info.ratchetKey, info.counter)) {
-    const m = await keyTransport(ctx, id, from, enc.sid, 'heartbeat');
+    const m = await keyTransport(ctx, id, from, enc.sid, 'heartbeat', true);
     if (m) j.replies.push(m);
   }
   return { keyMaterial: out, trust, fingerprint };

@@ -13,6 +13,7 @@ import { ab, b64, buf, fromB64, hex } from './bytes.js';
 import { ITEM_CURRENT, MAX_DEVICE_ID, NODE_DEVICELIST, bundleNode, type OmemoOptions } from './constants.js';
 import { with05, without05, type OwnIdentity, type PreKeyLookups } from './legacy-protocol.js';
 import { BundleCache } from './bundle-cache.js';
+import { withRowCache } from './row-cache.js';
 import { buildBundle, buildDeviceList, type Bundle } from './wire.js';
 
 /** A key pair as the rows hold it: pubKey is the 33-byte 0x05-prefixed form, privKey the 32-byte scalar. */
@@ -116,7 +117,8 @@ export class Keyring {
 
   constructor(store: ProtocolStore, pubsub: PubsubPort, log: Logger, now: () => number, opts: OmemoOptions, admit: (local: string) => void = () => undefined) {
     this.#admit = admit;
-    this.#store = store;
+    // Identity, prekey and signed prekey rows parsed once (row-cache.ts).
+    this.#store = withRowCache(store, [K_IDENTITY, K_PREKEY, K_SPK], 4096);
     this.#pubsub = pubsub;
     this.#log = log;
     this.#now = now;
@@ -290,11 +292,11 @@ export class Keyring {
   }
 
   hasPreKey(local: string, id: number): boolean {
-    return this.#store.get(local, K_PREKEY, String(id)) !== undefined;
+    return this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id)) !== undefined;
   }
 
   hasSignedPreKey(local: string, id: number): boolean {
-    return this.#store.get(local, K_SPK, String(id)) !== undefined;
+    return this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(id)) !== undefined;
   }
 
   /**

@@ -19,12 +19,17 @@ import { buildEncrypted, protocolMessage } from './wire.js';
 
 const stanzaId = (): string => randomBytes(9).toString('base64url');
 
-/** A key-transport message to one device on its current session (null if that fails). */
-export async function keyTransport(ctx: OmemoContext, id: LocalIdentity, contact: string, deviceId: number, why: string): Promise<Element | null> {
+/**
+ * A key-transport message to one device on its current session (null if that fails). The session's
+ * new state is written here, or with `flushedByCaller` by the caller before the message leaves: the
+ * completion and the heartbeat are built while a message is decrypted, whose commit (decrypt.ts,
+ * with the replay digest) writes the session row once for both.
+ */
+export async function keyTransport(ctx: OmemoContext, id: LocalIdentity, contact: string, deviceId: number, why: string, flushedByCaller = false): Promise<Element | null> {
   const { keyMaterial, iv } = keyTransportMaterial();
   try {
     const k = await ctx.sessions.encrypt(id, contact, deviceId, keyMaterial);
-    ctx.sessions.flush();
+    if (!flushedByCaller) ctx.sessions.flush();
     ctx.metrics.message('out', why);
     ctx.log.debug({ local: id.local, contact, deviceId, why }, 'omemo key transport');
     const enc = buildEncrypted({ sid: id.deviceId, keys: [{ rid: deviceId, prekey: k.prekey, data: k.data }], iv, payload: null });

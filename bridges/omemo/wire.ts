@@ -133,6 +133,19 @@ export function deviceIdsIn(items: readonly Element[], name: string, ns: string)
 
 // ---- bundle ----
 
+// A bundle is republished after every consumed prekey with all its prekeys but one unchanged: their
+// elements are made once per key (the Buffer of a kept bundle entry) instead of ~100 each time.
+// Shared by both OMEMO versions (element and attribute names differ).
+const keyElements = new WeakMap<Buffer, Element>();
+export function keyElement(name: string, idAttr: string, id: number, pub: Buffer): Element {
+  const hit = keyElements.get(pub);
+  if (hit && hit.name === name && hit.attrs[idAttr] === String(id)) return hit;
+  const el = xml(name, { [idAttr]: String(id) }, pub.toString('base64'));
+  keyElements.set(pub, el);
+  return el;
+}
+const preKeyElement = (p: { id: number; publicKey: Buffer }): Element => keyElement('preKeyPublic', 'preKeyId', p.id, p.publicKey);
+
 export function buildBundle(b: Bundle): Element {
   return xml(
     'bundle',
@@ -140,7 +153,7 @@ export function buildBundle(b: Bundle): Element {
     xml('signedPreKeyPublic', { signedPreKeyId: String(b.signedPreKey.id) }, b.signedPreKey.publicKey.toString('base64')),
     xml('signedPreKeySignature', {}, b.signedPreKey.signature.toString('base64')),
     xml('identityKey', {}, b.identityKey.toString('base64')),
-    xml('prekeys', {}, ...b.preKeys.map((p) => xml('preKeyPublic', { preKeyId: String(p.id) }, p.publicKey.toString('base64')))),
+    xml('prekeys', {}, ...b.preKeys.map(preKeyElement)),
   );
 }
 

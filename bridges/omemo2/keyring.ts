@@ -13,6 +13,7 @@ import { generateX25519, xeddsaPublic, xeddsaSign, type X25519KeyPair } from '..
 import { ITEM_CURRENT, NODE_BUNDLES, NODE_DEVICES, type Omemo2Options } from './constants.js';
 import type { OwnIdentity, PeerBundle } from './session.js';
 import { BundleCache } from '../omemo/bundle-cache.js';
+import { withRowCache } from '../omemo/row-cache.js';
 import { buildBundle, buildDeviceList } from './wire.js';
 
 /** Where a hosted JID's identity comes from: the legacy OMEMO keyring (same device id and key). */
@@ -68,7 +69,8 @@ export class Keyring {
   readonly #bundles = new BundleCache<PeerBundle>(10_000);
 
   constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options) {
-    this.#store = store;
+    // State, prekey and signed prekey rows parsed once (row-cache.ts).
+    this.#store = withRowCache(store, [K_STATE, K_PREKEY, K_SPK], 4096);
     this.#pubsub = pubsub;
     this.#identity = identity;
     this.#log = log;

@@ -8,7 +8,7 @@
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { NS_EME, NS_HINTS } from '../omemo/constants.js';
-import { deviceIdsIn, parseId, protocolMessage } from '../omemo/wire.js';
+import { deviceIdsIn, keyElement, parseId, protocolMessage } from '../omemo/wire.js';
 import { NS_OMEMO2 } from './constants.js';
 import type { PeerBundle } from './session.js';
 
@@ -90,6 +90,8 @@ export function parseDeviceList(items: readonly Element[]): number[] {
 
 // ---- bundle ----
 
+const preKeyElement = (p: { id: number; pub: Buffer }): Element => keyElement('pk', 'id', p.id, p.pub);
+
 export function buildBundle(b: PeerBundle): Element {
   return xml(
     'bundle',
@@ -97,7 +99,7 @@ export function buildBundle(b: PeerBundle): Element {
     xml('spk', { id: String(b.spk.id) }, b.spk.pub.toString('base64')),
     xml('spks', {}, b.spk.sig.toString('base64')),
     xml('ik', {}, b.ik.toString('base64')),
-    xml('prekeys', {}, ...b.preKeys.map((p) => xml('pk', { id: String(p.id) }, p.pub.toString('base64')))),
+    xml('prekeys', {}, ...b.preKeys.map(preKeyElement)),
   );
 }
 

@@ -27,9 +27,20 @@ export interface FetchRecord {
   node: string;
 }
 
+/**
+ * A published item as the gateway's pubsub service keeps it (component/pubsub.ts stores
+ * payload.toString()): the serialized form, parsed on the first local read.
+ */
+interface Stored {
+  xml: string;
+  el?: Element;
+}
+const stored = (payload: Element): Stored => ({ xml: payload.toString() });
+const parsed = (s: Stored): Element => (s.el ??= parse(s.xml) as unknown as Element);
+
 export class FakeNetwork {
   /** owner -> node -> itemId -> payload, per publisher (engine name). */
-  readonly #items = new Map<string, Map<string, Map<string, Map<string, Element>>>>();
+  readonly #items = new Map<string, Map<string, Map<string, Map<string, Stored>>>>();
   readonly fetches: FetchRecord[] = [];
   readonly publishes: Array<{ publisher: string; owner: string; node: string; opts?: PublishOptions }> = [];
   /** Lets a test fail or change answers: return an Error to reject, an array to replace the items. */
@@ -39,14 +50,14 @@ export class FakeNetwork {
     return {
       publish: (owner, node, itemId, payload, opts) => {
         this.publishes.push({ publisher, owner, node, opts });
-        this.#node(owner, node, publisher).set(itemId, reparse(payload));
+        this.#node(owner, node, publisher).set(itemId, stored(payload));
       },
       retract: (owner, node, itemId) => {
         const n = this.#node(owner, node, publisher);
         if (itemId === undefined) n.clear();
         else n.delete(itemId);
       },
-      localItems: (owner, node) => [...this.#node(owner, node, publisher).entries()].map(([id, payload]) => ({ id, payload })),
+      localItems: (owner, node) => [...this.#node(owner, node, publisher).entries()].map(([id, payload]) => ({ id, payload: parsed(payload) })),
       fetch: async (from, to, node) => {
         const f = { from, to, node };
         this.fetches.push(f);
@@ -58,7 +69,7 @@ export class FakeNetwork {
     };
   }
 
-  #node(owner: string, node: string, publisher: string): Map<string, Element> {
+  #node(owner: string, node: string, publisher: string): Map<string, Stored> {
     let o = this.#items.get(owner);
     if (!o) this.#items.set(owner, (o = new Map()));
     let n = o.get(node);
@@ -74,19 +85,19 @@ export class FakeNetwork {
     if (!byPublisher || [...byPublisher.values()].every((m) => m.size === 0)) return null;
     if (node === NODE_DEVICELIST || node === OMEMO2_DEVICES) {
       const ids = new Set<string>();
-      for (const m of byPublisher.values()) for (const p of m.values()) for (const d of p.getChildren('device')) ids.add(String(d.attrs.id));
+      for (const m of byPublisher.values()) for (const p of m.values()) for (const d of parsed(p).getChildren('device')) ids.add(String(d.attrs.id));
       const [name, ns] = node === NODE_DEVICELIST ? ['list', NS_OMEMO] : ['devices', NS_OMEMO2];
       return [xml('item', { id: 'current' }, xml(name, { xmlns: ns }, ...[...ids].map((id) => xml('device', { id }))))];
     }
     const out: Element[] = [];
-    for (const m of byPublisher.values()) for (const [id, p] of m) out.push(xml('item', { id }, reparse(p)));
+    for (const m of byPublisher.values()) for (const [id, p] of m) out.push(xml('item', { id }, parse(p.xml) as unknown as Element));
     return out;
   }
 
   /** Publishes a device list for `owner` as if from a client outside the test (e.g. after a device left). */
   setDeviceList(owner: string, ids: number[], publisher = `external:${owner}`): void {
     for (const m of this.#items.get(owner)?.get(NODE_DEVICELIST)?.values() ?? []) m.clear();
-    this.#node(owner, NODE_DEVICELIST, publisher).set('current', xml('list', { xmlns: NS_OMEMO }, ...ids.map((id) => xml('device', { id: String(id) }))));
+    this.#node(owner, NODE_DEVICELIST, publisher).set('current', stored(xml('list', { xmlns: NS_OMEMO }, ...ids.map((id) => xml('device', { id: String(id) })))));
   }
 
   fetchCount(to: string, nodePrefix: string): number {
@@ -123,6 +134,8 @@ export interface PeerOptions {
   engine?: OmemoEngineOptions;
   /** Publisher name in the FakeNetwork (defaults to `name`): a restarted engine keeps its name. */
   name?: string;
+  /** Log level (tests read the debug lines; the bench runs at the gateway's default, info). */
+  logLevel?: string;
 }
 
 export function openTestKeystore(path = ':memory:'): Keystore {
@@ -151,7 +164,7 @@ export async function makePeer(net: FakeNetwork, jid: string, o: PeerOptions = {
       keystore: ks,
       pubsub: net.port(name),
       metrics,
-      log: createLogger('debug', sink),
+      log: createLogger(o.logLevel ?? 'debug', sink),
       now: clock.now,
       resource: 'gw',
     },

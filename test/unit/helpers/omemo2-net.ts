@@ -21,12 +21,12 @@ export interface Dual {
   logs: string[];
 }
 
-export async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string; options?: Partial<OmemoOptions> } = {}): Promise<Dual> {
+export async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string; options?: Partial<OmemoOptions>; logLevel?: string } = {}): Promise<Dual> {
   const ks = o.ks ?? openTestKeystore();
   const trust = new TrustStore(ks, 'btbv');
   const metrics = new Metrics({ processMetrics: false });
   const logs: string[] = [];
-  const log = createLogger('debug', new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }));
+  const log = createLogger(o.logLevel ?? 'debug', new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }));
   const clock = o.clock ?? new Clock();
   const name = o.name ?? jid;
   const base = { trust, contacts: new ContactStore(ks), keystore: ks, metrics, log, now: clock.now, resource: 'gw' };
