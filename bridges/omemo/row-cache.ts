@@ -3,7 +3,8 @@
 // every read a SQLite query, an unsealing and a JSON parse.
 // Correctness: only reads outside a transaction fill the cache (they see committed rows); every write
 // or delete through this store drops the row's entry before it is made, so a rolled-back write leaves
-// nothing stale; reads inside a transaction go to the store. Cached rows are frozen (shared objects).
+// nothing stale, and a hit inside a transaction is a row it has not written. Cached rows are frozen
+// (shared objects).
 // The keyring is the only writer of its rows in the process, as for its other caches.
 import { LRUCache } from 'lru-cache';
 import type { ProtocolStore } from '../../keystore/protocol-store.js';
@@ -33,11 +34,12 @@ export function withRowCache(store: ProtocolStore, kinds: readonly string[], max
     },
     getJson<T>(owner: string, kind: string, key: string): T | undefined {
       if (!cached.has(kind)) return store.getJson<T>(owner, kind, key);
-      if (depth > 0) return store.getJson<T>(owner, kind, key);
       const k = id(owner, kind, key);
+      // A hit inside a transaction is still the committed row: a write in it dropped the entry.
       const hit = rows.get(k);
       if (hit) return hit as T;
       const v = store.getJson<T>(owner, kind, key);
+      if (depth > 0) return v;
       if (v !== undefined && v !== null && typeof v === 'object') rows.set(k, Object.freeze(v));
       return v;
     },

@@ -135,16 +135,23 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   }
 
   if (pkId !== null) ctx.keyring.consumePreKey(local, pkId);
-  ctx.sessions.put(local, from, enc.sid, session);
-  ctx.seen.set(digest, true);
-  if (isNew) {
-    ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
-    const m = emptyMessage(ctx, id, from, enc.sid, 'completion');
-    if (m) replies.push(m);
-  } else if (wantsHeartbeat(ctx, local, from, enc.sid, chain, counter)) {
-    const m = emptyMessage(ctx, id, from, enc.sid, 'heartbeat');
-    if (m) replies.push(m);
+  // With a reply (completion, heartbeat), the session is written once, after the reply's ratchet
+  // step (emptyMessage's put), before anything is returned.
+  const reply = isNew ? 'completion' : wantsHeartbeat(ctx, local, from, enc.sid, chain, counter) ? 'heartbeat' : null;
+  try {
+    if (reply) {
+      ctx.sessions.stage(local, from, enc.sid, session);
+      const m = emptyMessage(ctx, id, from, enc.sid, reply);
+      if (m) replies.push(m);
+      else ctx.sessions.put(local, from, enc.sid, ctx.sessions.get(local, from, enc.sid) ?? session);
+    } else ctx.sessions.put(local, from, enc.sid, session);
+  } catch (e) {
+    // Not written: the cached session must not run ahead of the stored one.
+    ctx.sessions.forget(local, from, enc.sid);
+    throw e;
   }
+  ctx.seen.set(digest, true);
+  if (isNew) ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
   ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: body === null ? 'empty' : 'ok' });
   return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint, trust }, replies };
 }

@@ -24,7 +24,8 @@ export function buildOnce(ctx: Omemo2Context, id: LocalIdentity, peer: string, d
       if (!replace && ctx.sessions.get(id.local, peer, deviceId)) return;
       const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
       const old = ctx.sessions.get(id.local, peer, deviceId);
-      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.put(id.local, peer, deviceId, replacing(buildSession(id, bundle, preKey), old)));
+      // Written with its first message (seal, emptyMessage): one session write per build, not two.
+      await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.stage(id.local, peer, deviceId, replacing(buildSession(id, bundle, preKey), old)));
     })().finally(() => ctx.building.delete(key));
     ctx.building.set(key, p);
   }

@@ -33,6 +33,20 @@ export class Sessions {
     this.#cache.set(`${local}\0${key(contact, deviceId)}`, s);
   }
 
+  /**
+   * Keeps a session just built (outbound.ts buildOnce) in memory only: it is written by the put()
+   * after its first encryption, before anything made with it leaves. Lost with the cache or a
+   * restart, it is built again; nothing was sent on it.
+   */
+  stage(local: string, contact: string, deviceId: number, s: Session): void {
+    this.#cache.set(`${local}\0${key(contact, deviceId)}`, s);
+  }
+
+  /** Drops the cached copy (the next get reads the store): after a failed transaction. */
+  forget(local: string, contact: string, deviceId: number): void {
+    this.#cache.delete(`${local}\0${key(contact, deviceId)}`);
+  }
+
   delete(local: string, contact: string, deviceId: number): void {
     this.#store.delete(local, K_SESSION, key(contact, deviceId));
     this.#cache.delete(`${local}\0${key(contact, deviceId)}`);
