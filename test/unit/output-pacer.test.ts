@@ -43,10 +43,12 @@ const error = (to: string, id: string) => xml('iq', { type: 'error', from: GW, t
 const pong = (to: string, id: string) => xml('iq', { type: 'result', from: GW, to, id });
 const message = (to: string, id: string) => xml('message', { from: `alerts@${GW}`, to, id }, xml('body', {}, 'x'.repeat(200)));
 
-test('outputPriority: errors and results with a payload are low; messages, presence, requests and empty results (pongs) high', () => {
+test('outputPriority: errors and disco results are low; messages, presence, requests, pubsub results and empty results (pongs) high', () => {
   assert.equal(outputPriority(error('a@x', '1')), 'low');
   assert.equal(outputPriority(xml('iq', { type: 'result', to: 'a@x' }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' }))), 'low');
   assert.equal(outputPriority(xml('message', { type: 'error', to: 'a@x' })), 'low');
+  assert.equal(outputPriority(xml('iq', { type: 'result', to: 'a@x' }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#items' }))), 'low');
+  assert.equal(outputPriority(xml('iq', { type: 'result', to: 'a@x' }, xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, xml('items', { node: 'eu.siacs.conversations.axolotl.devicelist' })))), 'high');
   assert.equal(outputPriority(pong('a@x', '1')), 'high');
   assert.equal(outputPriority(message('a@x', '1')), 'high');
   assert.equal(outputPriority(xml('presence', { to: 'a@x', type: 'subscribed' })), 'high');
