@@ -14,6 +14,7 @@ import { ITEM_CURRENT, MAX_DEVICE_ID, NODE_DEVICELIST, bundleNode, type OmemoOpt
 import { with05, without05, type OwnIdentity, type PreKeyLookups } from './legacy-protocol.js';
 import { BundleCache } from './bundle-cache.js';
 import { withRowCache } from './row-cache.js';
+import { INDEX_OWNER, K_LOCALS, K_PREKEY, K_SPK, SELF, preKeyIds, pruneRetiredSignedPreKeys, pruneUsedPreKeys, unusedPreKeys, type PreKeyRow, type SignedPreKeyRow } from './prekey-rows.js';
 import { buildBundle, buildDeviceList, type Bundle } from './wire.js';
 
 /** A key pair as the rows hold it: pubKey is the 33-byte 0x05-prefixed form, privKey the 32-byte scalar. */
@@ -62,26 +63,7 @@ interface IdentityRow {
    */
   pending?: true;
 }
-interface PreKeyRow {
-  pub: string;
-  priv: string;
-  /** When a PreKey message consumed it; the private key is deleted after the grace period. */
-  usedAt?: number;
-}
-interface SignedPreKeyRow {
-  pub: string;
-  priv: string;
-  sig: string;
-  createdAt: number;
-  retiredAt?: number;
-}
-
-const INDEX_OWNER = '';
 const K_IDENTITY = 'identity';
-const K_PREKEY = 'prekey';
-const K_SPK = 'spk';
-const K_LOCALS = 'locals';
-const SELF = 'self';
 
 /** Fingerprint shown to users: hex of the Curve25519 public key without the 0x05 type byte. */
 export const fingerprintOf = (pub33: ArrayBuffer | Uint8Array): string => hex(buf(pub33).subarray(1));
@@ -337,12 +319,7 @@ export class Keyring {
     const cached = this.#bundles.get(local, row);
     if (cached) return cached;
     const spk = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId))!;
-    const preKeys = this.#store
-      .list(local, K_PREKEY)
-      .map((x) => ({ id: Number(x.key), r: JSON.parse(x.value.toString('utf8')) as PreKeyRow }))
-      .filter((x) => x.r.usedAt === undefined)
-      .sort((a, b) => a.id - b.id)
-      .map((x) => ({ id: x.id, publicKey: Buffer.from(x.r.pub, 'base64') }));
+    const preKeys = unusedPreKeys(this.#store, local).map((p) => ({ id: p.id, publicKey: p.pub }));
     const bundle: Bundle = {
       identityKey: Buffer.from(row.pub, 'base64'),
       signedPreKey: { id: row.signedPreKeyId, publicKey: Buffer.from(spk.pub, 'base64'), signature: Buffer.from(spk.sig, 'base64') },
@@ -384,13 +361,7 @@ export class Keyring {
     const now = this.#now();
     const period = this.#opts.signedPreKeyRotationMs;
     let changed = false;
-    for (const { key, value } of this.#store.list(local, K_SPK)) {
-      const r = JSON.parse(value.toString('utf8')) as SignedPreKeyRow;
-      if (r.retiredAt !== undefined && now - r.retiredAt >= period) {
-        this.#store.delete(local, K_SPK, key);
-        this.#log.debug({ local, signedPreKeyId: Number(key) }, 'omemo old signed prekey deleted');
-      }
-    }
+    for (const signedPreKeyId of pruneRetiredSignedPreKeys(this.#store, local, now, period)) this.#log.debug({ local, signedPreKeyId }, 'omemo old signed prekey deleted');
     const cur = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(row.signedPreKeyId));
     if (force || !cur || now - cur.createdAt >= period) {
       const identity = keyPairOf(row);
@@ -409,26 +380,14 @@ export class Keyring {
 
   /** Deletes used one-time prekeys whose grace period is over; returns how many. */
   prunePreKeys(local: string, deletableBefore: number): number {
-    let n = 0;
-    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
-      const r = JSON.parse(value.toString('utf8')) as PreKeyRow;
-      if (r.usedAt !== undefined && r.usedAt <= deletableBefore) {
-        this.#store.delete(local, K_PREKEY, key);
-        n++;
-      }
-    }
+    const n = pruneUsedPreKeys(this.#store, local, deletableBefore);
     if (n > 0) this.#log.debug({ local, count: n }, 'omemo used prekeys deleted');
     return n;
   }
 
   /** Ids of one-time prekeys held (used or not), for tests and diagnostics. */
   preKeyIds(local: string): { unused: number[]; used: number[] } {
-    const unused: number[] = [];
-    const used: number[] = [];
-    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
-      ((JSON.parse(value.toString('utf8')) as PreKeyRow).usedAt === undefined ? unused : used).push(Number(key));
-    }
-    return { unused: unused.sort((a, b) => a - b), used: used.sort((a, b) => a - b) };
+    return preKeyIds(this.#store, local);
   }
 }
 

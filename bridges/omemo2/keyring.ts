@@ -13,6 +13,7 @@ import { generateX25519, xeddsaPublic, xeddsaSign, type X25519KeyPair } from '..
 import { ITEM_CURRENT, NODE_BUNDLES, NODE_DEVICES, type Omemo2Options } from './constants.js';
 import type { OwnIdentity, PeerBundle } from './session.js';
 import { BundleCache } from '../omemo/bundle-cache.js';
+import { INDEX_OWNER, K_LOCALS, K_PREKEY, K_SPK, SELF, preKeyIds, pruneRetiredSignedPreKeys, pruneUsedPreKeys, unusedPreKeys, type PreKeyRow, type SignedPreKeyRow } from '../omemo/prekey-rows.js';
 import { withRowCache } from '../omemo/row-cache.js';
 import { buildBundle, buildDeviceList } from './wire.js';
 
@@ -31,23 +32,7 @@ interface StateRow {
   signedPreKeyId: number;
   nextSignedPreKeyId: number;
 }
-interface PreKeyRow {
-  pub: string;
-  priv: string;
-  usedAt?: number;
-}
-interface SignedPreKeyRow extends PreKeyRow {
-  sig: string;
-  createdAt: number;
-  retiredAt?: number;
-}
-
-const INDEX_OWNER = '';
 const K_STATE = 'state';
-const K_PREKEY = 'prekey';
-const K_SPK = 'spk';
-const K_LOCALS = 'locals';
-const SELF = 'self';
 
 /** Fingerprint shown to users: hex of the Ed25519 identity key. */
 export const fingerprintOf = (ik: Uint8Array): string => Buffer.from(ik).toString('hex');
@@ -189,12 +174,7 @@ export class Keyring {
     const cached = this.#bundles.get(id.local, st);
     if (cached) return cached;
     const spk = this.#store.getJson<SignedPreKeyRow>(id.local, K_SPK, String(st.signedPreKeyId))!;
-    const preKeys = this.#store
-      .list(id.local, K_PREKEY)
-      .map((x) => ({ id: Number(x.key), r: JSON.parse(x.value.toString('utf8')) as PreKeyRow }))
-      .filter((x) => x.r.usedAt === undefined)
-      .sort((a, b) => a.id - b.id)
-      .map((x) => ({ id: x.id, pub: Buffer.from(x.r.pub, 'base64') }));
+    const preKeys = unusedPreKeys(this.#store, id.local);
     const bundle: PeerBundle = { ik: id.ik, spk: { id: st.signedPreKeyId, pub: Buffer.from(spk.pub, 'base64'), sig: Buffer.from(spk.sig, 'base64') }, preKeys };
     this.#bundles.set(id.local, bundle, st);
     return bundle;
@@ -223,10 +203,7 @@ export class Keyring {
     const id = await this.ensure(local);
     const now = this.#now();
     const period = this.#opts.signedPreKeyRotationMs;
-    for (const { key, value } of this.#store.list(local, K_SPK)) {
-      const r = JSON.parse(value.toString('utf8')) as SignedPreKeyRow;
-      if (r.retiredAt !== undefined && now - r.retiredAt >= period) this.#store.delete(local, K_SPK, key);
-    }
+    pruneRetiredSignedPreKeys(this.#store, local, now, period);
     const cur = this.#store.getJson<SignedPreKeyRow>(local, K_SPK, String(st.signedPreKeyId));
     if (!force && cur && now - cur.createdAt < period) return false;
     const spk = this.#newSignedPreKey(id);
@@ -241,21 +218,10 @@ export class Keyring {
   }
 
   prunePreKeys(local: string, deletableBefore: number): number {
-    let n = 0;
-    for (const { key, value } of this.#store.list(local, K_PREKEY)) {
-      const r = JSON.parse(value.toString('utf8')) as PreKeyRow;
-      if (r.usedAt !== undefined && r.usedAt <= deletableBefore) {
-        this.#store.delete(local, K_PREKEY, key);
-        n++;
-      }
-    }
-    return n;
+    return pruneUsedPreKeys(this.#store, local, deletableBefore);
   }
 
   preKeyIds(local: string): { unused: number[]; used: number[] } {
-    const unused: number[] = [];
-    const used: number[] = [];
-    for (const { key, value } of this.#store.list(local, K_PREKEY)) ((JSON.parse(value.toString('utf8')) as PreKeyRow).usedAt === undefined ? unused : used).push(Number(key));
-    return { unused: unused.sort((a, b) => a - b), used: used.sort((a, b) => a - b) };
+    return preKeyIds(this.#store, local);
   }
 }
