@@ -1,6 +1,191 @@
 // Every Prometheus metric of the gateway, owned by one object on its own Registry (no global state,
 // so tests can build many). Collect-time gauges read their value from a callback when scraped.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+
+// prom-client hashes and validates the labels on every inc()/observe(), through a labels() child
+// too. The per-message metrics are CachedCounter/CachedHistogram: one child per label set, made on
+// first use, that adds straight to the value prom-client keeps for that set (the entry of its
+// hashMap, found once by the labels object prom-client stores), so a message costs one Map lookup
+// (none for a child kept by the caller) and no label hashing or validation. The first use of a
+// label set, an invalid value, and the first use after reset()/remove() go through prom-client
+// itself (its errors, its entries); names, labels and /metrics output are prom-client's.
+
+/** Label sets cached per metric; beyond (a label fed by input), a label set is still counted, uncached. */
+const MAX_CHILDREN = 1000;
+
+type Entry = { labels: object };
+/** The one internal a cached child touches: prom-client 15 keeps one entry per label set in `hashMap`. */
+type WithEntries<E> = { hashMap: Record<string, E>; labelNames: readonly string[] };
+
+/** The entry prom-client made for exactly this labels object (it stores the object it was given). */
+function entryOf<E extends Entry>(map: Record<string, E>, labels: object): E | undefined {
+  for (const k in map) if (map[k]!.labels === labels) return map[k];
+  return undefined;
+}
+
+/** The label values of `labels` in the metric's label order, as one string. */
+function keyOf(names: readonly string[], labels: Record<string, unknown>): string {
+  let k = '';
+  for (const n of names) k += `${String(labels[n] ?? '')}\0`;
+  return k;
+}
+
+export interface CachedCounterChild {
+  inc(value?: number): void;
+}
+
+export class CachedCounter<T extends string> extends Counter<T> {
+  readonly #children = new Map<string, CachedCounterChild>();
+  /** Bumped by reset() and remove(): children find their entry again (not #private: prom-client's constructor calls reset()). */
+  generation: number | undefined;
+
+  constructor(config: ConstructorParameters<typeof Counter<T>>[0]) {
+    super(config);
+    const self = this as unknown as WithEntries<{ value: number } & Entry> & { inc: (a?: unknown, b?: number) => void };
+    const slow = self.inc.bind(this);
+    const names = self.labelNames;
+    const children = this.#children;
+    const child = (labels: LabelValues<T>): CachedCounterChild => {
+      const key = keyOf(names, labels);
+      let c = children.get(key);
+      if (c) return c;
+      if (children.size >= MAX_CHILDREN) return { inc: (value) => slow(labels, value) };
+      const own = { ...labels };
+      let generation: number | undefined;
+      let entry: { value: number } | undefined;
+      c = {
+        inc: (value = 1) => {
+          if (entry !== undefined && generation === this.generation && Number.isFinite(value) && value >= 0) {
+            entry.value += value;
+            return;
+          }
+          slow(own, value);
+          generation = this.generation;
+          entry = entryOf(self.hashMap, own);
+        },
+      };
+      children.set(key, c);
+      return c;
+    };
+    self.inc = (labels?: unknown, value?: number) => {
+      if (labels !== null && typeof labels === 'object' && !('labels' in labels && 'value' in labels)) child(labels as LabelValues<T>).inc(value);
+      else slow(labels, value);
+    };
+    this.#child = child;
+  }
+
+  readonly #child: (labels: LabelValues<T>) => CachedCounterChild;
+
+  override labels(...args: [LabelValues<T>] | string[]): Counter.Internal {
+    const names = (this as unknown as WithEntries<Entry>).labelNames;
+    if (typeof args[0] === 'object') return this.#child(args[0]) as Counter.Internal;
+    if (args.length !== names.length) return super.labels(...(args as string[])); // prom-client's error
+    return this.#child(Object.fromEntries(names.map((n, i) => [n, args[i]])) as LabelValues<T>) as Counter.Internal;
+  }
+
+  override reset(): void {
+    this.generation = (this.generation ?? 0) + 1;
+    super.reset();
+  }
+
+  override remove(...args: [LabelValues<T>] | string[]): void {
+    this.generation = (this.generation ?? 0) + 1;
+    super.remove(...(args as string[]));
+  }
+}
+
+export interface CachedHistogramChild {
+  observe(value: number): void;
+  startTimer(): (labels?: Record<string, string | number>) => number;
+}
+
+type HistogramEntry = Entry & { bucketValues: Record<string, number>; sum: number; count: number };
+
+export class CachedHistogram<T extends string> extends Histogram<T> {
+  readonly #children = new Map<string, CachedHistogramChild>();
+  /** As CachedCounter's. */
+  generation: number | undefined;
+  readonly #child: (labels: LabelValues<T>) => CachedHistogramChild;
+
+  constructor(config: ConstructorParameters<typeof Histogram<T>>[0]) {
+    super(config);
+    const self = this as unknown as WithEntries<HistogramEntry> & { observe: (a: unknown, b?: number) => void; upperBounds: readonly number[] };
+    const slow = self.observe.bind(this);
+    const names = self.labelNames;
+    const bounds = self.upperBounds;
+    const boundKeys = bounds.map(String); // the bucket's property name, converted once (not per observation)
+    const children = this.#children;
+    const child = (labels: LabelValues<T>): CachedHistogramChild => {
+      const key = keyOf(names, labels);
+      let c = children.get(key);
+      if (c) return c;
+      if (children.size >= MAX_CHILDREN) return Histogram.prototype.labels.call(this, labels) as unknown as CachedHistogramChild;
+      const own = { ...labels };
+      let generation: number | undefined;
+      let entry: HistogramEntry | undefined;
+      const observe = (value: number): void => {
+        if (entry !== undefined && generation === this.generation && Number.isFinite(value)) {
+          // prom-client's observe(): the first bound >= value; above the last only count and sum.
+          entry.sum += value;
+          entry.count += 1;
+          for (let i = 0; i < bounds.length; i++) {
+            if (value <= bounds[i]!) {
+              const n = entry.bucketValues[boundKeys[i]!];
+              if (n !== undefined) entry.bucketValues[boundKeys[i]!] = n + 1;
+              break;
+            }
+          }
+          return;
+        }
+        slow(own, value);
+        generation = this.generation;
+        entry = entryOf(self.hashMap, own);
+      };
+      c = {
+        observe,
+        startTimer: () => {
+          const start = process.hrtime();
+          return (endLabels) => {
+            const d = process.hrtime(start);
+            const value = d[0] + d[1] / 1e9;
+            if (endLabels === undefined) observe(value);
+            else slow({ ...own, ...endLabels }, value);
+            return value;
+          };
+        },
+      };
+      children.set(key, c);
+      return c;
+    };
+    this.#child = child;
+    self.observe = (labels: unknown, value?: number) => {
+      if (typeof labels === 'number' && names.length === 0) child({} as LabelValues<T>).observe(labels);
+      else if (labels !== null && typeof labels === 'object' && !('labels' in labels && 'value' in labels) && typeof value === 'number') child(labels as LabelValues<T>).observe(value);
+      else slow(labels, value);
+    };
+  }
+
+  override labels(...args: [LabelValues<T>] | string[]): Histogram.Internal<T> {
+    const names = (this as unknown as WithEntries<Entry>).labelNames;
+    if (typeof args[0] === 'object') return this.#child(args[0]) as unknown as Histogram.Internal<T>;
+    if (args.length !== names.length) return super.labels(...(args as string[])); // prom-client's error
+    return this.#child(Object.fromEntries(names.map((n, i) => [n, args[i]])) as LabelValues<T>) as unknown as Histogram.Internal<T>;
+  }
+
+  override startTimer(labels?: LabelValues<T>): (labels?: LabelValues<T>) => number {
+    return this.#child((labels ?? {}) as LabelValues<T>).startTimer() as (labels?: LabelValues<T>) => number;
+  }
+
+  override reset(): void {
+    this.generation = (this.generation ?? 0) + 1;
+    super.reset();
+  }
+
+  override remove(...args: [LabelValues<T>] | string[]): void {
+    this.generation = (this.generation ?? 0) + 1;
+    super.remove(...(args as string[]));
+  }
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -9,18 +194,18 @@ export class Metrics {
   readonly active = new Gauge({ name: 'gateway_active', help: '1 on the active instance (holds the component connection), 0 on a standby', registers: [this.registry] });
   readonly componentConnected = new Gauge({ name: 'gateway_component_connected', help: '1 while the XEP-0114 stream is authenticated', registers: [this.registry] });
   readonly componentReconnects = new Counter({ name: 'gateway_component_reconnects_total', help: 'Reconnection attempts to the XMPP server', registers: [this.registry] });
-  readonly stanzasIn = new Counter({ name: 'gateway_stanzas_in_total', help: 'Stanzas received, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
-  readonly stanzasOut = new Counter({ name: 'gateway_stanzas_out_total', help: 'Stanzas sent, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
-  readonly errors = new Counter({ name: 'gateway_errors_total', help: 'Errors, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
+  readonly stanzasIn = new CachedCounter({ name: 'gateway_stanzas_in_total', help: 'Stanzas received, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
+  readonly stanzasOut = new CachedCounter({ name: 'gateway_stanzas_out_total', help: 'Stanzas sent, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
+  readonly errors = new CachedCounter({ name: 'gateway_errors_total', help: 'Errors, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
 
   // engines
-  readonly messages = new Counter({
+  readonly messages = new CachedCounter({
     name: 'gateway_messages_total',
     help: 'End-to-end messages by protocol, direction (in|out) and result',
     labelNames: ['protocol', 'direction', 'result'] as const,
     registers: [this.registry],
   });
-  readonly cryptoSeconds = new Histogram({
+  readonly cryptoSeconds = new CachedHistogram({
     name: 'gateway_crypto_operation_seconds',
     help: 'Duration of cryptographic operations by protocol and operation',
     labelNames: ['protocol', 'operation'] as const,
@@ -40,7 +225,7 @@ export class Metrics {
   // bots: outbox and webhooks
   readonly outboxDepth = new Gauge({ name: 'gateway_outbox_depth', help: 'Messages accepted and not yet sent', registers: [this.registry] });
   readonly outboxOldestSeconds = new Gauge({ name: 'gateway_outbox_oldest_age_seconds', help: 'Age of the oldest unsent message', registers: [this.registry] });
-  readonly acceptToSentSeconds = new Histogram({
+  readonly acceptToSentSeconds = new CachedHistogram({
     name: 'gateway_accept_to_sent_seconds',
     help: 'Time from POST /v1/messages to the encrypted stanza written to the server',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
@@ -59,10 +244,10 @@ export class Metrics {
   readonly rooms = new Gauge({ name: 'gateway_rooms', help: 'Configured bot rooms by state (joined, not_private, error, ...)', labelNames: ['state'] as const, registers: [this.registry] });
   readonly roomErrors = new Counter({ name: 'gateway_room_errors_total', help: 'Room problems by reason (registration_required, banned, kicked, room_not_private, ...)', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly roomMessages = new Counter({ name: 'gateway_room_messages_total', help: 'Room messages by direction and result (ok, history, reflection, plaintext_refused, ...)', labelNames: ['direction', 'result'] as const, registers: [this.registry] });
-  readonly httpRequests = new Counter({ name: 'gateway_http_requests_total', help: 'HTTP API requests by route and status', labelNames: ['route', 'status'] as const, registers: [this.registry] });
+  readonly httpRequests = new CachedCounter({ name: 'gateway_http_requests_total', help: 'HTTP API requests by route and status', labelNames: ['route', 'status'] as const, registers: [this.registry] });
 
   // limits (limits.ts): refusals by limit, per-peer map sizes, event-loop lag, hosted identities
-  readonly limited = new Counter({ name: 'gateway_limited_total', help: 'Work refused by a limit, by limit (see the README, "Limits")', labelNames: ['limit'] as const, registers: [this.registry] });
+  readonly limited = new CachedCounter({ name: 'gateway_limited_total', help: 'Work refused by a limit, by limit (see the README, "Limits")', labelNames: ['limit'] as const, registers: [this.registry] });
   readonly handedOff = new Counter({ name: 'gateway_handed_off_total', help: 'Stanzas read from the server after the lease was lost (keystore.url), by outcome: stored for the active instance, dropped (iqs, probes) or failed', labelNames: ['outcome'] as const, registers: [this.registry] });
   readonly keystoreBatches = new Counter({ name: 'gateway_keystore_batches_total', help: 'Write-through batches committed to PostgreSQL (keystore.url; one round trip each)', registers: [this.registry] });
   readonly keystoreBatchRows = new Counter({ name: 'gateway_keystore_batch_rows_total', help: 'Rows written or deleted by the write-through batches (keystore.url)', registers: [this.registry] });
