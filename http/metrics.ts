@@ -23,19 +23,47 @@ function entryOf<E extends Entry>(map: Record<string, E>, labels: object): E | u
   return undefined;
 }
 
-/** The label values of `labels` in the metric's label order, as one string. */
-function keyOf(names: readonly string[], labels: Record<string, unknown>): string {
-  let k = '';
-  for (const n of names) k += `${String(labels[n] ?? '')}\0`;
-  return k;
+/**
+ * Children by label values, one nested Map per label in the metric's order: a lookup with the
+ * (usually literal, so already hashed) label strings builds no key. A value that is not a string
+ * is looked up as its String() (as prom-client prints it); undefined is its own key (no label).
+ */
+class Children<C> {
+  readonly #names: readonly string[];
+  readonly #root = new Map<string | undefined, unknown>();
+  size = 0;
+  constructor(names: readonly string[]) {
+    this.#names = names;
+  }
+  get(labels: Record<string, unknown>): C | undefined {
+    let m: unknown = this.#root;
+    for (let i = 0; i < this.#names.length && m !== undefined; i++) m = (m as Map<unknown, unknown>).get(valueOf(labels[this.#names[i]!]));
+    return m === this.#root ? (this.#root.get(undefined) as C | undefined) : (m as C | undefined);
+  }
+  set(labels: Record<string, unknown>, c: C): void {
+    const n = this.#names.length;
+    if (n === 0) this.#root.set(undefined, c);
+    let m = this.#root as Map<unknown, unknown>;
+    for (let i = 0; i < n; i++) {
+      const v = valueOf(labels[this.#names[i]!]);
+      if (i === n - 1) m.set(v, c);
+      else {
+        let next = m.get(v) as Map<unknown, unknown> | undefined;
+        if (!next) m.set(v, (next = new Map()));
+        m = next;
+      }
+    }
+    this.size++;
+  }
 }
+
+const valueOf = (v: unknown): string | undefined => (v === undefined || typeof v === 'string' ? v : String(v));
 
 export interface CachedCounterChild {
   inc(value?: number): void;
 }
 
 export class CachedCounter<T extends string> extends Counter<T> {
-  readonly #children = new Map<string, CachedCounterChild>();
   /** Bumped by reset() and remove(): children find their entry again (not #private: prom-client's constructor calls reset()). */
   generation: number | undefined;
 
@@ -44,10 +72,9 @@ export class CachedCounter<T extends string> extends Counter<T> {
     const self = this as unknown as WithEntries<{ value: number } & Entry> & { inc: (a?: unknown, b?: number) => void };
     const slow = self.inc.bind(this);
     const names = self.labelNames;
-    const children = this.#children;
+    const children = new Children<CachedCounterChild>(names);
     const child = (labels: LabelValues<T>): CachedCounterChild => {
-      const key = keyOf(names, labels);
-      let c = children.get(key);
+      let c = children.get(labels);
       if (c) return c;
       if (children.size >= MAX_CHILDREN) return { inc: (value) => slow(labels, value) };
       const own = { ...labels };
@@ -64,7 +91,7 @@ export class CachedCounter<T extends string> extends Counter<T> {
           entry = entryOf(self.hashMap, own);
         },
       };
-      children.set(key, c);
+      children.set(labels, c);
       return c;
     };
     self.inc = (labels?: unknown, value?: number) => {
@@ -102,7 +129,6 @@ export interface CachedHistogramChild {
 type HistogramEntry = Entry & { bucketValues: Record<string, number>; sum: number; count: number };
 
 export class CachedHistogram<T extends string> extends Histogram<T> {
-  readonly #children = new Map<string, CachedHistogramChild>();
   /** As CachedCounter's. */
   generation: number | undefined;
   readonly #child: (labels: LabelValues<T>) => CachedHistogramChild;
@@ -114,10 +140,9 @@ export class CachedHistogram<T extends string> extends Histogram<T> {
     const names = self.labelNames;
     const bounds = self.upperBounds;
     const boundKeys = bounds.map(String); // the bucket's property name, converted once (not per observation)
-    const children = this.#children;
+    const children = new Children<CachedHistogramChild>(names);
     const child = (labels: LabelValues<T>): CachedHistogramChild => {
-      const key = keyOf(names, labels);
-      let c = children.get(key);
+      let c = children.get(labels);
       if (c) return c;
       if (children.size >= MAX_CHILDREN) return Histogram.prototype.labels.call(this, labels) as unknown as CachedHistogramChild;
       const own = { ...labels };
@@ -154,7 +179,7 @@ export class CachedHistogram<T extends string> extends Histogram<T> {
           };
         },
       };
-      children.set(key, c);
+      children.set(labels, c);
       return c;
     };
     this.#child = child;

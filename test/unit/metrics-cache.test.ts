@@ -39,6 +39,11 @@ async function script(p: Pair): Promise<string[]> {
   p.c.labels('pgp', 'failed').inc();
   p.c.inc({ result: 'partial' });
   p.c.labels({ protocol: 'otr', result: 'ok' }).inc(0);
+  // An empty label value is a label set of its own, not a missing label; a number is its String().
+  p.c.inc({ protocol: '', result: 'ok' });
+  p.c.inc({ result: 'ok' }, 2);
+  p.c.inc({ protocol: 7 as unknown as string, result: 'ok' });
+  p.c.labels('7', 'ok').inc(2);
   out.push(errorOf(() => ok.inc(-1)));
   out.push(errorOf(() => ok.inc(Number.POSITIVE_INFINITY)));
   out.push(errorOf(() => p.c.inc({ protocol: 'x', nope: 'y' } as never)));
