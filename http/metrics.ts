@@ -17,9 +17,19 @@ type Entry = { labels: object };
 /** The one internal a cached child touches: prom-client 15 keeps one entry per label set in `hashMap`. */
 type WithEntries<E> = { hashMap: Record<string, E>; labelNames: readonly string[] };
 
-/** The entry prom-client made for exactly this labels object (it stores the object it was given). */
-function entryOf<E extends Entry>(map: Record<string, E>, labels: object): E | undefined {
+/**
+ * The entry prom-client keeps for this label set: the one holding this very labels object (it
+ * stores the object it was given), else one with equal labels (made before the child, as the
+ * entry of a histogram without labels is, by its constructor and reset()).
+ */
+function entryOf<E extends Entry>(map: Record<string, E>, labels: Record<string, unknown>): E | undefined {
   for (const k in map) if (map[k]!.labels === labels) return map[k];
+  const same = (a: Record<string, unknown>): boolean => {
+    const keys = (o: Record<string, unknown>) => Object.keys(o).filter((k) => o[k] !== undefined);
+    const ka = keys(a);
+    return ka.length === keys(labels).length && ka.every((k) => labels[k] !== undefined && String(a[k]) === String(labels[k]));
+  };
+  for (const k in map) if (same(map[k]!.labels as Record<string, unknown>)) return map[k];
   return undefined;
 }
 

@@ -101,3 +101,15 @@ test('label sets beyond the cached ones are still counted', async () => {
   assert.equal(counts.length, 1100);
   assert.equal(counts.find((v) => v.labels.operation === 'o1099')?.value, 2);
 });
+
+test('a histogram without labels takes the cached path (its entry is made by prom-client before any observation)', async () => {
+  const m = new Metrics({ processMetrics: false });
+  const h = m.acceptToSentSeconds as unknown as { hashMap: Record<string, { count: number }> };
+  m.acceptToSentSeconds.observe(0.003);
+  // prom-client's own observe() stores the entry again on every call; the cached path never does.
+  let stores = 0;
+  h.hashMap = new Proxy(h.hashMap, { set: (t, k, v) => ((stores++, (t as Record<string | symbol, unknown>)[k] = v), true) });
+  m.acceptToSentSeconds.observe(0.3);
+  assert.equal(stores, 0);
+  assert.match((await m.render()).body, /gateway_accept_to_sent_seconds_count 2/);
+});
