@@ -42,8 +42,10 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
     contactKeys: { cacheEntries: config.limits.peer_cache_entries },
   });
   // OMEMO 2 shares each hosted JID's device id and identity key with legacy OMEMO (see README).
-  const omemo2 = createOmemo2Engine(portsFor('omemo2'), {
+  const omemo2Ports = portsFor('omemo2');
+  const omemo2 = createOmemo2Engine(omemo2Ports, {
     legacy: omemo,
+    replay: new ReplayGuard(new ReplayStore(omemo2Ports.keystore), 'omemo2', config.bridge.replayWindowDays, () => omemo2Ports.now()),
     identity: async (local) => {
       const id = await omemo.internals.keyring.ensure(local);
       return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };

@@ -1,4 +1,5 @@
 // What the OMEMO 2 engine's parts share.
+import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { EnginePorts } from '../engine.js';
@@ -8,6 +9,15 @@ import { PROTOCOL, type Omemo2Options } from './constants.js';
 import { fingerprintOf, type Keyring } from './keyring.js';
 import type { PeerBundle } from './session.js';
 import type { Sessions } from './sessions.js';
+import type { ReplayGuard } from '../pgp/replay-guard.js';
+
+/**
+ * The replay digest of an OMEMO 2 message for hosted JID `local`: SHA-256 over the serialized
+ * OMEMOMessage that its MAC covers (inside an OMEMOKeyExchange too), whoever sends it, so a copy
+ * re-sent by someone else, or re-wrapped with fields outside the MAC changed, is the same digest.
+ */
+export const replayDigest = (local: string, macCovered: Buffer): Buffer =>
+  createHash('sha256').update('omemo2\0').update(local).update('\0').update(macCovered).digest();
 
 export interface Omemo2Context {
   ports: EnginePorts;
@@ -16,8 +26,11 @@ export interface Omemo2Context {
   keyring: Keyring;
   sessions: Sessions;
   devices: DeviceLists<PeerBundle>;
-  /** Digests of <key> ciphertexts already decrypted: replays answer `duplicate` at once. */
-  seen: LRUCache<string, true>;
+  /**
+   * Digests of what the MAC of each accepted message covers (replayDigest): a replay answers
+   * `duplicate` at once, after a restart too, for bridge.replay_window (rows under 'omemo2').
+   */
+  replay: ReplayGuard;
   /** Last repair sent per (hosted JID, contact, device). */
   repairs: LRUCache<string, number>;
   /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
@@ -28,8 +41,8 @@ export interface Omemo2Context {
 
 export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;
 
-export function newCaches(): Pick<Omemo2Context, 'seen' | 'repairs' | 'heartbeats' | 'building'> {
-  return { seen: new LRUCache({ max: 20_000 }), repairs: new LRUCache({ max: 20_000 }), heartbeats: new LRUCache({ max: 20_000 }), building: new Map() };
+export function newCaches(): Pick<Omemo2Context, 'repairs' | 'heartbeats' | 'building'> {
+  return { repairs: new LRUCache({ max: 20_000 }), heartbeats: new LRUCache({ max: 20_000 }), building: new Map() };
 }
 
 /** Records the contact's identity key for this device in the TrustStore and returns its trust. */

@@ -14,6 +14,8 @@ import { DeviceLists, type DeviceListSpec } from '../omemo/device-cache.js';
 import type { OmemoEngine } from '../omemo/engine.js';
 import { DEFAULT_OPTIONS, NODE_BUNDLES, NODE_DEVICES, NS_OMEMO2, PROTOCOL, type Omemo2Options } from './constants.js';
 import { newCaches, type Omemo2Context } from './context.js';
+import { ReplayStore } from '../../keystore/replay-store.js';
+import { ReplayGuard } from '../pgp/replay-guard.js';
 import { listContactDevices, type ContactDevice } from '../omemo/contact-devices.js';
 import { decryptStanza } from './inbound.js';
 import { fingerprintOf, Keyring, type IdentitySource } from './keyring.js';
@@ -35,6 +37,11 @@ export interface Omemo2EngineOptions extends Partial<Omemo2Options> {
   identity: IdentitySource;
   /** Legacy OMEMO, for a contact's devices that are only in its legacy device list. */
   legacy?: OmemoEngine | null;
+  /**
+   * Where digests of decrypted messages are kept (the keystore's replay table, bridge.replay_window).
+   * Default: the keystore of `ports`, 30 days.
+   */
+  replay?: ReplayGuard;
 }
 
 export interface Omemo2Engine extends GroupEngine {
@@ -47,7 +54,7 @@ export interface Omemo2Engine extends GroupEngine {
 }
 
 export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOptions): Omemo2Engine {
-  const { identity, legacy = null, ...rest } = options;
+  const { identity, legacy = null, replay, ...rest } = options;
   const opts: Omemo2Options = { ...DEFAULT_OPTIONS, ...rest };
   if (opts.preKeyCount < 25) throw new Error('omemo2 preKeyCount must be at least 25 (XEP-0384)');
   const log = ports.log.child({ protocol: PROTOCOL });
@@ -58,6 +65,7 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     keyring: new Keyring(ports.store, ports.pubsub, identity, log, () => ports.now(), opts),
     sessions: new Sessions(ports.store, opts.sessionCacheSize),
     devices: new DeviceLists<PeerBundle>(ports.pubsub, ports.trust, log, () => ports.now(), opts, OMEMO2_DEVICE_LISTS),
+    replay: replay ?? new ReplayGuard(new ReplayStore(ports.keystore), PROTOCOL, 30, () => ports.now()),
     ...newCaches(),
   };
   let connected = true;
@@ -199,6 +207,8 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     },
 
     async maintain() {
+      const pruned = ctx.replay.prune();
+      if (pruned > 0) log.debug({ pruned }, 'pruned replay digests');
       const now = ports.now();
       const deletableBefore = connected && now - connectedSince >= opts.preKeyGraceMs ? now - opts.preKeyGraceMs : -Infinity;
       for (const local of ctx.keyring.locals()) {

@@ -3,18 +3,18 @@
 // one), then the payload with the recovered key || mac, then the SCE envelope's checks. Failures
 // are values. Protocol replies as for legacy OMEMO: an empty message after a new key exchange, a
 // heartbeat after 53 messages on one chain, a repair when the session is missing or broken.
-import { createHash } from 'node:crypto';
 import type Element from 'ltx/lib/Element.js';
 import type { Decrypted, DecryptFailure } from '../engine.js';
 import type { TrustLevel } from '../../keystore/trust-store.js';
 import { PROTOCOL } from './constants.js';
-import { deviceKey, observe, type Omemo2Context } from './context.js';
-import { fingerprintOf } from './keyring.js';
+import { deviceKey, observe, replayDigest, type Omemo2Context } from './context.js';
+import { omemo2Codec } from './messages.js';
+import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { emptyMessage, repair } from './outbound.js';
 import { isEmptyKeyMaterial, openPayload } from './payload.js';
 import { openEnvelope } from './sce.js';
 import { acceptKeyExchange, decryptMessage, parseKeyExchange, SessionError, type Session } from './session.js';
-import { findEncrypted, parseEncrypted } from './wire.js';
+import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
 
 const REPAIRABLE: ReadonlySet<DecryptFailure> = new Set(['no-session', 'unknown-prekey', 'bad-mac']);
 
@@ -64,9 +64,36 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   if (!mine) return fail('malformed', { ...facts, why: 'no keys for this JID' });
   const key = mine.find((k) => k.rid === id.deviceId);
   if (!key) return fail('not-for-this-device', facts);
-  const digest = `${local}\0${createHash('sha256').update(key.data).digest('base64')}`;
-  if (ctx.seen.has(digest)) return fail('duplicate', facts);
+  // Claimed while being decrypted (two copies arriving together cannot both pass), recorded with the
+  // session's new state once everything checked out, released if not: a forgery does not burn the
+  // genuine copy. Kept in the keystore, so a replay after a restart is refused too (no repair).
+  const authenticated = key.kex ? parseKeyExchange(key.data)?.message : key.data;
+  const covered = authenticated ? omemo2Codec.open(authenticated)?.encoded : undefined;
+  if (!covered) return fail('malformed', facts);
+  const digest = replayDigest(local, covered);
+  if (!ctx.replay.claim(digest)) return fail('duplicate', facts);
+  try {
+    return await decryptClaimed(ctx, { local, id, from, enc, key, digest, facts, replies, fail, ...(group && { group }) });
+  } finally {
+    ctx.replay.release(digest);
+  }
+}
 
+interface Claimed {
+  local: string;
+  id: LocalIdentity;
+  from: string;
+  enc: EncryptedElement;
+  key: KeyElement;
+  digest: Buffer;
+  facts: Record<string, unknown>;
+  replies: Element[];
+  fail: (reason: DecryptFailure, facts?: Record<string, unknown>) => Decrypted;
+  group?: { sender: string; room: string };
+}
+
+async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted> {
+  const { local, id, from, enc, key, digest, facts, replies, fail, group } = c;
   const list = ctx.devices.cached(from);
   if (!list || !list.includes(enc.sid)) ctx.devices.refreshInBackground(local, from);
 
@@ -134,23 +161,26 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
     body = env.body;
   }
 
-  if (pkId !== null) ctx.keyring.consumePreKey(local, pkId);
   // With a reply (completion, heartbeat), the session is written once, after the reply's ratchet
-  // step (emptyMessage's put), before anything is returned.
+  // step (emptyMessage's put), before anything is returned; the consumed prekey, the session and the
+  // replay digest in one transaction.
   const reply = isNew ? 'completion' : wantsHeartbeat(ctx, local, from, enc.sid, chain, counter) ? 'heartbeat' : null;
   try {
-    if (reply) {
-      ctx.sessions.stage(local, from, enc.sid, session);
-      const m = emptyMessage(ctx, id, from, enc.sid, reply);
-      if (m) replies.push(m);
-      else ctx.sessions.put(local, from, enc.sid, ctx.sessions.get(local, from, enc.sid) ?? session);
-    } else ctx.sessions.put(local, from, enc.sid, session);
+    ctx.ports.store.transaction(() => {
+      if (pkId !== null) ctx.keyring.consumePreKey(local, pkId);
+      if (reply) {
+        ctx.sessions.stage(local, from, enc.sid, session);
+        const m = emptyMessage(ctx, id, from, enc.sid, reply);
+        if (m) replies.push(m);
+        else ctx.sessions.put(local, from, enc.sid, ctx.sessions.get(local, from, enc.sid) ?? session);
+      } else ctx.sessions.put(local, from, enc.sid, session);
+      ctx.replay.commit(digest);
+    });
   } catch (e) {
     // Not written: the cached session must not run ahead of the stored one.
     ctx.sessions.forget(local, from, enc.sid);
     throw e;
   }
-  ctx.seen.set(digest, true);
   if (isNew) ctx.log.info({ local, contact: from, deviceId: enc.sid }, 'omemo2 session started by contact');
   ctx.ports.metrics.messages.inc({ protocol: PROTOCOL, direction: 'in', result: body === null ? 'empty' : 'ok' });
   return { ok: true, body, sender: { jid: from, deviceId: enc.sid, fingerprint, trust }, replies };

@@ -253,3 +253,33 @@ test('a device list read creates only the identity; the prekeys come with the fi
   assert.equal(a.omemo2.internals.keyring.hasBundle(proxy), true);
   assert.equal(parseBundle(net.items(proxy, NODE_BUNDLES)!)!.preKeys.length, 100);
 });
+
+test('replays are refused after a restart too, quietly (no repair), whoever re-sends them', async () => {
+  const net = new FakeNetwork();
+  const clock = new Clock();
+  const a = await makeDual(net, 'alice@gw.example', { clock });
+  let b = await makeDual(net, 'bob@gw.example', { clock });
+  const kex = await send(a, b, 'first');
+  const r0 = await deliver(b, reparse(kex.stanza));
+  assert.ok(r0.ok && r0.body === 'first');
+  assert.ok((await deliver(a, reparse(r0.replies[0]!))).ok, 'completion');
+  const plain = await send(a, b, 'second');
+  assert.ok((await deliver(b, reparse(plain.stanza))).ok);
+  assert.ok(b.omemo2.internals.replay.cached >= 2);
+
+  // Restart b: a new engine on the same keystore, nothing in memory.
+  b = await makeDual(net, b.jid, { ks: b.ks, clock });
+  for (const [name, stanza] of [['key exchange', kex.stanza], ['message', plain.stanza]] as const) {
+    const r = await deliver(b, reparse(stanza));
+    assert.ok(!r.ok && r.reason === 'duplicate', `${name} replayed after the restart: ${JSON.stringify(r.ok ? r.body : r.reason)}`);
+    assert.equal(r.replies.length, 0, `${name}: no repair or completion for a replay`);
+  }
+  // The same key exchange re-sent by another user of the domain is the same message: a duplicate.
+  const forged = reparse(kex.stanza);
+  forged.attrs.from = 'mallory@gw.example/x';
+  const f = await deliver(b, forged);
+  assert.ok(!f.ok && f.reason === 'duplicate', `re-sent by another JID: ${JSON.stringify(f.ok ? f.body : f.reason)}`);
+  // And the session goes on.
+  const next = await deliver(b, reparse((await send(a, b, 'third')).stanza));
+  assert.ok(next.ok && next.body === 'third');
+});
