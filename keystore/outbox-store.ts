@@ -140,7 +140,6 @@ export class OutboxStore {
   #flushScheduled = false;
   /** Only deferrable writes (receipts) wait: a timer, not setImmediate. */
   #deferTimer: NodeJS.Timeout | null = null;
-  #onFlushed: () => void = () => undefined;
 
   constructor(ks: Keystore) {
     this.#ks = ks;
@@ -242,12 +241,6 @@ export class OutboxStore {
       return;
     }
     results.forEach((r, i) => (r.ok ? waiting[i]!.resolve(r.value as never) : waiting[i]!.reject(r.error)));
-    this.#onFlushed();
-  }
-
-  /** Called after each group commit (keystore.url: ships it to PostgreSQL at once). */
-  onFlushed(fn: () => void): void {
-    this.#onFlushed = fn;
   }
 
   #soon<T>(write: () => T, deferrable = false): Promise<T> {
