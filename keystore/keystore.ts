@@ -3,9 +3,11 @@
 // `meta`, so a wrong passphrase is refused at open instead of failing later on some row.
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
+import { Checkpointer, FALLBACK_PAGES } from './checkpointer.js';
 import { MIGRATIONS } from './migrations.js';
 import { DEFAULT_KDF, deriveKey, Sealer, SealError, type KdfParams } from './seal.js';
 
@@ -16,7 +18,11 @@ export type Db = Database.Database;
 export interface OpenOptions {
   /** scrypt cost; tests lower it to keep many keystores cheap. */
   kdf?: KdfParams;
+  /** WAL checkpoints on a worker thread once the WAL grows (default); false: SQLite's own, in the committing call. */
+  checkpointWorker?: boolean;
 }
+
+const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3');
 
 export class Keystore {
   readonly db: Db;
@@ -28,6 +34,8 @@ export class Keystore {
    * (db.transaction(fn)) builds four wrappers and their properties each time, several us per message.
    */
   #tx: ((fn: () => unknown) => unknown) | undefined;
+  /** WAL checkpoints on a worker thread (checkpointer.ts); file keystores only. */
+  #checkpointer: Checkpointer | undefined;
 
   private constructor(db: Db, sealer: Sealer) {
     this.db = db;
@@ -66,12 +74,24 @@ export class Keystore {
       db.pragma('busy_timeout = 5000');
       migrate(db);
       const sealer = unlock(db, passphrase, opts.kdf ?? DEFAULT_KDF);
-      return new Keystore(db, sealer);
+      const ks = new Keystore(db, sealer);
+      if (path !== ':memory:' && opts.checkpointWorker !== false) {
+        ks.#checkpointer = new Checkpointer(path, DRIVER, () => {
+          if (db.open) db.pragma(`wal_autocheckpoint = ${FALLBACK_PAGES}`);
+        });
+      }
+      return ks;
     } catch (e) {
       db.close();
       if (e instanceof GatewayError) throw e;
       throw new GatewayError('keystore_unavailable', `keystore.path: ${path} is not a usable keystore (${(e as Error).message})`, { cause: e });
     }
+  }
+
+  /** Starts the checkpoint worker now instead of once the WAL has grown (benchmarks; false for :memory:). */
+  startCheckpointWorker(): boolean {
+    this.#checkpointer?.start();
+    return this.#checkpointer?.running ?? false;
   }
 
   get isOpen(): boolean {
@@ -89,6 +109,7 @@ export class Keystore {
     this.#open = false;
     try {
       for (const fn of this.#beforeClose) fn();
+      this.#checkpointer?.stop();
       if (this.db.memory) return;
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     } finally {

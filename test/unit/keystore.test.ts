@@ -78,3 +78,40 @@ test('trust policies: btbv trusts new keys until one is verified; tofu; manual; 
   assert.equal(manual.set('erin@x', 'pgp', 'unknown-fp', 'trusted'), false);
   ks.close();
 });
+
+test('WAL checkpoints run on a worker: committed pages reach the database file without a checkpoint in the writer, and close stops the worker', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ks-'));
+  try {
+    const path = join(dir, 'gw.db');
+    const ks = Keystore.open(path, 'pass', KDF);
+    assert.equal(ks.startCheckpointWorker(), true);
+    // The writer's own automatic checkpoint is only a fallback now, far above what is written here.
+    assert.ok((ks.db.pragma('wal_autocheckpoint', { simple: true }) as number) >= 10000);
+    const store = createProtocolStore(ks, 'omemo');
+    const before = statSync(path).size;
+    for (let i = 0; i < 600; i++) store.put('alerts@gw', 'session', `c${i}`, Buffer.alloc(3000, i & 0xff));
+    const deadline = Date.now() + 10_000;
+    while (statSync(path).size < before + 600 * 3000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(statSync(path).size >= before + 600 * 3000, 'the worker did not checkpoint the WAL into the database file');
+    ks.close();
+    // The worker's connection is closed with the keystore: the final TRUNCATE checkpoint emptied the WAL.
+    assert.equal(statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0, 0);
+    const again = Keystore.open(path, 'pass', KDF);
+    assert.equal(createProtocolStore(again, 'omemo').get('alerts@gw', 'session', 'c599')![0], 599 & 0xff);
+    again.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a keystore opened without the checkpoint worker keeps SQLite\'s own checkpoints', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ks-'));
+  try {
+    const ks = Keystore.open(join(dir, 'gw.db'), 'pass', { ...KDF, checkpointWorker: false });
+    assert.equal(ks.startCheckpointWorker(), false);
+    assert.equal(ks.db.pragma('wal_autocheckpoint', { simple: true }), 1000);
+    ks.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
