@@ -11,7 +11,7 @@ import { createLogger } from './log.js';
 import { Metrics } from './http/metrics.js';
 import { Keystore, type OpenOptions } from './keystore/keystore.js';
 import { createProtocolStore } from './keystore/protocol-store.js';
-import { TrustStore } from './keystore/trust-store.js';
+import { TrustStore, type DeviceRecord } from './keystore/trust-store.js';
 import { ContactStore } from './keystore/contact-store.js';
 import { SubscriptionStore } from './keystore/subscription-store.js';
 import { PubsubStore } from './keystore/pubsub-store.js';
@@ -394,6 +394,7 @@ export class Gateway {
       { name: 'keystore', check: () => (this.keystore.isOpen ? { ok: true } : { ok: false, reason: 'keystore closed' }) },
     ];
     const httpLog = log.child({ subsystem: 'http' });
+    const omemo2 = engines.omemo2;
     const auth = new TokenAuth(config.http.adminToken, config.bots);
     const messages: MessagesDeps = { config, addressing: this.addressing, outbox: this.outbox, buckets: new TokenBuckets(), queued: (m, body) => this.sender.queued(m, body), rooms: this.rooms, overloaded: (bot) => backPressure.check(bot) };
     this.app = createApp({
@@ -412,6 +413,7 @@ export class Gateway {
           addressing: this.addressing,
           ...(config.bots[0] && { defaultReader: this.addressing.botJid(config.bots[0].localpart) }),
           refresh: (local, contact) => this.#refreshContact(local, contact),
+          ...(omemo2 && { deviceLabel: (contact: string, rec: DeviceRecord) => (rec.protocol === 'omemo2' && /^\d+$/.test(rec.deviceId) ? omemo2.deviceLabel(contact, Number(rec.deviceId), rec.fingerprint) : null) }),
           trust: this.trust,
           contacts: this.contacts,
           ...(pgpKeys && {

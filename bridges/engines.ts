@@ -34,6 +34,7 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
   const omemo = createOmemoEngine(omemoPorts, {
     replay: new ReplayGuard(new ReplayStore(omemoPorts.keystore), 'omemo', config.bridge.replayWindowDays, () => omemoPorts.now()),
   });
+  const botJids = new Set(config.bots.map((b) => `${b.localpart}@${config.component.domain}`));
   const plaintextBots = new Set(config.bots.filter((b) => b.allowPlaintext).map((b) => `${b.localpart}@${config.component.domain}`));
   const ox = createOxEngine(portsFor('ox'), {
     replay,
@@ -50,6 +51,9 @@ export function createEngines(config: Config, portsFor: (id: ProtocolId) => Engi
       const id = await omemo.internals.keyring.ensure(local);
       return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
     },
+    // Says what the device is, so a user looking at a bot's or proxy's OMEMO 2 devices (Kaidan shows
+    // labels) sees that messages end at a gateway: a proxy re-encrypts what it receives.
+    deviceLabel: (local) => (botJids.has(local) ? 'bot (E2EE gateway)' : 'bridge (E2EE gateway, re-encrypts)'),
   });
   const otr = createOtrEngine(portsFor('otr'), { maxMessageSize: config.bridge.otrMaxMessageSize });
   return { all: [omemo2, omemo, ox, pgp, otr], pgp, omemo, omemo2, ox, otr };

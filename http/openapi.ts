@@ -81,6 +81,8 @@ export const openapi = {
           protocol: { type: 'string' },
           device_id: { oneOf: [{ type: 'integer' }, { type: 'string' }] },
           fingerprint: { type: 'string' },
+          label: { type: 'string', description: "OMEMO 2 only: the label the contact's device list gives the device, when there is one (a signed label whose signature does not verify is left out)" },
+          label_verified: { type: 'boolean', description: 'true: signed by the device\'s identity key (XEP-0384 0.9); false: unsigned, the word of whoever controls the account\'s PEP node' },
           trust: { type: 'string', enum: ['verified', 'trusted', 'untrusted', 'distrusted'] },
           active: { type: 'boolean' },
           first_seen: { type: 'string', format: 'date-time' },

@@ -14,12 +14,23 @@ import type Element from 'ltx/lib/Element.js';
 import { NODE_DEVICELIST, PROTOCOL, bundleNode, type OmemoOptions } from './constants.js';
 import { parseBundle, parseDeviceList, type Bundle } from './wire.js';
 
+/**
+ * A device's label as published (OMEMO 2): the text and, from XEP-0384 0.9 on, the identity key's
+ * signature over its UTF-8 bytes (null when the list carries none, as 0.8 clients publish it).
+ */
+export interface DeviceLabel {
+  label: string;
+  sig: Buffer | null;
+}
+
 /** Where a protocol version keeps device lists and bundles, and how it reads them (legacy by default). */
 export interface DeviceListSpec<B> {
   /** TrustStore protocol label. */
   protocol: string;
   listNode: string;
   parseList(items: Element[]): number[];
+  /** The labels a list carries, unverified (OMEMO 2 only), kept beside the ids. */
+  parseLabels?(items: Element[]): ReadonlyMap<number, DeviceLabel>;
   /** Reads one device's bundle node/item: the <item>s, or null when there is none. */
   fetchBundle(pubsub: PubsubPort, local: string, contact: string, deviceId: number): Promise<Element[] | null>;
   parseBundle(items: Element[], deviceId: number): B | null;
@@ -37,6 +48,7 @@ interface ListEntry {
   /** null: the contact has no device list node (no OMEMO). */
   ids: number[] | null;
   fetchedAt: number;
+  labels?: ReadonlyMap<number, DeviceLabel>;
 }
 
 export class DeviceLists<B = Bundle> {
@@ -80,6 +92,11 @@ export class DeviceLists<B = Bundle> {
   }
 
   /** The cached list (even if stale), undefined if never read. */
+  /** The labels of the contact's cached list (unverified), if it carried any. */
+  labels(contact: string): ReadonlyMap<number, DeviceLabel> | undefined {
+    return this.#lists.get(contact)?.labels;
+  }
+
   cached(contact: string): number[] | null | undefined {
     return this.#lists.get(contact)?.ids;
   }
@@ -117,7 +134,7 @@ export class DeviceLists<B = Bundle> {
         .fetch(local, contact, this.#spec.listNode)
         .then((items) => {
           const ids = items === null ? null : this.#spec.parseList(items);
-          this.set(contact, ids);
+          this.set(contact, ids, items === null ? undefined : this.#spec.parseLabels?.(items));
           return ids;
         })
         .finally(() => this.#inflight.delete(contact));
@@ -153,9 +170,9 @@ export class DeviceLists<B = Bundle> {
   }
 
   /** A new list (fetched or from a +notify event): cached, and devices that left it marked inactive. */
-  set(contact: string, ids: number[] | null): void {
+  set(contact: string, ids: number[] | null, labels?: ReadonlyMap<number, DeviceLabel>): void {
     const prev = this.#lists.get(contact)?.ids;
-    this.#lists.set(contact, { ids, fetchedAt: this.#now() });
+    this.#lists.set(contact, { ids, fetchedAt: this.#now(), ...(labels && labels.size > 0 && { labels }) });
     const now = new Set((ids ?? []).map(String));
     if (prev !== undefined && sameIds(prev, ids)) return;
     for (const k of [...this.#failed.keys()]) if (k.startsWith(`${contact}\0`)) this.#failed.delete(k);

@@ -22,12 +22,14 @@ import { fingerprintOf, Keyring, type IdentitySource } from './keyring.js';
 import { encryptBody, encryptGroup } from './outbound.js';
 import type { PeerBundle } from './session.js';
 import { Sessions } from './sessions.js';
-import { parseBundle, parseDeviceList } from './wire.js';
+import { parseBundle, parseDeviceLabels, parseDeviceList } from './wire.js';
+import { ed25519Verify } from '../ratchet/primitives.js';
 
 export const OMEMO2_DEVICE_LISTS: DeviceListSpec<PeerBundle> = {
   protocol: PROTOCOL,
   listNode: NODE_DEVICES,
   parseList: parseDeviceList,
+  parseLabels: parseDeviceLabels,
   fetchBundle: (pubsub, local, contact, deviceId) => pubsub.fetch(local, contact, NODE_BUNDLES, { itemId: String(deviceId) }),
   parseBundle: (items, deviceId) => parseBundle(items, deviceId),
 };
@@ -42,6 +44,8 @@ export interface Omemo2EngineOptions extends Partial<Omemo2Options> {
    * Default: the keystore of `ports`, 30 days.
    */
   replay?: ReplayGuard;
+  /** The device label each hosted JID publishes (XEP-0384 `label`), null for none. */
+  deviceLabel?: (local: string) => string | null;
 }
 
 export interface Omemo2Engine extends GroupEngine {
@@ -49,12 +53,18 @@ export interface Omemo2Engine extends GroupEngine {
   readonly supersedes: 'omemo';
   devices(local: string): Promise<Array<{ device_id: number; fingerprint: string }>>;
   contactDevices(local: string, contact: string, opts?: { refresh?: boolean; bundles?: boolean }): Promise<ContactDevice[]>;
+  /**
+   * The label `contact`'s cached device list gives a device: `verified` when its signature verifies
+   * against the identity key whose fingerprint is given, unverified when it carries no signature
+   * (XEP-0384 0.8 clients); null when there is none or its signature does not verify.
+   */
+  deviceLabel(contact: string, deviceId: number, fingerprint: string): { label: string; verified: boolean } | null;
   settled(): Promise<void>;
   readonly internals: Omemo2Context;
 }
 
 export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOptions): Omemo2Engine {
-  const { identity, legacy = null, replay, ...rest } = options;
+  const { identity, legacy = null, replay, deviceLabel, ...rest } = options;
   const opts: Omemo2Options = { ...DEFAULT_OPTIONS, ...rest };
   if (opts.preKeyCount < 25) throw new Error('omemo2 preKeyCount must be at least 25 (XEP-0384)');
   const log = ports.log.child({ protocol: PROTOCOL });
@@ -62,7 +72,7 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     ports,
     opts,
     log,
-    keyring: new Keyring(ports.store, ports.pubsub, identity, log, () => ports.now(), opts),
+    keyring: new Keyring(ports.store, ports.pubsub, identity, log, () => ports.now(), opts, deviceLabel),
     sessions: new Sessions(ports.store, opts.sessionCacheSize),
     devices: new DeviceLists<PeerBundle>(ports.pubsub, ports.trust, log, () => ports.now(), opts, OMEMO2_DEVICE_LISTS),
     replay: replay ?? new ReplayGuard(new ReplayStore(ports.keystore), PROTOCOL, 30, () => ports.now()),
@@ -203,7 +213,7 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
 
     async onPepEvent(_local, from, node, items) {
       if (node !== NODE_DEVICES) return;
-      ctx.devices.set(from.split('/')[0]!, parseDeviceList(items));
+      ctx.devices.set(from.split('/')[0]!, parseDeviceList(items), parseDeviceLabels(items));
     },
 
     async maintain() {
@@ -254,6 +264,15 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
 
     async refreshContact(local, contact) {
       await engine.contactDevices(local, contact, { refresh: true, bundles: true });
+    },
+
+    deviceLabel(contact, deviceId, fingerprint) {
+      const l = ctx.devices.labels(contact)?.get(deviceId);
+      if (!l) return null;
+      if (l.sig === null) return { label: l.label, verified: false };
+      // A signature that does not verify is a label someone else put there: not shown at all.
+      if (!/^[0-9a-f]{64}$/.test(fingerprint)) return null;
+      return ed25519Verify(Buffer.from(fingerprint, 'hex'), Buffer.from(l.label, 'utf8'), l.sig) ? { label: l.label, verified: true } : null;
     },
 
     settled: () => ctx.devices.settled(),

@@ -47,13 +47,15 @@ export class Keyring {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #opts: Omemo2Options;
+  readonly #label: (local: string) => string | null;
   readonly #cache = new LRUCache<string, LocalIdentity>({ max: 10_000 });
   readonly #creating = new Map<string, Promise<LocalIdentity>>();
   readonly #completing = new Map<string, Promise<void>>();
   /** The bundle last built per hosted JID, updated in place when a prekey is consumed (bundle-cache.ts). */
   readonly #bundles = new BundleCache<PeerBundle>(10_000);
 
-  constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options) {
+  /** `label`: the device label a hosted JID publishes (signed with its identity key), null for none. */
+  constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options, label: (local: string) => string | null = () => null) {
     // State, prekey and signed prekey rows parsed once (row-cache.ts).
     this.#store = withRowCache(store, [K_STATE, K_PREKEY, K_SPK], 4096);
     this.#pubsub = pubsub;
@@ -61,6 +63,7 @@ export class Keyring {
     this.#log = log;
     this.#now = now;
     this.#opts = opts;
+    this.#label = label;
   }
 
   /**
@@ -185,14 +188,20 @@ export class Keyring {
   }
 
   #publishIfChanged(id: LocalIdentity): void {
-    const list = buildDeviceList([id.deviceId]);
-    if (this.#pubsub.localItems(id.local, NODE_DEVICES)[0]?.payload.toString() !== list.toString()) {
-      this.#pubsub.publish(id.local, NODE_DEVICES, ITEM_CURRENT, list, { accessModel: 'open' });
-    }
+    this.#publishListIfChanged(id);
     if (!this.hasBundle(id.local)) return;
     const bundle = buildBundle(this.bundle(id));
     const have = this.#pubsub.localItems(id.local, NODE_BUNDLES).find((i) => i.id === String(id.deviceId))?.payload.toString();
     if (have !== bundle.toString()) this.publishBundle(id);
+  }
+
+  /** The device list, with the hosted JID's label (see buildDeviceList for why it is not signed). */
+  #publishListIfChanged(id: LocalIdentity): void {
+    const label = this.#label(id.local);
+    const list = buildDeviceList([id.deviceId], label ? new Map([[id.deviceId, label]]) : undefined);
+    if (this.#pubsub.localItems(id.local, NODE_DEVICES)[0]?.payload.toString() !== list.toString()) {
+      this.#pubsub.publish(id.local, NODE_DEVICES, ITEM_CURRENT, list, { accessModel: 'open' });
+    }
   }
 
   // ---- upkeep ----

@@ -2,14 +2,15 @@
 // Pure functions; parsers return null on anything they do not accept instead of throwing.
 //   <encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'><keys jid='a@b'><key rid='2' kex='true'>…</key></keys></header>
 //     <payload>…</payload></encrypted>
-//   <devices xmlns='urn:xmpp:omemo:2'><device id='1'/></devices>              (node :devices, item current)
+//   <devices xmlns='urn:xmpp:omemo:2'><device id='1' label='…' labelsig='…'/></devices>  (node :devices, item current)
 //   <bundle xmlns='urn:xmpp:omemo:2'><spk id='1'>…</spk><spks>…</spks><ik>…</ik>
 //     <prekeys><pk id='1'>…</pk>…</prekeys></bundle>                          (node :bundles, item id = device id)
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { NS_EME, NS_HINTS } from '../omemo/constants.js';
+import type { DeviceLabel } from '../omemo/device-cache.js';
 import { deviceIdsIn, keyElement, parseId, protocolMessage } from '../omemo/wire.js';
-import { NS_OMEMO2 } from './constants.js';
+import { ITEM_CURRENT, NS_OMEMO2 } from './constants.js';
 import type { PeerBundle } from './session.js';
 
 export interface KeyElement {
@@ -80,12 +81,48 @@ export { protocolMessage };
 
 // ---- device list ----
 
-export function buildDeviceList(ids: readonly number[]): Element {
-  return xml('devices', { xmlns: NS_OMEMO2 }, ...ids.map((id) => xml('device', { id: String(id) })));
+/** XEP-0384 advises labels shorter than 53 code points; longer ones are not shown. */
+export const MAX_LABEL_CODE_POINTS = 53;
+
+/**
+ * `labels`: device id -> label text, published without `labelsig` (the XEP-0384 0.8 form): Debian's
+ * python-twomemo 1.0.3 validates device lists against a schema that refuses any other attribute, so a
+ * signed label would make the whole list unreadable to it (and to slixmpp-omemo).
+ */
+export function buildDeviceList(ids: readonly number[], labels?: ReadonlyMap<number, string>): Element {
+  return xml('devices', { xmlns: NS_OMEMO2 }, ...ids.map((id) => {
+    const label = labels?.get(id);
+    return xml('device', label ? { id: String(id), label } : { id: String(id) });
+  }));
 }
 
 export function parseDeviceList(items: readonly Element[]): number[] {
   return deviceIdsIn(items, 'devices', NS_OMEMO2);
+}
+
+/**
+ * The labels in a device list (from the same item deviceIdsIn reads), not verified here: a label with
+ * a `labelsig` may be shown only when it verifies against the device's identity key, one without is
+ * the contact's word. Labels longer than advised, and unreadable signatures, are left out.
+ */
+export function parseDeviceLabels(items: readonly Element[]): Map<number, DeviceLabel> {
+  const item = items.find((i) => i.attrs.id === ITEM_CURRENT) ?? items[0];
+  const list = item?.getChild('devices', NS_OMEMO2);
+  const out = new Map<number, DeviceLabel>();
+  for (const d of list?.getChildren('device') ?? []) {
+    const id = parseId(d.attrs.id);
+    const label = d.attrs.label;
+    const sigText = d.attrs.labelsig;
+    if (id === null || typeof label !== 'string' || label.length === 0) continue;
+    if ([...label].length >= MAX_LABEL_CODE_POINTS) continue;
+    let sig: Buffer | null = null;
+    if (sigText !== undefined) {
+      sig = typeof sigText === 'string' ? b64(sigText) : Buffer.alloc(0);
+      if (sig.length !== 64) continue;
+    }
+    out.set(id, { label, sig });
+  }
+  return out;
 }
 
 // ---- bundle ----

@@ -28,20 +28,26 @@ export interface ContactsDeps {
   defaultReader?: string;
   /** Re-reads `contact`'s device lists, bundles and keys as hosted JID `local`, per protocol. */
   refresh?: (local: string, contact: string) => Promise<RefreshOutcome[]>;
+  /** A device's label (OMEMO 2): verified when signed by the device's key, else the contact's word. */
+  deviceLabel?: (contact: string, d: DeviceRecord) => { label: string; verified: boolean } | null;
   trust: TrustStore;
   contacts: ContactStore;
   pgp?: PgpKeyRegistry;
 }
 
-const deviceView = (d: DeviceRecord) => ({
-  protocol: d.protocol,
-  device_id: /^\d+$/.test(d.deviceId) && (d.protocol === 'omemo' || d.protocol === 'omemo2') ? Number(d.deviceId) : d.deviceId,
-  fingerprint: d.fingerprint,
-  trust: d.trust,
-  active: d.active,
-  first_seen: new Date(d.firstSeen).toISOString(),
-  last_seen: new Date(d.lastSeen).toISOString(),
-});
+function deviceView(deps: ContactsDeps, contact: string, d: DeviceRecord) {
+  const label = deps.deviceLabel?.(contact, d) ?? null;
+  return {
+    protocol: d.protocol,
+    device_id: /^\d+$/.test(d.deviceId) && (d.protocol === 'omemo' || d.protocol === 'omemo2') ? Number(d.deviceId) : d.deviceId,
+    fingerprint: d.fingerprint,
+    ...(label !== null && { label: label.label, label_verified: label.verified }),
+    trust: d.trust,
+    active: d.active,
+    first_seen: new Date(d.firstSeen).toISOString(),
+    last_seen: new Date(d.lastSeen).toISOString(),
+  };
+}
 
 function contactJid(d: ContactsDeps, raw: string): string {
   let jid: string;
@@ -87,13 +93,13 @@ export function contactsRoutes(d: ContactsDeps): Router {
       throw new GatewayError('invalid_field', '"refresh" must be true or false.');
     }
     if (!refresh) {
-      res.json({ jid, devices: d.trust.list(jid).map(deviceView) });
+      res.json({ jid, devices: d.trust.list(jid).map((x) => deviceView(d, jid, x)) });
       return;
     }
     if (!d.refresh) throw new GatewayError('not_found', 'No protocol of this gateway reads contacts\' devices.');
     const reader = readerJid(d, q.as);
     const refreshed = await d.refresh(reader, jid);
-    res.json({ jid, devices: d.trust.list(jid).map(deviceView), refreshed, read_as: reader });
+    res.json({ jid, devices: d.trust.list(jid).map((x) => deviceView(d, jid, x)), refreshed, read_as: reader });
   });
 
   r.put('/contacts/:jid/trust', (req, res) => {
@@ -109,7 +115,7 @@ export function contactsRoutes(d: ContactsDeps): Router {
     if (candidates.length > 1) throw new GatewayError('invalid_field', 'That fingerprint is known for several protocols; name the "protocol".');
     const device = candidates[0]!;
     d.trust.set(jid, device.protocol, device.fingerprint, trust as TrustLevel);
-    res.json(deviceView(d.trust.get(jid, device.protocol, device.fingerprint)!));
+    res.json(deviceView(d, jid, d.trust.get(jid, device.protocol, device.fingerprint)!));
   });
 
   r.put('/contacts/:jid', (req, res) => {

@@ -131,7 +131,7 @@ describe('OMEMO 2: python-twomemo users, a bot and proxies through Prosody and t
   });
 
   test('a device with both backends gets every message exactly once, in OMEMO 2, and sends once', async () => {
-    const erin = await PythonOmemoUser.start(server, 'erin', { resource: 'both', backends: ['oldmemo', 'twomemo'] });
+    const erin = await PythonOmemoUser.start(server, 'erin', { resource: 'both', backends: ['oldmemo', 'twomemo'], label: 'erin desktop' });
     try {
       // Before erin ever writes: the admin's refreshed view reads both device lists and bundles.
       const path = `${gw.url}/v1/contacts/${encodeURIComponent('erin@example.org')}/devices`;
@@ -143,6 +143,11 @@ describe('OMEMO 2: python-twomemo users, a bot and proxies through Prosody and t
       const view = (await r.json()) as { devices: Array<{ protocol: string; device_id: number; fingerprint: string; trust: string }>; refreshed: Array<{ protocol: string; ok: boolean }>; read_as: string };
       assert.equal(view.read_as, bot, 'read as the first bot by default');
       assert.ok(view.refreshed.some((x) => x.protocol === 'omemo' && x.ok) && view.refreshed.some((x) => x.protocol === 'omemo2' && x.ok), JSON.stringify(view.refreshed));
+      // Device labels: erin's (python-twomemo publishes it unsigned) shows as unverified; erin reads
+      // the bot's label from its OMEMO 2 list (the list is valid to twomemo's strict schema).
+      assert.deepEqual(view.devices.filter((d) => 'label' in d).map((d) => [d.protocol, (d as { label?: string }).label, (d as { label_verified?: boolean }).label_verified]), [['omemo2', 'erin desktop', false]]);
+      const botDevices = await erin.refresh(bot);
+      assert.deepEqual(botDevices.map((d) => d.label), ['bot (E2EE gateway)'], JSON.stringify(botDevices));
       const seen = view.devices.map((d) => [d.protocol, d.device_id, d.fingerprint]).sort();
       assert.deepEqual(seen, [['omemo', erin.deviceId, erin.fingerprint], ['omemo2', erin.deviceId, erin.fingerprintEd25519]].sort(), 'one device in both lists, each with its fingerprint');
       assert.equal((await fetch(`${path}?refresh=maybe`, admin)).status, 400);

@@ -54,6 +54,8 @@ export interface OmemoUserOptions {
   readyTimeoutMs?: number;
   /** OMEMO versions the device speaks (python-oldmemo, python-twomemo); default legacy only. */
   backends?: Array<'oldmemo' | 'twomemo'>;
+  /** The device's OMEMO 2 label, published by python-twomemo (unsigned). */
+  label?: string;
   /** Another entry point speaking the same protocol and command line (e.g. bench/bridge_omemo_user.py). */
   script?: string;
 }
@@ -95,6 +97,8 @@ export interface OmemoDevice {
   active: boolean;
   session: boolean;
   own: boolean;
+  /** The label the device's OMEMO 2 list gives it (python-twomemo reads and publishes it unsigned). */
+  label?: string | null;
 }
 
 export interface SentInfo extends OmemoEvent {
@@ -166,6 +170,7 @@ export class PythonOmemoUser {
       '--auto-receipts', opts.autoReceipts === false ? 'no' : 'yes',
       '--stale-seconds', String(opts.staleSeconds ?? 30),
       ...(opts.backends ? ['--backends', opts.backends.join(',')] : []),
+      ...(opts.label ? ['--label', opts.label] : []),
     ];
     const u = new PythonOmemoUser(jid, resource, stateDir, ownsState, args);
     await u.#spawn(opts.readyTimeoutMs ?? 30000);

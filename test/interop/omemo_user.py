@@ -401,6 +401,7 @@ class OmemoUser:
         self.trust_mode: str = args.trust
         self.auto_receipts: bool = args.auto_receipts == "yes"
         self.stale_seconds: float = args.stale_seconds
+        self.label: Optional[str] = args.label
         os.makedirs(args.state, exist_ok=True)
         self.storage = JsonFileStorage(os.path.join(args.state, "omemo-state.json"))
         self.sm: Optional[InteropSessionManager] = None
@@ -494,7 +495,7 @@ class OmemoUser:
         self.backends = [twomemo.Twomemo(self.storage) if n == NS2 else oldmemo.Oldmemo(self.storage) for n in self.namespaces]
         self.backend = self.backends[0]
         self.sm = await InteropSessionManager.create(
-            self.backends, self.storage, self.own_bare, None, TRUST_UNDECIDED,
+            self.backends, self.storage, self.own_bare, self.label, TRUST_UNDECIDED,
         )
         # Make sure our device is in the published list and the bundle is there (also after a restart,
         # and when another device of the account overwrote the list meanwhile).
@@ -1005,6 +1006,7 @@ class OmemoUser:
                     "namespaces": [NS_NAME[n] for n in self.namespaces if active.get(n, False)],
                     "session": any(x is not None for x in sessions),
                     "own": jid == self.own_bare and dev.device_id == self.own_device_id,
+                    "label": dev.label,
                 })
             listed = await self.active_listed(jid)
         problems = {k.split("/")[-1]: v for k, v in self.peer_problems.items() if k.startswith(jid + "/")}
@@ -1230,6 +1232,7 @@ def main() -> int:
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--backends", default="oldmemo",
                         help="comma-separated OMEMO versions this device speaks: oldmemo, twomemo, or both")
+    parser.add_argument("--label", default=None, help="this device's OMEMO 2 label (published unsigned, as twomemo does)")
     parser.add_argument("--log-level", default=os.environ.get("OMEMO_USER_LOG", "INFO"))
     args = parser.parse_args()
 

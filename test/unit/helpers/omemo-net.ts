@@ -84,10 +84,12 @@ export class FakeNetwork {
     const byPublisher = this.#items.get(owner)?.get(node);
     if (!byPublisher || [...byPublisher.values()].every((m) => m.size === 0)) return null;
     if (node === NODE_DEVICELIST || node === OMEMO2_DEVICES) {
-      const ids = new Set<string>();
-      for (const m of byPublisher.values()) for (const p of m.values()) for (const d of parsed(p).getChildren('device')) ids.add(String(d.attrs.id));
+      // One list merged from every publisher (as one account's devices share the node); a device's
+      // other attributes (OMEMO 2 labels) are kept.
+      const devices = new Map<string, Record<string, string>>();
+      for (const m of byPublisher.values()) for (const p of m.values()) for (const d of parsed(p).getChildren('device')) if (!devices.has(String(d.attrs.id))) devices.set(String(d.attrs.id), { ...d.attrs, id: String(d.attrs.id) });
       const [name, ns] = node === NODE_DEVICELIST ? ['list', NS_OMEMO] : ['devices', NS_OMEMO2];
-      return [xml('item', { id: 'current' }, xml(name, { xmlns: ns }, ...[...ids].map((id) => xml('device', { id }))))];
+      return [xml('item', { id: 'current' }, xml(name, { xmlns: ns }, ...[...devices.values()].map((attrs) => xml('device', attrs))))];
     }
     const out: Element[] = [];
     for (const m of byPublisher.values()) for (const [id, p] of m) out.push(xml('item', { id }, parse(p.xml) as unknown as Element));

@@ -21,7 +21,7 @@ export interface Dual {
   logs: string[];
 }
 
-export async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string; options?: Partial<OmemoOptions>; logLevel?: string } = {}): Promise<Dual> {
+export async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore; clock?: Clock; name?: string; options?: Partial<OmemoOptions>; logLevel?: string; label?: string } = {}): Promise<Dual> {
   const ks = o.ks ?? openTestKeystore();
   const trust = new TrustStore(ks, 'btbv');
   const metrics = new Metrics({ processMetrics: false });
@@ -36,6 +36,7 @@ export async function makeDual(net: FakeNetwork, jid: string, o: { ks?: Keystore
     {
       ...o.options,
       legacy,
+      ...(o.label !== undefined && { deviceLabel: () => o.label! }),
       identity: async (l) => {
         const id = await legacy.internals.keyring.ensure(l);
         return { deviceId: id.deviceId, priv: Buffer.from(id.keyPair.privKey) };
