@@ -579,9 +579,13 @@ export class Gateway {
     if (!ha.mayAct()) throw new GatewayError('standby');
   }
 
-  /** No stanza or connection handler is running (for tests that wait for the gateway to settle). */
+  /**
+   * No stanza or connection handler is running and no answer is held by output pacing (for tests
+   * that wait for the gateway to settle: a ping skips the inbound queue and held answers, so its
+   * pong alone does not say the answers before it left).
+   */
   idle(): boolean {
-    return this.#inflight.size === 0 && this.inbound.size === 0;
+    return this.#inflight.size === 0 && this.inbound.size === 0 && this.conn.paced.held === 0;
   }
 
   #track<T>(p: Promise<T>): void {
