@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
+import { createProtocolStore } from '../keystore/protocol-store.js';
 import { FakeNetwork, openTestKeystore, reparse } from '../test/unit/helpers/omemo-net.js';
 import { makeDual, type Dual } from '../test/unit/helpers/omemo2-net.js';
 import type { Samples, Sizes } from './omemo-library.js';
@@ -28,7 +29,8 @@ async function must(p: Dual, m: Element, times?: number[]): Promise<Element[]> {
   return d.replies;
 }
 
-export async function benchOmemo2Engine(n: Sizes): Promise<Samples> {
+/** The samples, and the length of a steady session's stored record (the row written per message, before sealing). */
+export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordBytes: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'omemo2-bench-'));
   const keystores: Array<{ close(): void }> = [];
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
@@ -72,6 +74,7 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples> {
     };
     await steady(Math.min(200, n.steady));
     const s1 = await steady(n.steady);
+    const recordBytes = createProtocolStore(a.ks, 'omemo2').get(A, 'session', `${B}\0${b.deviceId}`)?.length ?? 0;
 
     const cs = [await peer(C, 'carol1', net), await peer(C, 'carol2', net), await peer(C, 'carol3', net)];
     const setup = await send(a, C, 'setup');
@@ -92,7 +95,7 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples> {
       const [x, y, to] = i % 2 === 0 ? [a, b, B] : [b, a, A];
       await must(y, await send(x, to, `ping-pong ${i}`, encryptTurn), decryptTurn);
     }
-    return { buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+    return { recordBytes, buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
   } finally {
     for (const ks of keystores) ks.close();
     rmSync(dir, { recursive: true, force: true });
