@@ -1,9 +1,12 @@
 // OMEMO 2 sessions per (hosted JID, contact, device), sealed in the 'omemo2' ProtocolStore
 // (owner = hosted JID, kind 'session', key = contact NUL device id) with parsed copies in an LRU.
 // Writes happen at once: the store is synchronous and a crash must not lose a ratchet step.
+// Rows are session-record.ts's binary form; rows of the older JSON form are read and rewritten in the
+// new form with their session's next change.
 import { LRUCache } from 'lru-cache';
 import type { ProtocolStore } from '../../keystore/protocol-store.js';
-import { fromStoredSession, toStoredSession, type Session, type StoredSession } from './session.js';
+import type { Session } from './session.js';
+import { decodeSession, encodeSession } from './session-record.js';
 
 const K_SESSION = 'session';
 const key = (contact: string, deviceId: number): string => `${contact}\0${deviceId}`;
@@ -21,15 +24,15 @@ export class Sessions {
     const k = `${local}\0${key(contact, deviceId)}`;
     const hit = this.#cache.get(k);
     if (hit) return hit;
-    const row = this.#store.getJson<StoredSession>(local, K_SESSION, key(contact, deviceId));
+    const row = this.#store.get(local, K_SESSION, key(contact, deviceId));
     if (!row) return undefined;
-    const s = fromStoredSession(row);
+    const s = decodeSession(row);
     this.#cache.set(k, s);
     return s;
   }
 
   put(local: string, contact: string, deviceId: number, s: Session): void {
-    this.#store.putJson(local, K_SESSION, key(contact, deviceId), toStoredSession(s));
+    this.#store.put(local, K_SESSION, key(contact, deviceId), encodeSession(s));
     this.#cache.set(`${local}\0${key(contact, deviceId)}`, s);
   }
 
