@@ -37,7 +37,8 @@ async function targets(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids:
   const ready: number[] = [];
   let refused = 0;
   let lastError: unknown;
-  const known = ctx.ports.trust.list(peer, PROTOCOL);
+  // The stored trust records are read only for a device without a session (a steady message has none).
+  let known: ReturnType<typeof ctx.ports.trust.list> | null = null;
   await Promise.all(
     ids.map(async (deviceId) => {
       if (peer === id.local && deviceId === id.deviceId) return;
@@ -47,6 +48,7 @@ async function targets(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids:
         else refused++;
         return;
       }
+      known ??= ctx.ports.trust.list(peer, PROTOCOL);
       const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
       if (rec && !isUsable(rec.trust)) {
         refused++;
@@ -89,7 +91,8 @@ function seal(ctx: Omemo2Context, id: LocalIdentity, recipients: ReadonlyArray<{
   const envelope = buildEnvelope({ body, from: id.local, to, now: ctx.ports.now() });
   const sealed = sealPayload(envelope);
   const keys = new Map<string, KeyElement[]>();
-  try {
+  const devices = recipients.reduce((n, r) => n + r.ready.length, 0);
+  const encryptAll = () => {
     for (const { peer, ready } of recipients) {
       const forPeer: KeyElement[] = [];
       for (const deviceId of ready) {
@@ -100,6 +103,12 @@ function seal(ctx: Omemo2Context, id: LocalIdentity, recipients: ReadonlyArray<{
       }
       if (forPeer.length > 0) keys.set(peer, forPeer);
     }
+  };
+  try {
+    // One row commits on its own; several (a message to many devices) share one commit. If it fails,
+    // nothing is sent: the cached sessions that ran ahead only skip message keys nobody used.
+    if (devices === 1) encryptAll();
+    else ctx.ports.store.transaction(encryptAll);
   } finally {
     sealed.keyMaterial.fill(0);
     end();
