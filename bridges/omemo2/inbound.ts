@@ -106,6 +106,7 @@ async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted
   let pkId: number | null = null;
   let counter: number;
   let chain: Buffer;
+  let seen: { trust: TrustLevel; fingerprint: string } | null = null;
   const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: key.kex ? 'session_build' : 'decrypt' });
   try {
     if (key.kex) {
@@ -125,14 +126,16 @@ async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted
         if (m) replies.push(m);
         return fail('no-session', facts);
       }
-      if (observe(ctx, from, enc.sid, existing.theirIk).trust === 'distrusted') return fail('distrusted', facts);
+      seen = observe(ctx, from, enc.sid, existing.theirIk);
+      if (seen.trust === 'distrusted') return fail('distrusted', facts);
       const r = decryptMessage(existing, key.data);
       session = r.session;
       keyMaterial = r.plaintext;
       counter = r.header.n;
       chain = r.header.dh;
     }
-    ({ trust, fingerprint } = observe(ctx, from, enc.sid, session.theirIk));
+    // Observed again only if the key differs from the one checked above (a key exchange, or the replaced session's key).
+    ({ trust, fingerprint } = seen && session.theirIk.equals(existing!.theirIk) ? seen : observe(ctx, from, enc.sid, session.theirIk));
     if (trust === 'distrusted') return fail('distrusted', facts);
   } catch (e) {
     const reason = failureOf(e);

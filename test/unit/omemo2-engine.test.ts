@@ -150,6 +150,18 @@ test('the SCE envelope: from must be the sender, to the recipient; time not in t
   assert.deepEqual(openEnvelope(Buffer.from('<nope'), { from: 'a@x', to: 'b@y', now, maxSkewMs: 1 }), { ok: false, reason: 'malformed' });
 });
 
+test('the SCE envelope is written as ltx writes the element: text and attribute values escaped', async () => {
+  const { buildEnvelope } = await import('../../bridges/omemo2/sce.js');
+  const { parseXml } = await import('../../component/xml.js');
+  const env = buildEnvelope({ body: `<b>&amp; "q" 'a' ]]> \u00e9`, from: `a"'<&>@x`, to: 'b@y/r', now: 0 }).toString('utf8');
+  const el = parseXml(env);
+  assert.equal(el.toString(), env, 'the same text as the parsed element serialized');
+  assert.equal(el.getChild('content')!.getChild('body')!.getText(), `<b>&amp; "q" 'a' ]]> \u00e9`);
+  assert.equal(el.getChild('from')!.attrs.jid, `a"'<&>@x`);
+  assert.equal(el.getChild('time')!.attrs.stamp, '1970-01-01T00:00:00.000Z');
+  assert.match(el.getChild('rpad')!.getText(), /^[A-Za-z0-9_-]{1,200}$/);
+});
+
 test('heartbeat after 53 messages on one chain, once', async () => {
   const net = new FakeNetwork();
   const a = await makeDual(net, 'alice@gw.example');
