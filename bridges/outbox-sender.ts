@@ -132,7 +132,6 @@ export class OutboxSender {
 
   /** Messages of one bot to one user, due, in line order (their bodies opened): see #line. Resolves false if one stays queued for a retry. */
   async #sendBatch(batch: ReadonlyArray<OutboxMessage & { plaintext: string }>): Promise<boolean> {
-    const { store, metrics } = this.#o;
     const prepared: Array<{ m: Pending; p: Prepared }> = [];
     let failure: { m: Pending; e: unknown } | null = null;
     for (const m of batch) {
@@ -166,26 +165,15 @@ export class OutboxSender {
       writes.push(w);
       if (p.stanzas.length > 1) await w.catch(() => undefined);
     }
-    // Each written one is marked sent (all in this turn's transaction: the line goes on once it is
-    // committed); one not written (unserializable, the connection gone) fails or waits for a retry.
+    // Each written one is marked sent (committed with the next transaction: see #markSent); one not
+    // written (unserializable, the connection gone) fails or waits for a retry.
     const results = await Promise.allSettled(writes);
-    const marks: Array<Promise<unknown>> = [];
     let done = true;
     for (const [i, { m, p }] of prepared.entries()) {
       const r = results[i]!;
-      if (r.status === 'rejected') {
-        done = this.#failed(m, r.reason) && done;
-        continue;
-      }
-      marks.push(
-        store.markSentSoon(m.id, p.encryption).then((ok) => {
-          if (!ok) return;
-          metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
-          this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption: p.encryption }, status: 'sent' });
-        }),
-      );
+      if (r.status === 'rejected') done = this.#failed(m, r.reason) && done;
+      else this.#markSent(m, p.encryption);
     }
-    await Promise.all(marks);
     if (failure) done = this.#failed(failure.m, failure.e) && done;
     // Messages left out of the batch are still queued behind it.
     return done && prepared.length === batch.length;
@@ -228,15 +216,30 @@ export class OutboxSender {
         requestReceipt: origin ? origin.receiptRequested : true,
         allowPlaintext,
       });
-      // Committed with this turn's other outbox writes; the line goes on once it is.
-      if (await store.markSentSoon(m.id, res.encryption)) {
-        metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
-        this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption: res.encryption }, status: 'sent' });
-      }
+      this.#markSent(m, res.encryption);
       return true;
     } catch (e) {
       return this.#failed(m, e, now);
     }
+  }
+
+  /**
+   * A written message's sent mark, not waited for (issue 16): it rides on the outbox's next
+   * transaction (the next POST's, a receipt's) or its timer, so a message costs one commit, not two.
+   * The line goes on at once: the next message's stanza may leave before this mark is committed, but
+   * marks are committed in the order they were made, so a crash can only make a tail of the line be
+   * sent again, in order, under the same ids (the at-least-once window, README). Every read of the
+   * queue commits waiting marks first, so a sent message is never read back as queued.
+   */
+  #markSent(m: Pending, encryption: Encryption): void {
+    // Accept to written (what the histogram measures), not to the mark's commit.
+    this.#o.metrics.acceptToSentSeconds.observe((Date.now() - m.createdAt) / 1000);
+    this.#o.store.markSentLater(m.id, encryption).then(
+      (ok) => {
+        if (ok) this.#o.onStatus({ message: { ...withoutBody(m), status: 'sent', encryption }, status: 'sent' });
+      },
+      (e: unknown) => this.#o.log.error({ err: e, id: m.id }, 'outbox: the sent mark could not be committed (the message may be sent again after a restart)'),
+    );
   }
 
   /** A message that could not be sent: failed for good (true), or kept for a retry later (false). */

@@ -7,8 +7,9 @@
 // keystore". A crash before the commit loses only what nobody was told about yet (a POST not
 // answered, a receipt not recorded) or sends a message again (sent, not yet marked: the at-least-once
 // window that was there before, now up to the end of the turn).
-// A receipt (markDeliveredSoon) does not start a transaction of its own: it waits for the next one
-// (the next POST or stanza sent), at most DELIVERED_DEFER_MS; nobody waits on it but a status webhook.
+// A receipt (markDeliveredSoon) and a sent mark (markSentLater) do not start a transaction of their
+// own: they wait for the next one (the next POST), at most DELIVERED_DEFER_MS; nobody waits on them
+// but a status webhook (the outbox line goes on at once: reads of the queue commit them first).
 import { createHash, randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { Keystore } from './keystore.js';
@@ -214,6 +215,23 @@ export class OutboxStore {
   }
 
   /**
+   * markSent() without a transaction of its own: it rides on the next one other writes start (the
+   * next POST's accept, as a receipt does), or is committed DELIVERED_DEFER_MS later. A crash before
+   * that sends the message again (under the same stanza id): the at-least-once window (README).
+   * Until it is committed, every read of the queue (queued, nextInLine, lineBatch) and get() commits
+   * what waits first, so the message is never read back as queued.
+   */
+  markSentLater(id: string, encryption: string, undeliveredTo: readonly string[] | null = null): Promise<boolean> {
+    const now = Date.now();
+    return this.#soon(() => this.markSent(id, encryption, now, undeliveredTo), true);
+  }
+
+  /** Commits what waits (a deferred sent mark) before a read that must see it; not inside a transaction. */
+  #settle(): void {
+    if (this.#waiting.length > 0 && !this.#ks.db.inTransaction) this.flush();
+  }
+
+  /**
    * markDelivered(), committed with the next transaction other writes start (or after
    * DELIVERED_DEFER_MS); resolves with its result once committed. With `bot`, only a message of that
    * bot (kind 'bot') is marked: a bot's receipt needs no read of the row first.
@@ -306,17 +324,20 @@ export class OutboxStore {
   }
 
   get(id: string): OutboxMessage | undefined {
+    this.#settle();
     const r = this.#byId.get(id);
     return r ? toMessage(r) : undefined;
   }
 
   /** Queued messages, oldest first (without bodies); the sender picks the head of each line. */
   queued(limit: number): OutboxMessage[] {
+    this.#settle();
     return this.#queued.all(limit).map(toMessage);
   }
 
   /** The oldest queued message from `bot` to `to`, if any. */
   nextInLine(bot: string, to: string): OutboxMessage | undefined {
+    this.#settle();
     const r = this.#nextInLine.get(bot, to);
     return r ? toMessage(r) : undefined;
   }
@@ -327,6 +348,7 @@ export class OutboxStore {
    * that is not due or whose body is gone.
    */
   lineBatch(bot: string, to: string, headId: string, limit: number, now = Date.now()): Array<OutboxMessage & { plaintext: string }> {
+    this.#settle();
     const rows = this.#lineBatch.all(bot, to, limit);
     if (rows[0]?.id !== headId) return [];
     const out: Array<OutboxMessage & { plaintext: string }> = [];
@@ -373,6 +395,7 @@ export class OutboxStore {
   }
 
   stats(): { depth: number; oldestCreatedAt: number | null } {
+    this.#settle();
     const r = this.#stats.get()!;
     return { depth: r.n, oldestCreatedAt: r.oldest };
   }

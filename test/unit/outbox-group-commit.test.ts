@@ -269,3 +269,43 @@ test('kick(key): a new item starts its line without a rescan of everything, and 
   items.splice(0, items.length);
   await worker.stop();
 });
+
+test('markSentLater: no transaction of its own; rides on the next accept or the timer; a crash before leaves it queued (sent again); reads of the queue commit it first', async () => {
+  const t = tempKeystore();
+  try {
+    const outbox = new OutboxStore(t.ks);
+    const other = Keystore.open(t.path, PASS, { kdf: TEST_KDF });
+    const status = (id: string) => other.db.prepare<[string], { status: string }>('SELECT status FROM outbox WHERE id = ?').get(id)?.status;
+    const [a, b, c] = ['a', 'b', 'c'].map((body) => outbox.enqueue(msg(body)).message.id) as [string, string, string];
+    // The crash window: marked (the stanza written) but not committed yet. What another connection
+    // sees is what a crash would leave: the message queued, sent again (under the same id) after a restart.
+    const markA = outbox.markSentLater(a, 'omemo');
+    await Promise.resolve();
+    assert.equal(status(a), 'queued', 'not committed: a crash now sends it again');
+    // The next POST's transaction carries it, in order with later marks.
+    const markB = outbox.markSentLater(b, 'omemo');
+    const accepted = await outbox.accept(msg('d'));
+    assert.deepEqual([status(a), status(b)], ['sent', 'sent'], 'committed with the accept');
+    assert.deepEqual(await Promise.all([markA, markB]), [true, true]);
+    // Alone: committed by the timer.
+    const started = Date.now();
+    const markC = outbox.markSentLater(c, 'omemo');
+    assert.equal(status(c), 'queued');
+    assert.equal(await markC, true);
+    assert.ok(Date.now() - started >= DELIVERED_DEFER_MS - 2, 'no transaction of its own: the timer committed it');
+    assert.equal(status(c), 'sent');
+    // A read of the queue while a mark waits commits it first: a sent message is never read back as queued.
+    const d = accepted.message.id;
+    void outbox.markSentLater(d, 'omemo');
+    assert.equal(outbox.nextInLine('bot', 'x@example.org'), undefined);
+    assert.equal(status(d), 'sent', 'committed by the read');
+    const e = outbox.enqueue(msg('e')).message.id;
+    void outbox.markSentLater(e, 'omemo');
+    assert.deepEqual(outbox.queued(10), []);
+    assert.equal(outbox.get(e)?.status, 'sent');
+    other.close();
+  } finally {
+    t.ks.close();
+    t.done();
+  }
+});
