@@ -13,11 +13,16 @@
 // used by the gateway and by Prosody (a slow ping can be either's fault).
 // STORM_PHASES=storm runs only the storm phase (no quiet minute, no burst), for quick iterations;
 // STORM_LIMITS (JSON, the limits: section) runs it with other limits.
+// STORM_PROSODY_STORAGE=internal runs Prosody with Debian's file storage (the bench's setting before):
+// there each roster change rewrites the user's whole roster file, and the attackers' own subscribes
+// (one new roster item each, the gateway's approval and subscribe-back update it) made Prosody
+// rewrite ~30 growing files a second. The default, sql (SQLite, one row per item), is what
+// production setups commonly run. The server's configuration is printed with the figures.
 // BENCH_GATEWAY_CPU_PROF=DIR profiles the storm phase's gateway process into DIR (bench/cpu-profile.ts).
 import { randomBytes, randomInt } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Prosody } from '../test/harness/prosody.js';
+import { Prosody, prosodyVersion } from '../test/harness/prosody.js';
 import { GatewayProcess } from '../test/harness/gateway-process.js';
 import { XmppUser, xml } from '../test/harness/xmpp-user.js';
 import { mkdirSync } from 'node:fs';
@@ -240,7 +245,14 @@ async function connectAll(server: Prosody, names: string[], domain?: string): Pr
 
 export async function runStormBench(): Promise<boolean> {
   console.log('\n## storm: hostile stanzas against the gateway (its own process, Prosody on loopback)');
-  const server = await Prosody.start({ extraDomains: ['monitor.example'] });
+  const storage = process.env.STORM_PROSODY_STORAGE === 'internal' ? 'internal' : 'sql';
+  const server = await Prosody.start({ extraDomains: ['monitor.example'], storage });
+  // The server's configuration, as run (its own settings; ports and paths left out).
+  const cfg = readFileSync(server.configFile, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('--') && !/^(pidfile|data_path|certificates|log|interfaces|c2s_ports|c2s_interfaces|component_ports|component_interfaces|s2s_ports|http_ports|https_ports|component_secret|run_as_root)\b/.test(l));
+  console.log(`Prosody ${prosodyVersion() ?? '?'} (Debian), storage ${storage}${storage === 'sql' ? ' (STORM_PROSODY_STORAGE=internal: Debian files)' : ' (Debian files; the default is sql)'}; config: ${cfg.join(' | ')}`);
   const gwDomain = server.componentDomain;
   let gw: GatewayProcess | null = null;
   const users: XmppUser[] = [];

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(prosody ejabberd gnupg postgresql python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema python3-cryptography python3-potr python3-pycryptodome libotr5-dev gcc pkg-config)
+DEBS=(prosody lua-dbi-sqlite3 ejabberd gnupg postgresql python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema python3-cryptography python3-potr python3-pycryptodome libotr5-dev gcc pkg-config)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,6 +18,13 @@ export interface ProsodyOptions {
   nagle?: boolean;
   /** mod_component's component_conflict_resolve: 'kick_new' (Prosody's default) or 'kick_old'. */
   componentConflict?: 'kick_new' | 'kick_old';
+  /**
+   * Where Prosody keeps rosters, PEP, offline messages etc.: 'internal' (default: Debian's files,
+   * one Lua file per user and store, a roster rewritten whole on each change) or 'sql' (SQLite via
+   * Debian's lua-dbi-sqlite3, one row per roster item, as production setups commonly run). Accounts
+   * stay in internal files either way (addUser writes them there).
+   */
+  storage?: 'internal' | 'sql';
 }
 
 /** What the test harness needs of an XMPP server on loopback: Prosody here, ejabberd in ejabberd.ts. */
@@ -51,6 +58,7 @@ export class Prosody implements XmppServer {
   readonly mucDomain: string;
   readonly nagle: boolean | undefined;
   readonly componentConflict: 'kick_new' | 'kick_old' | undefined;
+  readonly storage: 'internal' | 'sql';
   c2sPort = 0;
   componentPort = 0;
   #proc: ChildProcess | null = null;
@@ -65,6 +73,7 @@ export class Prosody implements XmppServer {
     this.mucDomain = opts.mucDomain ?? `conference.${this.domain}`;
     this.nagle = opts.nagle;
     this.componentConflict = opts.componentConflict;
+    this.storage = opts.storage ?? 'internal';
   }
 
   static async start(opts: ProsodyOptions = {}): Promise<Prosody> {
@@ -83,6 +92,10 @@ export class Prosody implements XmppServer {
 
   get componentService(): string {
     return `xmpp://127.0.0.1:${this.componentPort}`;
+  }
+
+  get configFile(): string {
+    return join(this.dir, 'prosody.cfg.lua');
   }
 
   get logFile(): string {
@@ -112,9 +125,14 @@ https_ports = { }
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-storage = "internal"
+${
+      this.storage === 'sql'
+        ? `default_storage = "sql"\nstorage = { accounts = "internal" }\nsql = { driver = "SQLite3"; database = "prosody.sqlite" }`
+        : 'storage = "internal"'
+    }
 modules_enabled = { "roster"; "saslauth"; "disco"; "pep"; "ping"; "carbons"; "blocklist"; "vcard_legacy"; "offline" }
 modules_disabled = { "s2s"; "tls"; "posix" }
+network_backend = "epoll"
 limits = { c2s = { rate = "10mb/s"; burst = "10mb" }; component = { rate = "10mb/s"; burst = "10mb" } }
 ${this.nagle === undefined ? '' : `network_settings = { nagle = ${this.nagle} }`}
 ${hosts}
