@@ -6,7 +6,9 @@
 // Temporary triggers on every table record the primary key of each changed row (temp._dirty); a
 // write-through (WriteThrough below) reads those rows back as they are now (their secret fields
 // already sealed by the stores) and ships them to PostgreSQL in one transaction per batch (group
-// commit). The commit barrier: before a stanza leaves, before a webhook is posted and before an HTTP
+// commit); a batch is sent while the one before it is still in flight, and commits only after that
+// one has (gw_ship_seq, schema.ts version 5), so PostgreSQL always holds the working copy as it was
+// when one batch was taken. The commit barrier: before a stanza leaves, before a webhook is posted and before an HTTP
 // answer is written, the gateway awaits barrier(), which resolves once every change made so far is
 // committed in PostgreSQL. So nothing the outside world sees can depend on state a crash would lose:
 // a ratchet step is durable before the message encrypted with it is sent, an outbox row before its 202.
@@ -50,6 +52,7 @@ export interface PgOpenOptions {
   kdf?: KdfParams;
   /** Bounds every query (a partitioned database must not hang a renewal or a barrier forever). */
   queryTimeoutMs?: number;
+  /** Default 6: two write-through batches in flight, the LISTEN connection, lease renewals, imports. */
   poolSize?: number;
 }
 
@@ -110,7 +113,7 @@ export class PgBackend {
   static async open(url: string, passphrase: string, opts: PgOpenOptions = {}): Promise<PgBackend> {
     const where = redactUrl(url);
     const queryTimeoutMs = opts.queryTimeoutMs ?? 5000;
-    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 4, connectionTimeoutMillis: queryTimeoutMs, query_timeout: queryTimeoutMs });
+    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 6, connectionTimeoutMillis: queryTimeoutMs, query_timeout: queryTimeoutMs });
     // An idle client's error (the server went away) must not be an unhandled 'error' event.
     pool.on('error', () => undefined);
     try {
@@ -375,6 +378,22 @@ async function unlockPg(pool: pg.Pool, passphrase: string, kdf: KdfParams): Prom
   return sealer;
 }
 
+/**
+ * A batch with an earlier, failed one folded in: a row in both keeps the newer image (or
+ * deletion); a row only in the earlier one is shipped as it had it.
+ */
+function mergeOlder(newer: Batch, older: Batch): Batch {
+  const seen = new Set([...newer.upserts.map((u) => `${u.tbl}\0${u.id}`), ...newer.deletes.map((d) => `${d.tbl}\0${d.id}`)]);
+  return {
+    keys: [...newer.keys, ...older.keys],
+    upserts: [...newer.upserts, ...older.upserts.filter((u) => !seen.has(`${u.tbl}\0${u.id}`))],
+    deletes: [...newer.deletes, ...older.deletes.filter((d) => !seen.has(`${d.tbl}\0${d.id}`))],
+    accepted: [...older.accepted, ...newer.accepted],
+    handoff: [...older.handoff, ...newer.handoff],
+    version: newer.version ?? older.version,
+  };
+}
+
 /** Whose writes are accepted: the lease holder under one epoch. */
 export interface Fence {
   holder: string;
@@ -407,18 +426,32 @@ export class WriteThrough {
   #accepted: string[] = [];
   #handoff: string[] = [];
   #version: number | null;
-  #running: Promise<void> | null = null;
+  /** Batches sent and not settled yet, oldest first (at most #depth). */
+  #inFlight: Array<Promise<void>> = [];
+  readonly #depth: number;
   #next: Promise<void> | null = null;
+  /** The number of the last batch sent (its successor's p_prev); null: read it from gw_ship_seq first. */
+  #tail: number | null = null;
+  /** The highest batch number used in this epoch (numbers are never reused). */
+  #counter = 0;
   #fenced: FencedError | null = null;
   #closedBatch: Batch | null = null;
+  /** Batches that failed after the keystore closed: drain() ships them with the close hook's. */
+  #failedAfterClose: Array<{ seq: number; batch: Batch }> = [];
   #timer: NodeJS.Timeout | null = null;
   #onFenced: (e: FencedError) => void = () => undefined;
   #onError: (e: unknown) => void = () => undefined;
   #onShipped: (seconds: number, rows: number) => void = () => undefined;
   readonly keystore: Keystore;
 
-  constructor(backend: PgBackend, db: Db, fence: Fence, opts: { shipEverything: boolean }) {
+  /**
+   * depth: how many batches may be in flight together (1: one at a time, each sent once the one
+   * before it has committed; 2: the next one is sent while one is in flight). Either way they commit
+   * in the order they were taken.
+   */
+  constructor(backend: PgBackend, db: Db, fence: Fence, opts: { shipEverything: boolean; depth?: number }) {
     this.#b = backend;
+    this.#depth = Math.max(1, opts.depth ?? 2);
     this.#db = db;
     this.#fence = fence;
     this.#tables = tableInfos(db);
@@ -504,40 +537,84 @@ export class WriteThrough {
   }
 
   /**
-   * Resolves once every change made before the call is committed in PostgreSQL. Batches go one at a
-   * time (the same row in two transactions in flight could commit in either order). A batch is taken
-   * at the end of the event-loop turn of the first call that needs it (or when the batch in flight
-   * ends, if later): every stanza, answer and outbox mark of that turn rides on it, so a caller waits
-   * for one round trip when the connection is idle, at most two when a batch is in flight.
+   * Resolves once every change made before the call is committed in PostgreSQL. A batch is taken at
+   * the end of the event-loop turn of the first call that needs it: every stanza, answer and outbox
+   * mark of that turn rides on it. It is sent at once, even while the batch before it is in flight
+   * (up to `depth` together, on separate connections), and it commits only after that one has
+   * committed (gw_ship's p_prev/p_seq, schema.ts version 5): the same row in two batches in flight
+   * ends as the later one wrote it, and a batch whose predecessor failed fails too. So a caller waits
+   * for about one round trip, whether or not a batch is in flight; the promise of the newest batch
+   * stands for all before it.
    */
   barrier(): Promise<void> {
     if (this.#fenced) return Promise.reject(this.#fenced);
     // Not taken yet: it will hold everything changed so far.
     if (this.#next) return this.#next;
-    // Nothing changed since the batch in flight was taken: it is the one to wait for.
-    if (!this.#pending()) return this.#running ?? Promise.resolve();
-    const endOfTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-    const taken = this.#running ? this.#running.catch(() => undefined).then(endOfTurn) : endOfTurn();
-    this.#next = taken.then(() => {
+    // Nothing changed since the newest batch in flight was taken: it is the one to wait for.
+    if (!this.#pending()) return this.#inFlight[this.#inFlight.length - 1] ?? Promise.resolve();
+    const next = this.#slot().then(() => {
       this.#next = null;
       if (this.#fenced) throw this.#fenced;
       // Closed meanwhile: its last changes were taken by the close hook and go with drain().
       if (!this.#db.open) throw new GatewayError('keystore_unavailable', 'The keystore closed before these changes were shipped.');
-      const running = this.#flush().finally(() => {
-        if (this.#running === running) this.#running = null;
-      });
-      this.#running = running;
-      return running;
+      return this.#flush();
+    }, (e: unknown) => {
+      // The last committed number could not be read: the next barrier tries again.
+      this.#next = null;
+      throw e;
     });
-    return this.#next;
+    this.#next = next;
+    return next;
+  }
+
+  /**
+   * Resolves at the end of this event-loop turn once a batch may be sent: fewer than `depth` in
+   * flight, and the number of the last committed batch known (after a failure: every batch in
+   * flight settled, then read from gw_ship_seq).
+   */
+  async #slot(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    for (;;) {
+      if (this.#fenced) return;
+      if (this.#tail === null) {
+        if (this.#inFlight.length) {
+          await Promise.allSettled(this.#inFlight);
+          continue;
+        }
+        const r = await this.#b.pool.query<{ epoch: string; seq: string }>('SELECT epoch, seq FROM gw_ship_seq WHERE id = 1');
+        const row = r.rows[0];
+        const last = row && row.epoch === String(this.#fence.epoch) ? Number(row.seq) : 0;
+        if (this.#tail !== null || this.#inFlight.length) continue;
+        this.#tail = last;
+        this.#counter = Math.max(this.#counter, last);
+        return;
+      }
+      if (this.#inFlight.length < this.#depth) return;
+      await Promise.race(this.#inFlight.map((p) => p.catch(() => undefined)));
+      // Let the batch that just settled remove itself from #inFlight.
+      await Promise.resolve();
+    }
   }
 
   /** After the keystore closed: ships its last changes. */
   async drain(): Promise<void> {
-    await this.#running?.catch(() => undefined);
-    const batch = this.#closedBatch;
+    await this.#next?.catch(() => undefined);
+    await Promise.allSettled(this.#inFlight);
+    // The newest image of each row wins: the close hook's batch, then the failed ones, newest first.
+    let batch = this.#closedBatch;
+    for (const f of this.#failedAfterClose.sort((a, b) => b.seq - a.seq)) batch = batch ? mergeOlder(batch, f.batch) : f.batch;
+    this.#failedAfterClose = [];
     this.#closedBatch = null;
-    if (batch && !this.#fenced && (batch.keys.length || batch.accepted.length || batch.handoff.length || batch.version !== null)) await this.#ship(batch);
+    if (batch && !this.#fenced && (batch.keys.length || batch.accepted.length || batch.handoff.length || batch.version !== null)) {
+      if (this.#tail === null) {
+        const r = await this.#b.pool.query<{ epoch: string; seq: string }>('SELECT epoch, seq FROM gw_ship_seq WHERE id = 1');
+        const row = r.rows[0];
+        const last = row && row.epoch === String(this.#fence.epoch) ? Number(row.seq) : 0;
+        this.#tail = last;
+        this.#counter = Math.max(this.#counter, last);
+      }
+      await this.#send(batch);
+    }
   }
 
   #collect(): Batch {
@@ -562,16 +639,30 @@ export class WriteThrough {
     return batch;
   }
 
-  async #flush(): Promise<void> {
+  #flush(): Promise<void> {
     const t0 = performance.now();
     const batch = this.#collect();
-    await this.#ship(batch);
-    this.#onShipped((performance.now() - t0) / 1000, batch.upserts.length + batch.deletes.length);
+    return this.#send(batch).then(() => this.#onShipped((performance.now() - t0) / 1000, batch.upserts.length + batch.deletes.length));
   }
 
-  async #ship(batch: Batch): Promise<void> {
+  /** Sends a batch after the last one sent (#tail known) and tracks it in #inFlight until it settles. */
+  #send(batch: Batch): Promise<void> {
+    const prev = this.#tail!;
+    const seq = ++this.#counter;
+    this.#tail = seq;
+    const p = this.#ship(batch, prev, seq);
+    this.#inFlight.push(p);
+    const done = () => {
+      const i = this.#inFlight.indexOf(p);
+      if (i >= 0) this.#inFlight.splice(i, 1);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  async #ship(batch: Batch, prev: number, seq: number): Promise<void> {
     try {
-      const r = await this.#b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS ok', [
+      const r = await this.#b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS ok', [
         this.#fence.holder,
         this.#fence.epoch,
         batch.upserts.map((u) => u.tbl),
@@ -582,6 +673,8 @@ export class WriteThrough {
         batch.accepted,
         batch.handoff,
         batch.version === null ? null : Buffer.from(String(batch.version)),
+        prev,
+        seq,
       ]);
       if (!r.rows[0]?.ok) throw new FencedError(`the lease has moved on (this instance held epoch ${this.#fence.epoch})`);
     } catch (e) {
@@ -591,9 +684,11 @@ export class WriteThrough {
         this.#onFenced(e);
         throw e;
       }
-      // Not shipped: the rows are read again (as they are then) by the next batch.
+      // Not shipped: the rows are read again (as they are then) by the next batch, which first waits
+      // for every batch in flight to settle (they fail too) and reads the last committed number.
+      this.#tail = null;
       if (this.#db.open) for (const k of batch.keys) this.#markDirty.run(k.tbl, k.pk);
-      else if (this.#closedBatch === null) this.#closedBatch = batch;
+      else this.#failedAfterClose.push({ seq, batch });
       this.#accepted.unshift(...batch.accepted);
       this.#handoff.unshift(...batch.handoff);
       if (batch.version !== null && this.#version === null) this.#version = batch.version;

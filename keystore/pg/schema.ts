@@ -106,4 +106,60 @@ export const PG_MIGRATIONS: PgMigration[] = [
       END $$;
     `,
   },
+  {
+    version: 5,
+    name: 'batches in flight together, committed in order',
+    sql: `
+      -- The write-through sends a batch while the one before it is still in flight (on another
+      -- connection), so it need not wait for that one's answer and a turn of the gateway's event loop.
+      -- Each batch names its predecessor (p_prev) and its own number (p_seq, never reused within an
+      -- epoch). After the lease check, it waits until gw_ship_seq holds p_prev (blocked on the row
+      -- while the predecessor, which wrote its number there first, has not committed; a short sleep
+      -- while the predecessor has not arrived yet), writes p_seq there, then its rows. So batches
+      -- commit in the order they were taken, none touches a row before the one before it has
+      -- committed, and a batch whose predecessor rolled back (or never came) raises and rolls back:
+      -- PostgreSQL always holds the working copy as it was when one batch was taken, as when batches
+      -- went one at a time. The ten-argument gw_ship stays (rolling upgrade).
+      CREATE TABLE gw_ship_seq (
+        id int PRIMARY KEY CHECK (id = 1),
+        epoch bigint NOT NULL,
+        seq bigint NOT NULL
+      );
+      INSERT INTO gw_ship_seq (id, epoch, seq) VALUES (1, 0, 0);
+      CREATE FUNCTION gw_ship(p_holder text, p_epoch bigint, up_tbl text[], up_pk text[], up_data bytea[],
+                              del_tbl text[], del_pk text[], accepted text[], handoff text[], version bytea,
+                              p_prev bigint, p_seq bigint)
+      RETURNS boolean LANGUAGE plpgsql AS $$
+      DECLARE
+        deadline timestamptz := clock_timestamp() + interval '1 second';
+        cur_epoch bigint;
+        cur_seq bigint;
+      BEGIN
+        PERFORM 1 FROM gw_lease WHERE id = 1 AND holder = p_holder AND epoch = p_epoch AND expires_at > now() FOR SHARE;
+        IF NOT FOUND THEN RETURN false; END IF;
+        LOOP
+          UPDATE gw_ship_seq SET epoch = p_epoch, seq = p_seq
+            WHERE id = 1 AND CASE WHEN epoch = p_epoch THEN seq = p_prev ELSE p_prev = 0 END;
+          EXIT WHEN FOUND;
+          SELECT epoch, seq INTO cur_epoch, cur_seq FROM gw_ship_seq WHERE id = 1;
+          -- Numbers only grow: past p_prev, the predecessor will never be the last one committed.
+          IF cur_epoch > p_epoch OR (cur_epoch = p_epoch AND cur_seq > p_prev) OR clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'gw_ship: batch % of epoch % found % where it expected %', p_seq, p_epoch, cur_seq, p_prev
+              USING ERRCODE = '40001';
+          END IF;
+          PERFORM pg_sleep(0.0005);
+        END LOOP;
+        INSERT INTO gw_rows (tbl, pk, data, rev, epoch)
+          SELECT u.tbl, u.pk, u.data, nextval('gw_rev'), p_epoch FROM unnest(up_tbl, up_pk, up_data) AS u(tbl, pk, data)
+        ON CONFLICT (tbl, pk) DO UPDATE SET data = excluded.data, rev = excluded.rev, epoch = excluded.epoch;
+        DELETE FROM gw_rows USING unnest(del_tbl, del_pk) AS d(tbl, pk) WHERE gw_rows.tbl = d.tbl AND gw_rows.pk = d.pk;
+        DELETE FROM gw_accepted WHERE id = ANY(accepted);
+        DELETE FROM gw_handoff WHERE id = ANY(handoff);
+        IF version IS NOT NULL THEN
+          INSERT INTO gw_meta (key, value) VALUES ('sqlite_version', version) ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+        END IF;
+        RETURN true;
+      END $$;
+    `,
+  },
 ];

@@ -226,7 +226,7 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     await active.close();
   });
 
-  test('barriers of one event-loop turn share one batch; a barrier while a batch is in flight waits for that one and the next', async () => {
+  test('barriers of one event-loop turn share one batch; a barrier while a batch is in flight takes the next one at once; it commits after the one in flight', async () => {
     const url = await pgServer.createDatabase();
     const t = await pgKeystore(url, PASS);
     const reader = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
@@ -258,6 +258,34 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     assert.equal(batches, 3);
     await reader.close();
     await t.close();
+  });
+
+  test('batches in flight together commit in the order they were taken: a successor that arrives first waits; one whose predecessor rolled back rolls back too', async () => {
+    const url = await pgServer.createDatabase();
+    const b = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const lease = new Lease(b.pool, 'ordering-test', 30_000);
+    assert.ok(await lease.tryAcquire());
+    const ship = (prev: number, seq: number, value: string) =>
+      b.pool.query<{ ok: boolean }>('SELECT gw_ship($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS ok', [
+        lease.holder, lease.epoch, ['kv'], ['row-x'], [Buffer.from(value)], [], [], [], [], null, prev, seq,
+      ]);
+    const value = async () => (await b.pool.query<{ data: Buffer }>("SELECT data FROM gw_rows WHERE tbl = 'kv' AND pk = 'row-x'")).rows[0]?.data.toString();
+    // Batch 2 is sent before batch 1 reaches the database: it waits, and the later value stays.
+    const second = ship(1, 2, 'second');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await value(), undefined, 'batch 2 wrote nothing before batch 1 committed');
+    await ship(0, 1, 'first');
+    assert.equal((await second).rows[0]!.ok, true);
+    assert.equal(await value(), 'second');
+    // Batch 4's predecessor (3) never commits: batch 4 raises and its row is not written.
+    await assert.rejects(ship(3, 4, 'fourth'), /expected 3/);
+    assert.equal(await value(), 'second');
+    // A number already passed is refused at once (another batch took that place).
+    await assert.rejects(ship(1, 5, 'stale'), /expected 1/);
+    assert.equal(await value(), 'second');
+    assert.equal((await ship(2, 6, 'sixth')).rows[0]!.ok, true);
+    assert.equal(await value(), 'sixth');
+    await b.close();
   });
 
   test('a handed-over stanza stays in gw_handoff until it is handled; its row goes in the batch that ships what handling it changed', async () => {
