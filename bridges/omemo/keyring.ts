@@ -286,10 +286,18 @@ export class Keyring {
    * prune()), take it out of the bundle, add a replacement under a new id and republish.
    */
   async consumePreKey(local: string, id: number): Promise<void> {
+    if (this.consumePreKeyRows(local, id)) this.publishBundle(local);
+  }
+
+  /**
+   * The rows of consumePreKey, in one transaction (joining the caller's: the session layer writes
+   * them with the message's session row and replay digest, one commit). True when the prekey was
+   * consumed now: the caller then publishes the bundle once that commit is done.
+   */
+  consumePreKeyRows(local: string, id: number): boolean {
     const r = this.#store.getJson<PreKeyRow>(local, K_PREKEY, String(id));
-    if (!r || r.usedAt !== undefined) return;
-    const row = this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF);
-    if (!row) return;
+    if (!r || r.usedAt !== undefined) return false;
+    if (!this.#store.getJson<IdentityRow>(local, K_IDENTITY, SELF)) return false;
     // Its id is assigned in the transaction below.
     const fresh = newKeyPair();
     const replaced = this.#store.transaction(() => {
@@ -303,13 +311,22 @@ export class Keyring {
       this.#store.putJson(local, K_IDENTITY, SELF, { ...cur, nextPreKeyId: newId + 1 });
       return cur;
     });
-    if (!replaced) return;
+    if (!replaced) return false;
     this.#bundles.replaced(local, replaced, id, { id: replaced.nextPreKeyId, publicKey: buf(fresh.pubKey) });
     this.#log.debug({ local, preKeyId: id }, 'omemo prekey consumed and replaced');
-    this.publishBundle(local);
+    return true;
   }
 
   // ---- publishing ----
+
+  /** publishBundle after consumePreKeyRows' commit (from a microtask: a failure is logged, not thrown). */
+  republishAfterConsume(local: string): void {
+    try {
+      this.publishBundle(local);
+    } catch (e) {
+      this.#log.warn({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo bundle not republished after a consumed prekey (republished on the next start)');
+    }
+  }
 
   /** The bundle as published: identity, current signed prekey, unused one-time prekeys. */
   bundle(local: string): Bundle {

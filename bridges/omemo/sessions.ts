@@ -8,7 +8,7 @@
 // one sealed row. Writes of one engine operation (e.g. a message to three devices) are flushed
 // together in one SQLite transaction before the engine returns ciphertext or plaintext, so nothing
 // leaves that is not on disk.
-// Safety: every operation runs under a per-address lock; decryption computes a new record and keeps
+// Safety: every operation is synchronous (no two interleave on an address); decryption computes a new record and keeps
 // it only once the message authenticated, and any failure puts the cached record back to its last
 // good encoded state, so a forged or corrupted message never changes state.
 import { LRUCache } from 'lru-cache';
@@ -65,9 +65,10 @@ export class Sessions {
   readonly #keyring: Keyring;
   readonly #cache: LRUCache<string, Entry>;
   readonly #dirty = new Set<string>();
+  /** One-time prekeys consumed by PreKey messages decrypted since the last flush: retired with it. */
+  #consumed: Array<{ local: string; id: number }> = [];
   /** Session records in the store (for the gauge): counted once, then kept up to date. */
   #count: number | undefined;
-  readonly #locks = new Map<string, Promise<void>>();
   /** Archive timestamps: strictly increasing, so sessions archived in one millisecond keep their order. */
   #lastStamp = 0;
 
@@ -122,25 +123,39 @@ export class Sessions {
     this.#dirty.add(key);
   }
 
-  /** Writes every changed record in one transaction. */
+  /**
+   * Writes every changed record, and retires the one-time prekeys consumed since the last flush
+   * (keyring.consumePreKeyRows: used mark, replacement, counter), in one transaction; inside the
+   * caller's transaction if there is one (decrypt.ts: with the replay digest, one commit). The
+   * bundles of the hosted JIDs whose prekeys changed are republished once that commit is done.
+   */
   flush(): void {
-    if (this.#dirty.size === 0) return;
+    if (this.#dirty.size === 0 && this.#consumed.length === 0) return;
     const keys = [...this.#dirty];
     this.#dirty.clear();
+    const consumed = this.#consumed;
+    this.#consumed = [];
+    const republish = new Set<string>();
     const writeAll = () => {
       for (const key of keys) {
         const e = this.#cache.peek(key);
         if (e) this.#write(key, e.saved);
       }
+      for (const c of consumed) if (this.#keyring.consumePreKeyRows(c.local, c.id)) republish.add(c.local);
     };
     try {
-      // One row commits on its own; several (a message to many devices) share one transaction.
-      if (keys.length === 1) writeAll();
+      // One row commits on its own; several (a message to many devices, a consumed prekey) share one transaction.
+      if (keys.length === 1 && consumed.length === 0) writeAll();
       else this.#store.transaction(writeAll);
     } catch (e) {
       for (const k of keys) this.#dirty.add(k);
+      this.#consumed.unshift(...consumed);
       throw e;
     }
+    // After the commit of an outer transaction too: a microtask runs once the synchronous caller returned.
+    if (republish.size > 0) queueMicrotask(() => {
+      for (const local of republish) this.#keyring.republishAfterConsume(local);
+    });
   }
 
   #write(key: string, saved: Buffer): void {
@@ -153,21 +168,17 @@ export class Sessions {
     if (e) e.record = decodeRecord(e.saved);
   }
 
-  async #locked<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
-    const prev = this.#locks.get(key);
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev ? prev.then(() => mine) : mine;
-    this.#locks.set(key, tail);
-    if (prev) await prev;
+  /**
+   * Runs one operation on an address, rolled back on failure. Every operation is synchronous (the
+   * prekey a PreKey message consumed is retired by flush()), so two operations on one address can
+   * never interleave and none needs a lock; the result is a promise for the callers' sake.
+   */
+  #locked<T>(key: string, fn: () => T): Promise<T> {
     try {
-      return await fn();
+      return Promise.resolve(fn());
     } catch (e) {
       this.#rollback(key);
-      throw e;
-    } finally {
-      release();
-      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+      return Promise.reject(e);
     }
   }
 
@@ -230,7 +241,7 @@ export class Sessions {
 
   decrypt(id: LocalIdentity, contact: string, deviceId: number, data: Buffer, prekey: boolean): Promise<Buffer> {
     const address = addressOf(contact, deviceId);
-    return this.#locked(`${id.local}\0${address}`, async () => {
+    return this.#locked(`${id.local}\0${address}`, () => {
       const current = this.#entry(id.local, address)?.record;
       if (!prekey) {
         if (!current) throw new LegacySessionError('no-session');
@@ -240,8 +251,8 @@ export class Sessions {
       }
       const out = decryptPreKeyMessage(current, id.own, data, this.#keyring.preKeyLookups(id.local), this.#stamp());
       this.#keep(id.local, address, out.record);
-      // Retired (kept for the grace period, replaced in the bundle) once the message authenticated.
-      if (out.preKeyId !== undefined) await this.#keyring.consumePreKey(id.local, out.preKeyId);
+      // Retired (kept for the grace period, replaced in the bundle) with the message's commit (flush).
+      if (out.preKeyId !== undefined) this.#consumed.push({ local: id.local, id: out.preKeyId });
       return out.plaintext;
     });
   }
