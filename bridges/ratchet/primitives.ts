@@ -10,7 +10,6 @@ import {
   createPrivateKey,
   createPublicKey,
   diffieHellman,
-  generateKeyPairSync,
   hkdfSync,
   randomBytes,
   sign as edSign,
@@ -67,13 +66,18 @@ const importX25519Private = (priv: Uint8Array): KeyObject =>
 const importX25519Public = (pub: Uint8Array): KeyObject =>
   pubCache.get(pub, () => createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(pub).toString('base64url') }, format: 'jwk' }));
 
-/** A fresh X25519 key pair. */
+/**
+ * A fresh X25519 key pair: a random 32-byte scalar (RFC 7748 §5: private keys are random bytes, the
+ * scalar is clamped) imported into node:crypto, which computes the public key. Not
+ * generateKeyPairSync + export: on Node 20 a garbage collection during the JWK export of a generated
+ * key can run an earlier key generation job's destructor, which waits on a mutex the export holds,
+ * and the process hangs for good (seen in the OMEMO bench: main thread in
+ * KeyGenJob::~KeyGenJob <- GC <- ExportJWKEdKey).
+ */
 export function generateX25519(): X25519KeyPair {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const priv = Buffer.from(privateKey.export({ format: 'jwk' }).d as string, 'base64url');
-  const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x as string, 'base64url');
+  const priv = randomBytes(32);
   clamp(priv);
-  privCache.put(priv.toString('latin1'), privateKey);
+  const pub = x25519Public(priv);
   return { priv, pub };
 }
 
