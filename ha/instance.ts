@@ -120,7 +120,8 @@ export class HaInstance {
     if (this.#gateway) {
       let renewed = false;
       try {
-        renewed = await lease.renew();
+        const wt = this.#wt;
+        renewed = wt ? await wt.whileRenewing(() => lease.renew()) : await lease.renew();
         this.#reachable = true;
       } catch (err) {
         this.#reachable = false;

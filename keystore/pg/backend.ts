@@ -429,6 +429,8 @@ export class WriteThrough {
   /** Batches sent and not settled yet, oldest first (at most #depth). */
   #inFlight: Array<Promise<void>> = [];
   readonly #depth: number;
+  /** Lease renewals under way: while one is, batches go one at a time (see whileRenewing). */
+  #renewing = 0;
   #next: Promise<void> | null = null;
   /** The number of the last batch sent (its successor's p_prev); null: read it from gw_ship_seq first. */
   #tail: number | null = null;
@@ -589,10 +591,26 @@ export class WriteThrough {
         this.#counter = Math.max(this.#counter, last);
         return;
       }
-      if (this.#inFlight.length < this.#depth) return;
+      if (this.#inFlight.length < (this.#renewing > 0 ? 1 : this.#depth)) return;
       await Promise.race(this.#inFlight.map((p) => p.catch(() => undefined)));
       // Let the batch that just settled remove itself from #inFlight.
       await Promise.resolve();
+    }
+  }
+
+  /**
+   * Runs a lease renewal with batches going one at a time meanwhile. Each batch holds the lease row
+   * FOR SHARE, and PostgreSQL lets a new FOR SHARE in while an UPDATE of the row waits: with two
+   * batches in flight back to back there may be no moment without a share holder, so the renewal
+   * could wait until the lease ran out and the instance stepped down. One at a time leaves a gap
+   * (a round trip) between batches, where the renewal gets the row.
+   */
+  async whileRenewing<T>(renew: () => Promise<T>): Promise<T> {
+    this.#renewing++;
+    try {
+      return await renew();
+    } finally {
+      this.#renewing--;
     }
   }
 

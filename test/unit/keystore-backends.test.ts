@@ -260,6 +260,56 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     await t.close();
   });
 
+  test('while the lease is renewed, batches go one at a time (a new FOR SHARE would otherwise keep the renewal waiting)', async () => {
+    const url = await pgServer.createDatabase();
+    const t = await pgKeystore(url, PASS);
+    const kv = createProtocolStore(t.ks, 'omemo');
+    await t.commit();
+    // Count the gw_ship calls in flight together.
+    const pool = t.backend.pool as unknown as { query: (...a: unknown[]) => Promise<unknown> };
+    const query = pool.query.bind(pool);
+    let now = 0;
+    let peak = 0;
+    pool.query = (...a: unknown[]) => {
+      const text = typeof a[0] === 'string' ? a[0] : '';
+      if (!text.includes('gw_ship')) return query(...a);
+      now++;
+      peak = Math.max(peak, now);
+      return query(...a).finally(() => now--);
+    };
+    let n = 0;
+    const churn = async (ms: number) => {
+      const until = Date.now() + ms;
+      const waits: Array<Promise<void>> = [];
+      while (Date.now() < until) {
+        kv.put('bot@gw', 'session', `k${n++ % 50}`, String(n));
+        waits.push(t.wt.barrier());
+        await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(waits);
+    };
+    await churn(600);
+    assert.equal(peak, 2, 'two batches in flight together without a renewal (else this test shows nothing)');
+    peak = 0;
+    let renewed = false;
+    let during = 0;
+    await Promise.all([
+      churn(600),
+      t.wt.whileRenewing(async () => {
+        // Batches sent before the renewal began may still be in flight: count from a little later.
+        await new Promise((r) => setTimeout(r, 150));
+        peak = now;
+        await new Promise((r) => setTimeout(r, 350));
+        renewed = await t.lease.renew();
+        during = peak;
+      }),
+    ]);
+    assert.ok(renewed);
+    assert.ok(n > 100, `writes went on meanwhile (${n})`);
+    assert.equal(during, 1, 'one at a time while renewing');
+    await t.close();
+  });
+
   test('batches in flight together commit in the order they were taken: a successor that arrives first waits; one whose predecessor rolled back rolls back too', async () => {
     const url = await pgServer.createDatabase();
     const b = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
