@@ -10,35 +10,22 @@
 //     skipped: count x (dh bytes, n, mk bytes)   (oldest first)
 import type { RatchetState } from '../ratchet/double-ratchet.js';
 import { MAX_ARCHIVED_SESSIONS, MAX_SKIPPED_KEYS, without05, type LegacyRecord, type LegacySession } from './legacy-protocol.js';
-import { RecordReader, RecordWriter } from './record-bytes.js';
+import { readRatchet, SessionRecordReader, SessionRecordWriter, writeRatchet } from './record-bytes.js';
 import { decodeSessions, isBinaryRecord, type LibraryChain, type LibrarySession } from './session-codec.js';
 
 const MAGIC0 = 0x4c; // 'L'
 const MAGIC1 = 0x52; // 'R'
 const VERSION = 1;
 
-class Writer extends RecordWriter {
+class Writer extends SessionRecordWriter {
   constructor() {
     super('legacy session record', 512);
   }
-  opt(x: Uint8Array | null | undefined): void {
-    if (!x) this.uint(0);
-    else {
-      this.uint(1);
-      this.bytes(x);
-    }
-  }
 }
 
-class Reader extends RecordReader {
+class Reader extends SessionRecordReader {
   constructor(b: Buffer) {
     super(b, 'legacy session record');
-  }
-  bytes(): Buffer {
-    return this.copy();
-  }
-  opt(): Buffer | null {
-    return this.uint() === 0 ? null : this.bytes();
   }
 }
 
@@ -62,23 +49,7 @@ export function encodeRecord(r: LegacyRecord): Buffer {
       w.uint(s.pending.preKeyId === undefined ? 0 : s.pending.preKeyId + 1);
       w.uint(s.pending.signedPreKeyId);
     } else w.uint(0);
-    const t = s.ratchet;
-    w.bytes(t.rk);
-    w.bytes(t.dhs.priv);
-    w.bytes(t.dhs.pub);
-    w.opt(t.dhr);
-    w.opt(t.cks);
-    w.opt(t.ckr);
-    w.uint(t.ns);
-    w.uint(t.nr);
-    w.uint(t.pn);
-    w.uint(t.skipped.size);
-    for (const [k, mk] of t.skipped) {
-      const i = k.lastIndexOf(':');
-      w.bytes(Buffer.from(k.slice(0, i), 'base64'));
-      w.uint(Number(k.slice(i + 1)));
-      w.bytes(mk);
-    }
+    writeRatchet(w, s.ratchet);
   }
   return w.done();
 }
@@ -102,21 +73,8 @@ function decodeOurs(v: Buffer): LegacyRecord {
       const pId = r.uint();
       pending = { baseKey: pBase, preKeyId: pId === 0 ? undefined : pId - 1, signedPreKeyId: r.uint() };
     }
-    const rk = r.bytes();
-    const dhs = { priv: r.bytes(), pub: r.bytes() };
-    const dhr = r.opt();
-    const cks = r.opt();
-    const ckr = r.opt();
-    const ns = r.uint();
-    const nr = r.uint();
-    const pn = r.uint();
-    const skipped = new Map<string, Buffer>();
-    for (let j = r.uint(); j > 0; j--) {
-      const dh = r.bytes();
-      const n = r.uint();
-      skipped.set(`${dh.toString('base64')}:${n}`, r.bytes());
-    }
-    sessions.push({ baseKey, ours, remoteIdentityKey, registrationId: reg === 0 ? undefined : reg - 1, closed, pending, ratchet: { rk, dhs, dhr, cks, ckr, ns, nr, pn, skipped } });
+    const ratchet = readRatchet(r);
+    sessions.push({ baseKey, ours, remoteIdentityKey, registrationId: reg === 0 ? undefined : reg - 1, closed, pending, ratchet });
   }
   if (r.n !== v.length) throw new Error('legacy session record: trailing bytes');
   return { sessions };

@@ -7,8 +7,7 @@
 //   session: ad bytes, theirIk bytes, ek bytes, initiator 0/1, opt(kex: pkId, spkId, ek bytes),
 //            rk bytes, dhs priv bytes, dhs pub bytes, opt dhr, opt cks, opt ckr, ns, nr, pn,
 //            skipped: count x (dh bytes, n, mk bytes)   (oldest first)
-import { RecordReader, RecordWriter } from '../omemo/record-bytes.js';
-import type { RatchetState } from '../ratchet/double-ratchet.js';
+import { readRatchet, SessionRecordReader, SessionRecordWriter, writeRatchet } from '../omemo/record-bytes.js';
 import { fromStoredSession, type Session, type StoredSession } from './session.js';
 
 const MAGIC0 = 0x4f; // 'O'
@@ -16,28 +15,15 @@ const MAGIC1 = 0x32; // '2'
 const VERSION = 1;
 const WHAT = 'omemo2 session record';
 
-class Writer extends RecordWriter {
+class Writer extends SessionRecordWriter {
   constructor() {
     super(WHAT, 384);
   }
-  opt(x: Uint8Array | null | undefined): void {
-    if (!x) this.uint(0);
-    else {
-      this.uint(1);
-      this.bytes(x);
-    }
-  }
 }
 
-class Reader extends RecordReader {
+class Reader extends SessionRecordReader {
   constructor(b: Buffer) {
     super(b, WHAT);
-  }
-  bytes(): Buffer {
-    return this.copy();
-  }
-  opt(): Buffer | null {
-    return this.uint() === 0 ? null : this.bytes();
   }
 }
 
@@ -52,23 +38,7 @@ function writeSession(w: Writer, s: Session): void {
     w.uint(s.kex.spkId);
     w.bytes(s.kex.ek);
   } else w.uint(0);
-  const t = s.ratchet;
-  w.bytes(t.rk);
-  w.bytes(t.dhs.priv);
-  w.bytes(t.dhs.pub);
-  w.opt(t.dhr);
-  w.opt(t.cks);
-  w.opt(t.ckr);
-  w.uint(t.ns);
-  w.uint(t.nr);
-  w.uint(t.pn);
-  w.uint(t.skipped.size);
-  for (const [k, mk] of t.skipped) {
-    const i = k.lastIndexOf(':');
-    w.bytes(Buffer.from(k.slice(0, i), 'base64'));
-    w.uint(Number(k.slice(i + 1)));
-    w.bytes(mk);
-  }
+  writeRatchet(w, s.ratchet);
 }
 
 function readSession(r: Reader): Session {
@@ -77,21 +47,7 @@ function readSession(r: Reader): Session {
   const ek = r.bytes();
   const initiator = r.uint() === 1;
   const kex = r.uint() === 1 ? { pkId: r.uint(), spkId: r.uint(), ek: r.bytes() } : null;
-  const rk = r.bytes();
-  const dhs = { priv: r.bytes(), pub: r.bytes() };
-  const dhr = r.opt();
-  const cks = r.opt();
-  const ckr = r.opt();
-  const ns = r.uint();
-  const nr = r.uint();
-  const pn = r.uint();
-  const skipped = new Map<string, Buffer>();
-  for (let j = r.uint(); j > 0; j--) {
-    const dh = r.raw().toString('base64');
-    const n = r.uint();
-    skipped.set(`${dh}:${n}`, r.bytes());
-  }
-  const ratchet: RatchetState = { rk, dhs, dhr, cks, ckr, ns, nr, pn, skipped };
+  const ratchet = readRatchet(r);
   return { ad, ratchet, theirIk, kex, ek, initiator, previous: null };
 }
 
