@@ -94,8 +94,16 @@ export function parseProm(text: string): Samples {
 }
 
 export async function scrape(baseUrl: string): Promise<Samples> {
-  const r = await fetch(`${baseUrl}/metrics`);
-  return parseProm(await r.text());
+  // Tried again after a network error: a kept-alive connection the gateway closed as idle (after a
+  // pause between runs) fails the first request on it with "other side closed".
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await fetch(`${baseUrl}/metrics`);
+      return parseProm(await r.text());
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+  }
 }
 
 /** Sum of every series of metric `name` (any labels) that matches `labelFilter`. */

@@ -11,7 +11,7 @@
 // BENCH_BOTS_HISTORY=PATH keeps the figures for the next run's regression line elsewhere than
 // .bench-history/bots.json (=0: not at all; bench/bots-history.ts).
 // Short mode for development: BENCH_BOTS_SECONDS=5 BENCH_BOTS_PYTHON=0 BENCH_BOTS_PROBE=0.
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Prosody, prosodyAvailable } from '../test/harness/prosody.js';
@@ -577,6 +577,19 @@ export async function runBotsBench(): Promise<boolean> {
         }
       }
     };
+    // Ends a profile segment of a profiled gateway (bench/cpu-profile.ts): SIGUSR2, then wait until
+    // its files are written, so the next run does not share the loop with that write and a stop
+    // (SIGTERM, SIGKILL after 10 s) cannot lose it.
+    const segments = new Map<number, number>();
+    const profileMark = async (pid: number | null, what: string) => {
+      if (!prof || !pid) return;
+      const n = (segments.get(pid) ?? 0) + 1;
+      segments.set(pid, n);
+      process.kill(pid, 'SIGUSR2');
+      const done = join(prof, `gateway-${pid}-${n}.done`);
+      await waitUntil(async () => existsSync(done), 120000, `the gateway's CPU profile segment ${n}`);
+      console.log(`gateway CPU profile segment ${n} (${what}): ${join(prof, `gateway-${pid}-${n}.cpuprofile`)}`);
+    };
     await startGateway(gw);
     poster.p = new Poster(gw.url);
     const env: Env = { prosody, gw, poster: poster.p, pids: { gateway: findPid(cfg), prosody: findPid(prosodyDir), receiver: null } };
@@ -618,10 +631,12 @@ export async function runBotsBench(): Promise<boolean> {
     // The engine's own encrypt for one device (same keystore kind), before and after the headline
     // runs; the lower of the two is the floor (less disturbed by other work on the machine).
     const floorBefore = await encryptFloorMs();
+    await profileMark(env.pids.gateway, 'setup and warm-up');
     const one = await load(env, { label: '1 bot', receiver: 'node', bots: [0], to, rate: RATE, seconds: SECONDS });
     results.push({ r: one, headline: true });
     const ten = await load(env, { label: `${BOTS} bots`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
     results.push({ r: ten, headline: true });
+    await profileMark(env.pids.gateway, `the headline runs, '1 bot' and '${BOTS} bots'`);
     const floorMs = Math.min(floorBefore, await encryptFloorMs());
 
     // 3. A short probe of the maximum: 10 bots, rising rates, 8 s each, until a step fails.
@@ -647,6 +662,7 @@ export async function runBotsBench(): Promise<boolean> {
       const url = await pgDb.createDatabase('bench');
       poster.p.close();
       const old = gw;
+      await profileMark(env.pids.gateway, 'the max probe');
       await old.stop();
       await old.destroy();
       gw = await GatewayProcess.create(prosody, { bots, extra: { limits: THROUGHPUT_LIMITS, keystore: { url, passphrase: 'keystore-passphrase-for-tests' } } });
@@ -663,7 +679,9 @@ export async function runBotsBench(): Promise<boolean> {
       const envPg: Env = { prosody, gw: g, poster: poster.p, pids: { gateway: findPid(pgCfg), prosody: env.pids.prosody, receiver: null, postgres: findPid(pgDir) } };
       await warmUp(envPg, all, to, 2);
       await load(envPg, { label: 'warm-up (PostgreSQL)', receiver: 'node', bots: all, to, rate: RATE, seconds: 5 });
+      await profileMark(envPg.pids.gateway, 'PostgreSQL setup and warm-up');
       const tenPg = await load(envPg, { label: `${BOTS} bots, PostgreSQL`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
+      await profileMark(envPg.pids.gateway, `'${BOTS} bots, PostgreSQL'`);
       results.push({ r: tenPg, headline: false });
       pgOk = rateMet(tenPg) && tenPg.lat.p99 < P99_TARGET_MS;
       pgNote = `'${BOTS} bots, PostgreSQL': the same load with keystore.url (PostgreSQL 15 from Debian on loopback, fsync off, one active instance): ${pgOk ? 'targets met' : 'targets NOT met'} (compare with '${BOTS} bots' on SQLite above, same run)`;
@@ -754,7 +772,8 @@ What the figures include:
     await bob?.stop();
     await py?.stop({ timeoutMs: 3000 }).catch(() => null);
     if (gw) {
-      // SIGTERM first: a clean exit writes the CPU profile; SIGKILL if it takes longer than 10 s.
+      // SIGTERM first (the profiled segments are written already: profileMark), SIGKILL if it takes
+      // longer than 10 s.
       const g = gw;
       await Promise.race([g.stop().catch(() => null), new Promise((r) => setTimeout(r, 10000).unref())]);
       await g.destroy();
