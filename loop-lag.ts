@@ -8,6 +8,8 @@ const WINDOW = 10;
 
 export class LoopLag {
   readonly #samples: number[] = [];
+  /** The samples sorted, kept at each tick (sustainedMs is read on every POST, issue 16). */
+  #sorted: number[] = [];
   #expected = 0;
   #timer: NodeJS.Timeout | null = null;
 
@@ -18,6 +20,7 @@ export class LoopLag {
       const now = performance.now();
       this.#samples.push(Math.max(0, now - this.#expected));
       if (this.#samples.length > WINDOW) this.#samples.shift();
+      this.#sorted = [...this.#samples].sort((a, b) => a - b);
       this.#expected = now + TICK_MS;
     }, TICK_MS);
     this.#timer.unref();
@@ -38,8 +41,13 @@ export class LoopLag {
    * Over the limit only when at least half of them were that late.
    */
   get sustainedMs(): number {
-    const all = [...this.#samples, this.#overdue()].sort((a, b) => a - b);
-    return all[Math.floor(all.length / 2)] ?? 0;
+    // The middle one (index floor((n + 1) / 2)) of the n sorted samples and the overdue value o:
+    // o itself when it falls between the samples around the middle, else the nearer of those two.
+    const s = this.#sorted;
+    const m = Math.floor((s.length + 1) / 2);
+    const lower = m > 0 ? s[m - 1]! : -Infinity;
+    const upper = m < s.length ? s[m]! : Infinity;
+    return Math.min(Math.max(this.#overdue(), lower), upper);
   }
 
   #overdue(): number {

@@ -1,6 +1,6 @@
 // Bearer tokens: one per bot (plain, or `sha256:<hex>` of the token) and one for the admin. We
 // compare SHA-256 digests with timingSafeEqual, so neither the token nor its length leaks by timing.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import type { BotConfig } from '../config.js';
 import { GatewayError } from '../errors.js';
@@ -9,7 +9,7 @@ export type Principal = { kind: 'admin' } | { kind: 'bot'; bot: BotConfig };
 
 const digestOf = (token: string): Buffer => {
   if (token.startsWith('sha256:')) return Buffer.from(token.slice(7), 'hex');
-  return createHash('sha256').update(token, 'utf8').digest();
+  return hash('sha256', token, 'buffer');
 };
 
 export class TokenAuth {
@@ -24,7 +24,8 @@ export class TokenAuth {
 
   /** The principal a presented token belongs to, or null. Checks every entry (no early exit). */
   identify(token: string): Principal | null {
-    const presented = createHash('sha256').update(token, 'utf8').digest();
+    // One-shot digest (crypto.hash: no Hash object per request, issue 16).
+    const presented = hash('sha256', token, 'buffer');
     let found: Principal | null = null;
     for (const e of this.#entries) {
       if (timingSafeEqual(presented, e.digest) && !found) found = e.principal;

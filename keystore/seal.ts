@@ -19,20 +19,25 @@ export function deriveKey(passphrase: string, salt: Buffer, params: KdfParams = 
   return scryptSync(passphrase.normalize('NFC'), salt, 32, { ...params, maxmem: 256 * params.N * params.r });
 }
 
-// Random IVs are drawn from a pool refilled 4 KiB at a time: one CSPRNG call per 341 seals instead
-// of one per seal (sealing is on the hot path of every OMEMO message).
-const POOL = Buffer.alloc(4092);
+// Random bytes (IVs, row ids) are drawn from a pool refilled 4 KiB at a time: one CSPRNG call per
+// ~340 seals instead of one per seal (sealing and a message id are on the hot path of every message).
+const POOL = Buffer.alloc(4096);
 let poolPos = POOL.length;
-function freshIv(): Buffer {
-  if (poolPos + IV_LEN > POOL.length) {
+
+/** `n` (at most 64) fresh random bytes from the pool; the pool's copy is wiped, so no bytes are handed out twice. */
+export function pooledRandomBytes(n: number): Buffer {
+  if (n > 64) throw new RangeError('pooledRandomBytes: at most 64 bytes');
+  if (poolPos + n > POOL.length) {
     randomFillSync(POOL);
     poolPos = 0;
   }
-  const iv = Buffer.from(POOL.subarray(poolPos, poolPos + IV_LEN));
-  POOL.fill(0, poolPos, poolPos + IV_LEN); // never hand out the same bytes twice
-  poolPos += IV_LEN;
-  return iv;
+  const out = Buffer.from(POOL.subarray(poolPos, poolPos + n));
+  POOL.fill(0, poolPos, poolPos + n);
+  poolPos += n;
+  return out;
 }
+
+const freshIv = (): Buffer => pooledRandomBytes(IV_LEN);
 
 export class Sealer {
   readonly #key: Buffer;
@@ -54,8 +59,16 @@ export class Sealer {
     const cipher = createCipheriv('aes-256-gcm', this.#key, iv);
     cipher.setAAD(Buffer.from(aad, 'utf8'));
     const data = typeof plain === 'string' ? Buffer.from(plain, 'utf8') : plain;
-    const ct = Buffer.concat([cipher.update(data), cipher.final()]);
-    return Buffer.concat([Buffer.of(VERSION), iv, cipher.getAuthTag(), ct]);
+    // VERSION | iv | tag | ciphertext, written into one buffer (GCM: ciphertext as long as the data).
+    const out = Buffer.allocUnsafe(1 + IV_LEN + TAG_LEN + data.length);
+    out[0] = VERSION;
+    iv.copy(out, 1);
+    const head = 1 + IV_LEN + TAG_LEN;
+    let at = head + cipher.update(data).copy(out, head);
+    at += cipher.final().copy(out, at);
+    if (at !== out.length) throw new Error('seal: unexpected ciphertext length');
+    cipher.getAuthTag().copy(out, 1 + IV_LEN);
+    return out;
   }
 
   /** Throws SealError when the value was not sealed by this key for this `aad`. */
