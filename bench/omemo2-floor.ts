@@ -43,7 +43,7 @@ import {
   type X25519KeyPair,
 } from '../bridges/ratchet/primitives.js';
 import { INFO_MESSAGE_KEYS, INFO_PAYLOAD, INFO_ROOT, INFO_X3DH } from '../bridges/omemo2/constants.js';
-import { buildEnvelope } from '../bridges/omemo2/sce.js';
+import { buildEnvelope, RPAD_RANDOM } from '../bridges/omemo2/sce.js';
 
 export interface Omemo2Floors {
   encrypt: number[];
@@ -59,8 +59,8 @@ const ZERO = zeros(32);
 const ONE = Buffer.of(1);
 const TWO = Buffer.of(2);
 const MAC = 16;
-/** One draw per message: the payload key (32 bytes) and the SCE rpad's randomness (150). */
-const RANDOM = 32 + 150;
+/** One draw per message: the payload key (32 bytes) and the SCE rpad's randomness (RPAD_RANDOM). */
+const RANDOM = 32 + RPAD_RANDOM;
 const LOCAL = 'alerts@gw.example.org';
 const CONTACT = 'bob\\40example.org@gw.example.org';
 

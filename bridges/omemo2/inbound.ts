@@ -14,7 +14,7 @@ import { emptyMessage, repair } from './outbound.js';
 import { isEmptyKeyMaterial, openPayload } from './payload.js';
 import { openEnvelope } from './sce.js';
 import { acceptKeyExchange, decryptMessage, parseKeyExchange, SessionError, type Session } from './session.js';
-import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
+import { findEncrypted, parseEncryptedFor, type KeyElement } from './wire.js';
 
 const REPAIRABLE: ReadonlySet<DecryptFailure> = new Set(['no-session', 'unknown-prekey', 'bad-mac']);
 
@@ -53,16 +53,16 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   };
   const from = group ? bare(group.sender) : bare(stanza.attrs.from);
   const el = findEncrypted(stanza);
-  const enc = el ? parseEncrypted(el) : null;
-  if (!from || !enc) return fail('malformed', { from });
+  if (!from || !el) return fail('malformed', { from });
   const id = await ctx.keyring.ensure(local);
+  const enc = parseEncryptedFor(el, local.toLowerCase(), id.deviceId);
+  if (!enc) return fail('malformed', { from });
   const facts = { contact: from, deviceId: enc.sid };
   // Only keys listed under our own bare JID are for us (a key under another JID is someone else's):
   // no <keys> for this JID at all is a misaddressed message, refused; keys for our other devices only
   // (there are none today) would be ignored quietly.
-  const mine = enc.keys.get(local.toLowerCase());
-  if (!mine) return fail('malformed', { ...facts, why: 'no keys for this JID' });
-  const key = mine.find((k) => k.rid === id.deviceId);
+  if (!enc.listed) return fail('malformed', { ...facts, why: 'no keys for this JID' });
+  const key = enc.key;
   if (!key) return fail('not-for-this-device', facts);
   // Claimed while being decrypted (two copies arriving together cannot both pass), recorded with the
   // session's new state once everything checked out, released if not: a forgery does not burn the
@@ -83,7 +83,7 @@ interface Claimed {
   local: string;
   id: LocalIdentity;
   from: string;
-  enc: EncryptedElement;
+  enc: { sid: number; payload: Buffer | null };
   key: KeyElement;
   digest: Buffer;
   facts: Record<string, unknown>;

@@ -53,6 +53,8 @@ export class Keyring {
   readonly #completing = new Map<string, Promise<void>>();
   /** The bundle last built per hosted JID, updated in place when a prekey is consumed (bundle-cache.ts). */
   readonly #bundles = new BundleCache<PeerBundle>(10_000);
+  /** Hosted JIDs whose bundle is to be republished (#republishSoon). */
+  readonly #republish = new Set<string>();
 
   /** `label`: the device label a hosted JID publishes (signed with its identity key), null for none. */
   constructor(store: ProtocolStore, pubsub: PubsubPort, identity: IdentitySource, log: Logger, now: () => number, opts: Omemo2Options, label: (local: string) => string | null = () => null) {
@@ -166,8 +168,33 @@ export class Keyring {
     if (!replaced) return;
     this.#bundles.replaced(local, replaced, id, { id: replaced.nextPreKeyId, pub: fresh.pub });
     this.#log.debug({ local, preKeyId: id }, 'omemo2 prekey consumed and replaced');
-    const id2 = this.#cache.get(local);
-    if (id2) this.publishBundle(id2);
+    this.#republishSoon(local);
+  }
+
+  /**
+   * The bundle is published again once the current work is done (after the commit that consumed the
+   * prekey, and not on the message's path), once for a burst of key exchanges to the same JID. A
+   * crash before it leaves the old bundle published: the next start compares and republishes
+   * (#publishIfChanged), and the consumed prekey still works for its grace period meanwhile.
+   */
+  #republishSoon(local: string): void {
+    if (this.#republish.has(local)) return;
+    this.#republish.add(local);
+    if (this.#republish.size === 1) setImmediate(() => this.#republishNow());
+  }
+
+  #republishNow(): void {
+    const locals = [...this.#republish];
+    this.#republish.clear();
+    for (const local of locals) {
+      const id = this.#cache.get(local);
+      if (!id) continue;
+      try {
+        this.publishBundle(id);
+      } catch (e) {
+        this.#log.warn({ local, err: e instanceof Error ? { type: e.name, message: e.message } : 'non-error' }, 'omemo2 bundle not republished');
+      }
+    }
   }
 
   // ---- publishing ----

@@ -8,6 +8,29 @@ import { bytes, decode, encode, uint32 } from '../ratchet/protobuf.js';
 import type { Header, MessageCodec, RatchetVersion } from '../ratchet/double-ratchet.js';
 import { INFO_MESSAGE_KEYS, INFO_ROOT, MAC_LENGTH } from './constants.js';
 
+type Opened = ReturnType<MessageCodec['open']>;
+
+// A received message is opened twice: for its replay digest (inbound.ts, before decrypting) and by
+// the ratchet. The last buffer opened is remembered by identity: the engine never changes a received
+// buffer, so the same object has the same bytes.
+let lastWire: Buffer | null = null;
+let lastOpened: Opened = null;
+
+function openWire(wire: Buffer): Opened {
+  const outer = decode(wire);
+  const mac = outer && bytes(outer, 1);
+  const encoded = outer && bytes(outer, 2);
+  if (!mac || !encoded || mac.length !== MAC_LENGTH) return null;
+  const m = decode(encoded);
+  if (!m) return null;
+  const n = uint32(m, 1);
+  const pn = uint32(m, 2);
+  const dh = bytes(m, 3);
+  const ciphertext = bytes(m, 4);
+  if (n === undefined || pn === undefined || !dh || dh.length !== 32 || !ciphertext || ciphertext.length === 0 || ciphertext.length % 16 !== 0) return null;
+  return { encoded, mac, header: { dh, n, pn }, ciphertext };
+}
+
 export const omemo2Codec: MessageCodec = {
   encode(h: Header, ciphertext: Buffer): Buffer {
     return encode([
@@ -24,18 +47,10 @@ export const omemo2Codec: MessageCodec = {
     ]);
   },
   open(wire) {
-    const outer = decode(wire);
-    const mac = outer && bytes(outer, 1);
-    const encoded = outer && bytes(outer, 2);
-    if (!mac || !encoded || mac.length !== MAC_LENGTH) return null;
-    const m = decode(encoded);
-    if (!m) return null;
-    const n = uint32(m, 1);
-    const pn = uint32(m, 2);
-    const dh = bytes(m, 3);
-    const ciphertext = bytes(m, 4);
-    if (n === undefined || pn === undefined || !dh || dh.length !== 32 || !ciphertext || ciphertext.length === 0 || ciphertext.length % 16 !== 0) return null;
-    return { encoded, mac, header: { dh, n, pn }, ciphertext };
+    if (wire === lastWire) return lastOpened;
+    lastOpened = openWire(wire);
+    lastWire = wire;
+    return lastOpened;
   },
 };
 
@@ -69,7 +84,18 @@ export function encodeKeyExchange(k: KeyExchange): Buffer {
   ]);
 }
 
+let lastKex: Buffer | null = null;
+let lastDecoded: KeyExchange | null = null;
+
+/** Decoded once per received buffer (read by inbound.ts, then session.ts), as omemo2Codec.open. */
 export function decodeKeyExchange(buf: Buffer): KeyExchange | null {
+  if (buf === lastKex) return lastDecoded;
+  lastDecoded = decodeKeyExchangeBytes(buf);
+  lastKex = buf;
+  return lastDecoded;
+}
+
+function decodeKeyExchangeBytes(buf: Buffer): KeyExchange | null {
   const m = decode(buf);
   if (!m) return null;
   const pkId = uint32(m, 1);

@@ -10,8 +10,8 @@ import { errorSummary } from '../../log.js';
 import { PROTOCOL } from './constants.js';
 import { deviceKey, observe, type Omemo2Context } from './context.js';
 import type { LocalIdentity } from './keyring.js';
-import { emptyKeyMaterial, sealPayload } from './payload.js';
-import { buildEnvelope } from './sce.js';
+import { emptyKeyMaterial, PAYLOAD_KEY, sealPayload } from './payload.js';
+import { buildEnvelope, RPAD_RANDOM } from './sce.js';
 import { buildSession, encryptMessage, replacing, type PeerBundle } from './session.js';
 import { buildEncrypted, messageChildren, protocolMessage, type KeyElement } from './wire.js';
 
@@ -88,8 +88,11 @@ function noTargets(peer: string, t: { refused: number; lastError: unknown }): Ga
  */
 function seal(ctx: Omemo2Context, id: LocalIdentity, recipients: ReadonlyArray<{ peer: string; ready: number[] }>, body: string, to: string): Element[] {
   const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: 'encrypt' });
-  const envelope = buildEnvelope({ body, from: id.local, to, now: ctx.ports.now() });
-  const sealed = sealPayload(envelope);
+  // One draw of randomness for the payload key and the envelope's padding.
+  const rnd = randomBytes(PAYLOAD_KEY + RPAD_RANDOM);
+  const envelope = buildEnvelope({ body, from: id.local, to, now: ctx.ports.now() }, rnd.subarray(PAYLOAD_KEY));
+  const sealed = sealPayload(envelope, rnd.subarray(0, PAYLOAD_KEY));
+  rnd.fill(0);
   const keys = new Map<string, KeyElement[]>();
   const devices = recipients.reduce((n, r) => n + r.ready.length, 0);
   const encryptAll = () => {

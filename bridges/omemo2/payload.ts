@@ -5,7 +5,9 @@
 import { aesCbcDecrypt, aesCbcEncrypt, hkdf, hmac, macEqual, random, zeros } from '../ratchet/primitives.js';
 import { INFO_PAYLOAD, MAC_LENGTH } from './constants.js';
 
-const KEY = 32;
+/** Bytes of the random payload key. */
+export const PAYLOAD_KEY = 32;
+const KEY = PAYLOAD_KEY;
 const ZERO_SALT = zeros(32);
 
 function derive(key: Buffer): { enc: Buffer; auth: Buffer; iv: Buffer } {

@@ -56,6 +56,38 @@ export function parseEncrypted(el: Element): EncryptedElement | null {
   return { sid, keys, payload };
 }
 
+/**
+ * What decrypting needs of an <encrypted> element, as parseEncrypted would give it: the sender's
+ * device, whether `jid` (lower case) has a <keys> group at all, the first usable key for device
+ * `rid` in it, and the payload. Only that key is decoded (not every recipient's). Null when
+ * parseEncrypted would return null.
+ */
+export function parseEncryptedFor(el: Element, jid: string, rid: number): { sid: number; listed: boolean; key: KeyElement | undefined; payload: Buffer | null } | null {
+  const header = el.getChild('header');
+  const sid = parseId(header?.attrs.sid);
+  if (!header || sid === null) return null;
+  let listed = false;
+  let key: KeyElement | undefined;
+  for (const group of header.children) {
+    if (typeof group === 'string' || group.getName() !== 'keys') continue;
+    if (typeof group.attrs.jid !== 'string' || group.attrs.jid.toLowerCase() !== jid) continue;
+    listed = true;
+    if (key) continue;
+    for (const k of group.children) {
+      if (typeof k === 'string' || k.getName() !== 'key' || parseId(k.attrs.rid) !== rid) continue;
+      const data = b64(text(k));
+      if (data.length === 0) continue;
+      const kex = String(k.attrs.kex ?? '').toLowerCase();
+      key = { rid, kex: kex === 'true' || kex === '1', data };
+      break;
+    }
+  }
+  const payloadEl = el.getChild('payload');
+  const payload = payloadEl ? b64(text(payloadEl)) : null;
+  if (payload !== null && payload.length === 0) return null;
+  return { sid, listed, key, payload };
+}
+
 export function buildEncrypted(e: EncryptedElement): Element {
   return xml(
     'encrypted',
