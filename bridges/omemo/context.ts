@@ -26,7 +26,7 @@ export interface OmemoContext {
   /** Last repair sent per (hosted JID, contact, device). */
   repairs: LRUCache<string, number>;
   /** Per (hosted JID, contact, device): the ratchet key we last sent a heartbeat for. */
-  heartbeats: LRUCache<string, string>;
+  heartbeats: LRUCache<string, Buffer>;
   /** Session builds in flight, per (hosted JID, contact, device). */
   building: Map<string, Promise<void>>;
 }
@@ -63,9 +63,13 @@ export const deviceKey = (local: string, contact: string, deviceId: number): str
 export const replayDigest = (local: string, macCovered: Buffer): Buffer =>
   createHash('sha256').update('omemo\0').update(local).update('\0').update(macCovered).digest();
 
+/** Fingerprints of identity keys held by session records (the same object every message of a session). */
+const fingerprints = new WeakMap<ArrayBuffer | Uint8Array, string>();
+
 /** Records the contact's key for this device in the TrustStore and returns its trust. */
 export function observe(ctx: OmemoContext, contact: string, deviceId: number, identityKey: ArrayBuffer | Uint8Array): { trust: TrustLevel; fingerprint: string } {
-  const fingerprint = fingerprintOf(identityKey);
+  let fingerprint = fingerprints.get(identityKey);
+  if (fingerprint === undefined) fingerprints.set(identityKey, (fingerprint = fingerprintOf(identityKey)));
   const trust = ctx.ports.trust.observe(contact, PROTOCOL, String(deviceId), fingerprint, ctx.ports.now());
   return { trust, fingerprint };
 }

@@ -12,23 +12,29 @@ import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { isKeyTransportMaterial, openPayload } from './payload.js';
 import { keyTransport, repair, wantsHeartbeat } from './replies.js';
 import { classifySessionError } from './sessions.js';
-import { inspectPreKey, inspectWhisper, macCoveredBytes } from './signal-message.js';
-import { findEncrypted, parseEncrypted, type EncryptedElement, type KeyElement } from './wire.js';
+import { openWhisper } from './legacy-protocol.js';
+import { inspectPreKey, type PreKeyInfo } from './signal-message.js';
+import { findEncrypted, keyFor, parseEncryptedHeader, type EncryptedHeader, type KeyElement } from './wire.js';
+import type { OpenedMessage } from '../ratchet/double-ratchet.js';
 
 /** Failures that mean the session with the sender's device is missing or broken: answered by a repair. */
 const REPAIRABLE: ReadonlySet<DecryptFailure> = new Set(['no-session', 'unknown-prekey', 'bad-mac']);
 
 const bare = (jid: unknown): string | null => {
   if (typeof jid !== 'string' || jid.length === 0) return null;
-  const b = jid.split('/')[0]!;
+  const slash = jid.indexOf('/');
+  const b = slash === -1 ? jid : jid.slice(0, slash);
   return b.length > 0 ? b : null;
 };
+
+/** The <key> for our device, read once: a WhisperMessage as the ratchet opens it, or a PreKey message's fields. */
+type Read = { prekey: false; opened: OpenedMessage } | { prekey: true; info: PreKeyInfo };
 
 interface Job {
   ctx: OmemoContext;
   id: LocalIdentity;
   from: string;
-  enc: EncryptedElement;
+  enc: EncryptedHeader;
   key: KeyElement;
   replies: Element[];
 }
@@ -46,20 +52,33 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
   };
   const from = sender !== undefined ? bare(sender) : bare(stanza.attrs.from);
   const el = findEncrypted(stanza);
-  const enc = el ? parseEncrypted(el) : null;
+  const enc = el ? parseEncryptedHeader(el) : null;
   if (!from || !enc) return fail('malformed', { from });
-  const id = await ctx.keyring.ensure(local);
+  const id = ctx.keyring.ready(local) ?? (await ctx.keyring.ensure(local));
   const facts = { contact: from, deviceId: enc.sid };
-  const key = enc.keys.find((k) => k.rid === id.deviceId);
+  const key = keyFor(enc, id.deviceId);
   if (!key) return fail('not-for-this-device', facts);
-  const covered = macCoveredBytes(key.data, key.prekey);
-  if (!covered) return fail('malformed', facts);
+  // Read once here; the ratchet decrypts what was read. The digest is over what the MAC covers
+  // (signal-message.ts macCoveredBytes): the WhisperMessage, the one inside a PreKey message.
+  let read: Read;
+  let covered: Buffer;
+  if (key.prekey) {
+    const info = inspectPreKey(key.data);
+    if (!info) return fail('malformed', facts);
+    read = { prekey: true, info };
+    covered = info.inner;
+  } else {
+    const opened = openWhisper(key.data);
+    if (!opened) return fail('malformed', facts);
+    read = { prekey: false, opened };
+    covered = key.data;
+  }
   // Claimed while being decrypted (two copies arriving together cannot both pass), recorded once the
   // Signal layer authenticated it, released if it did not: a forgery does not burn the genuine copy.
   const digest = replayDigest(local, covered);
   if (!ctx.replay.claim(digest)) return fail('duplicate', facts);
   try {
-    return await decryptClaimed(ctx, id, from, enc, key, digest, replies, fail, facts);
+    return await decryptClaimed(ctx, id, from, enc, key, read, digest, replies, fail, facts);
   } finally {
     ctx.replay.release(digest);
   }
@@ -69,8 +88,9 @@ async function decryptClaimed(
   ctx: OmemoContext,
   id: LocalIdentity,
   from: string,
-  enc: EncryptedElement,
+  enc: EncryptedHeader,
   key: KeyElement,
+  read: Read,
   digest: Buffer,
   replies: Element[],
   fail: (reason: DecryptFailure, facts?: Record<string, unknown>) => Decrypted,
@@ -81,7 +101,7 @@ async function decryptClaimed(
   if (!list || !list.includes(enc.sid)) ctx.devices.refreshForUnknownDevice(id.local, from);
 
   const job: Job = { ctx, id, from, enc, key, replies };
-  const r = key.prekey ? await preKeyMessage(job) : await whisperMessage(job);
+  const r = read.prekey ? await preKeyMessage(job, read.info) : await whisperMessage(job, read.opened);
   if ('reason' in r) {
     // A message that decrypted but is refused (distrusted) changed its session: that is kept.
     ctx.sessions.flush();
@@ -113,10 +133,8 @@ async function decryptClaimed(
 
 type Step = { keyMaterial: Buffer; trust: TrustLevel; fingerprint: string } | { reason: DecryptFailure; err?: unknown };
 
-async function preKeyMessage(j: Job): Promise<Step> {
-  const { ctx, id, from, enc, key } = j;
-  const info = inspectPreKey(key.data);
-  if (!info) return { reason: 'malformed' };
+async function preKeyMessage(j: Job, info: PreKeyInfo): Promise<Step> {
+  const { ctx, id, from, enc } = j;
   // Read-only before the message authenticates: an unverified key must not create a trust entry.
   if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(info.identityKey))?.trust === 'distrusted') return { reason: 'distrusted' };
   const isNew = !ctx.sessions.hasBaseKey(id.local, from, enc.sid, info.baseKey);
@@ -125,7 +143,7 @@ async function preKeyMessage(j: Job): Promise<Step> {
     if (info.preKeyId !== 0 && !ctx.keyring.hasPreKey(id.local, info.preKeyId)) return { reason: 'unknown-prekey' };
     if (!ctx.keyring.hasSignedPreKey(id.local, info.signedPreKeyId)) return { reason: 'unknown-prekey' };
   }
-  const out = await signalDecrypt(j, true, isNew ? 'session_build' : 'decrypt');
+  const out = signalDecrypt(j, { prekey: true, data: j.key.data, info }, isNew ? 'session_build' : 'decrypt');
   if ('reason' in out) return out;
   // The MAC covers the sender's identity key (X3DH): now it may be recorded.
   const { trust, fingerprint } = observe(ctx, from, enc.sid, info.identityKey);
@@ -142,15 +160,13 @@ async function preKeyMessage(j: Job): Promise<Step> {
   return { keyMaterial: out, trust, fingerprint };
 }
 
-async function whisperMessage(j: Job): Promise<Step> {
-  const { ctx, id, from, enc, key } = j;
-  const info = inspectWhisper(key.data);
-  if (!info) return { reason: 'malformed' };
+async function whisperMessage(j: Job, opened: OpenedMessage): Promise<Step> {
+  const { ctx, id, from, enc } = j;
   const before = ctx.sessions.openSession(id.local, from, enc.sid);
   if (!before && !ctx.sessions.hasAnySession(id.local, from, enc.sid)) return { reason: 'no-session' };
   const pre = before && observe(ctx, from, enc.sid, before.remoteIdentityKey);
   if (pre?.trust === 'distrusted') return { reason: 'distrusted' };
-  const out = await signalDecrypt(j, false, 'decrypt');
+  const out = signalDecrypt(j, { prekey: false, data: j.key.data, opened }, 'decrypt');
   if ('reason' in out) return out;
   // The session that decrypted is now the open one (an archived one that fits is promoted).
   const after = ctx.sessions.openSession(id.local, from, enc.sid);
@@ -160,18 +176,18 @@ async function whisperMessage(j: Job): Promise<Step> {
     out.fill(0);
     return { reason: 'distrusted' };
   }
-  if (wantsHeartbeat(ctx, id.local, from, enc.sid, info.ratchetKey, info.counter)) {
+  if (wantsHeartbeat(ctx, id.local, from, enc.sid, opened.header.dh, opened.header.n)) {
     const m = await keyTransport(ctx, id, from, enc.sid, 'heartbeat', true);
     if (m) j.replies.push(m);
   }
   return { keyMaterial: out, trust, fingerprint };
 }
 
-async function signalDecrypt(j: Job, prekey: boolean, op: string): Promise<Buffer | { reason: DecryptFailure; err: unknown }> {
+function signalDecrypt(j: Job, m: Parameters<OmemoContext['sessions']['decryptNow']>[3], op: string): Buffer | { reason: DecryptFailure; err: unknown } {
   const end = j.ctx.metrics.time(op);
   try {
     // Written by decryptClaimed, with the replay digest.
-    return await j.ctx.sessions.decrypt(j.id, j.from, j.enc.sid, j.key.data, prekey);
+    return j.ctx.sessions.decryptNow(j.id, j.from, j.enc.sid, m);
   } catch (e) {
     return { reason: classifySessionError(e), err: e };
   } finally {

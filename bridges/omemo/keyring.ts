@@ -126,6 +126,12 @@ export class Keyring {
     return p;
   }
 
+  /** ensure()'s answer without the promise when the identity is loaded and checked already, else undefined. */
+  ready(local: string): LocalIdentity | undefined {
+    const hit = this.#cache.get(local);
+    return hit && this.#checked.has(local) ? hit : undefined;
+  }
+
   /** Identities held in memory (bounded by identityCacheSize). */
   get cachedCount(): number {
     return Math.max(this.#cache.size, this.#checked.size);

@@ -16,13 +16,14 @@ import {
   RatchetError,
   type Header,
   type MessageCodec,
+  type OpenedMessage,
   type RatchetState,
   type RatchetVersion,
 } from '../ratchet/double-ratchet.js';
 import { encode } from '../ratchet/protobuf.js';
 import { generateX25519, xeddsaVerify, type X25519KeyPair } from '../ratchet/primitives.js';
 import { x3dhInitiator, x3dhResponder, type X3dhParams } from '../ratchet/x3dh.js';
-import { inspectPreKey, inspectWhisperParts, SIGNAL_VERSION_BYTE } from './signal-message.js';
+import { inspectPreKey, inspectWhisperParts, SIGNAL_VERSION_BYTE, type PreKeyInfo, type WhisperParts } from './signal-message.js';
 
 export const MAC_LENGTH = 8;
 /** Skipped message keys kept per session (over all its receiving chains); the oldest go first. */
@@ -53,15 +54,22 @@ const codec: MessageCodec = {
   seal: (encoded, mac) => Buffer.concat([encoded, mac]),
   open(wire) {
     const m = inspectWhisperParts(wire);
-    if (!m) return null;
-    return {
-      encoded: wire.subarray(0, wire.length - MAC_LENGTH),
-      mac: wire.subarray(wire.length - MAC_LENGTH),
-      header: { dh: m.ratchetKey.subarray(1), n: m.counter, pn: m.previousCounter + 1 },
-      ciphertext: m.ciphertext,
-    };
+    return m && openedWhisper(wire, m);
   },
 };
+
+/** A WhisperMessage as the ratchet reads it, from the parts signal-message.ts read out of `wire`. */
+function openedWhisper(wire: Buffer, m: WhisperParts): OpenedMessage {
+  return {
+    encoded: wire.subarray(0, wire.length - MAC_LENGTH),
+    mac: wire.subarray(wire.length - MAC_LENGTH),
+    header: { dh: m.ratchetKey.subarray(1), n: m.counter, pn: m.previousCounter + 1 },
+    ciphertext: m.ciphertext,
+  };
+}
+
+/** Reads a WhisperMessage once, for decryptMessage (null when it is not one). */
+export const openWhisper = (wire: Buffer): OpenedMessage | null => codec.open(wire);
 
 export const LEGACY: RatchetVersion = {
   rootInfo: Buffer.from('WhisperRatchet'),
@@ -173,9 +181,9 @@ export function encryptMessage(r: LegacyRecord, our: OwnIdentity, plaintext: Buf
   return { prekey: true, data };
 }
 
-function decryptWith(s: LegacySession, our: OwnIdentity, wire: Buffer): { plaintext: Buffer; state: RatchetState } {
+function decryptWith(s: LegacySession, our: OwnIdentity, wire: Buffer, opened: OpenedMessage | undefined): { plaintext: Buffer; state: RatchetState } {
   try {
-    const out = ratchetDecrypt(LEGACY, s.ratchet, wire, Buffer.concat([s.remoteIdentityKey, our.pub]));
+    const out = ratchetDecrypt(LEGACY, s.ratchet, wire, Buffer.concat([s.remoteIdentityKey, our.pub]), opened);
     return { plaintext: out.plaintext, state: out.state };
   } catch (e) {
     if (e instanceof RatchetError) throw new LegacySessionError(e.reason === 'too-many-skipped' ? 'malformed' : e.reason === 'no-sending-chain' ? 'malformed' : e.reason);
@@ -183,23 +191,48 @@ function decryptWith(s: LegacySession, our: OwnIdentity, wire: Buffer): { plaint
   }
 }
 
+/** `s` (a session of `r`) read a message: its new ratchet state is kept, and it is the open session now. */
+function advanced(r: LegacyRecord, s: LegacySession, state: RatchetState, now: number): void {
+  s.ratchet = state;
+  s.pending = undefined;
+  if (s.closed !== -1) promote(r, s, now);
+}
+
 /**
  * Decrypts a WhisperMessage with the open session, else the archived ones newest first (a message
- * still in flight on a replaced session). Returns the new record state: `r` is not changed.
+ * still in flight on a replaced session). `r` changes only once the message authenticated (the
+ * session that read it advances, and is promoted if it was archived), and is returned as `record`.
+ * `opened` is `wire` read by openWhisper, when the caller has read it already.
  */
-export function decryptMessage(r: LegacyRecord, our: OwnIdentity, wire: Buffer, now: number): { plaintext: Buffer; record: LegacyRecord; session: LegacySession } {
+export function decryptMessage(
+  r: LegacyRecord,
+  our: OwnIdentity,
+  wire: Buffer,
+  now: number,
+  opened?: OpenedMessage,
+): { plaintext: Buffer; record: LegacyRecord; session: LegacySession } {
   if (r.sessions.length === 0) throw new LegacySessionError('no-session');
-  const order = [...r.sessions].sort((a, b) => (a.closed === -1 ? -1 : b.closed === -1 ? 1 : b.closed - a.closed));
+  // promote() keeps the open session first: the steady case tries it alone, with no sorting.
+  const open = r.sessions[0]!.closed === -1 ? r.sessions[0]! : undefined;
   let first: unknown;
-  for (const s of order) {
+  for (const s of open ? [open] : []) {
     try {
-      const out = decryptWith(s, our, wire);
-      const next: LegacySession = { ...s, ratchet: out.state, pending: undefined };
-      const record: LegacyRecord = { sessions: r.sessions.map((o) => (o === s ? next : { ...o })) };
-      if (s.closed !== -1) promote(record, next, now);
-      return { plaintext: out.plaintext, record, session: next };
+      const out = decryptWith(s, our, wire, opened);
+      advanced(r, s, out.state, now);
+      return { plaintext: out.plaintext, record: r, session: s };
     } catch (e) {
       // A replay of a message this session already read: no other session may take it.
+      if (e instanceof LegacySessionError && e.reason === 'duplicate') throw e;
+      first = e;
+    }
+  }
+  const rest = r.sessions.filter((s) => s !== open).sort((a, b) => (a.closed === -1 ? -1 : b.closed === -1 ? 1 : b.closed - a.closed));
+  for (const s of rest) {
+    try {
+      const out = decryptWith(s, our, wire, opened);
+      advanced(r, s, out.state, now);
+      return { plaintext: out.plaintext, record: r, session: s };
+    } catch (e) {
       if (e instanceof LegacySessionError && e.reason === 'duplicate') throw e;
       first ??= e;
     }
@@ -215,7 +248,8 @@ export interface PreKeyLookups {
 /**
  * Decrypts a PreKeyWhisperMessage: with the session its base key started if we have it, else with a
  * new one (X3DH as responder), which becomes the open session once the message authenticated.
- * Returns the new record and the one-time prekey id used (for the caller to retire).
+ * Returns the record (`r`, changed only once the message authenticated, or a new one) and the
+ * one-time prekey id used (for the caller to retire). `read` is `data` as inspectPreKey read it.
  */
 export function decryptPreKeyMessage(
   r: LegacyRecord | undefined,
@@ -223,17 +257,17 @@ export function decryptPreKeyMessage(
   data: Buffer,
   keys: PreKeyLookups,
   now: number,
+  read?: PreKeyInfo,
 ): { plaintext: Buffer; record: LegacyRecord; session: LegacySession; preKeyId: number | undefined; isNew: boolean } {
-  const info = inspectPreKey(data);
+  const info = read ?? inspectPreKey(data);
   if (!info) throw new LegacySessionError('malformed');
+  const opened = openedWhisper(info.inner, info.message);
   const record: LegacyRecord = r ?? { sessions: [] };
   const known = record.sessions.find((s) => !s.ours && s.baseKey.equals(info.baseKey));
   if (known) {
-    const out = decryptWith(known, our, info.inner);
-    const next: LegacySession = { ...known, ratchet: out.state, pending: undefined };
-    const nr: LegacyRecord = { sessions: record.sessions.map((o) => (o === known ? next : { ...o })) };
-    if (known.closed !== -1) promote(nr, next, now);
-    return { plaintext: out.plaintext, record: nr, session: next, preKeyId: undefined, isNew: false };
+    const out = decryptWith(known, our, info.inner, opened);
+    advanced(record, known, out.state, now);
+    return { plaintext: out.plaintext, record, session: known, preKeyId: undefined, isNew: false };
   }
   const spk = keys.signedPreKey(info.signedPreKeyId);
   if (!spk) throw new LegacySessionError('unknown-prekey', 'signed prekey');
@@ -255,10 +289,9 @@ export function decryptPreKeyMessage(
     pending: undefined,
     closed: -1,
   };
-  const out = decryptWith(fresh, our, info.inner);
-  const session: LegacySession = { ...fresh, ratchet: out.state };
-  const nr: LegacyRecord = { sessions: record.sessions.map((o) => ({ ...o })) };
-  nr.sessions.push(session);
-  promote(nr, session, now);
-  return { plaintext: out.plaintext, record: nr, session, preKeyId: info.preKeyId !== 0 ? info.preKeyId : undefined, isNew: true };
+  const out = decryptWith(fresh, our, info.inner, opened);
+  fresh.ratchet = out.state;
+  record.sessions.push(fresh);
+  promote(record, fresh, now);
+  return { plaintext: out.plaintext, record, session: fresh, preKeyId: info.preKeyId !== 0 ? info.preKeyId : undefined, isNew: true };
 }

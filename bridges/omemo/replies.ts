@@ -80,8 +80,7 @@ export async function repair(ctx: OmemoContext, id: LocalIdentity, contact: stri
 export function wantsHeartbeat(ctx: OmemoContext, local: string, contact: string, deviceId: number, ratchetKey: Buffer, counter: number): boolean {
   if (counter < ctx.opts.heartbeatAfter) return false;
   const k = deviceKey(local, contact, deviceId);
-  const chain = ratchetKey.toString('base64');
-  if (ctx.heartbeats.get(k) === chain) return false;
-  ctx.heartbeats.set(k, chain);
+  if (ctx.heartbeats.get(k)?.equals(ratchetKey)) return false;
+  ctx.heartbeats.set(k, Buffer.from(ratchetKey));
   return true;
 }

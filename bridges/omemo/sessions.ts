@@ -27,6 +27,8 @@ import {
   type LegacySession,
 } from './legacy-protocol.js';
 import { decodeRecord, encodeRecord, isLegacyRecord } from './legacy-record.js';
+import type { OpenedMessage } from '../ratchet/double-ratchet.js';
+import type { PreKeyInfo } from './signal-message.js';
 import type { Bundle } from './wire.js';
 
 const K_SESSION = 'session';
@@ -131,6 +133,14 @@ export class Sessions {
    */
   flush(): void {
     if (this.#dirty.size === 0 && this.#consumed.length === 0) return;
+    // One changed record and nothing else (a steady message): one row, which commits on its own.
+    if (this.#dirty.size === 1 && this.#consumed.length === 0) {
+      const key = this.#dirty.values().next().value as string;
+      const e = this.#cache.peek(key);
+      if (e) this.#write(key, e.saved);
+      this.#dirty.clear();
+      return;
+    }
     const keys = [...this.#dirty];
     this.#dirty.clear();
     const consumed = this.#consumed;
@@ -240,21 +250,38 @@ export class Sessions {
   }
 
   decrypt(id: LocalIdentity, contact: string, deviceId: number, data: Buffer, prekey: boolean): Promise<Buffer> {
+    try {
+      return Promise.resolve(this.decryptNow(id, contact, deviceId, prekey ? { prekey: true, data } : { prekey: false, data }));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * decrypt() without the promise, for a message read already (decrypt.ts: a WhisperMessage opened
+   * by openWhisper, a PreKey message by inspectPreKey, so it is not read again); throws on failure,
+   * after rolling the record back.
+   */
+  decryptNow(id: LocalIdentity, contact: string, deviceId: number, m: { prekey: false; data: Buffer; opened?: OpenedMessage } | { prekey: true; data: Buffer; info?: PreKeyInfo }): Buffer {
     const address = addressOf(contact, deviceId);
-    return this.#locked(`${id.local}\0${address}`, () => {
+    const key = `${id.local}\0${address}`;
+    try {
       const current = this.#entry(id.local, address)?.record;
-      if (!prekey) {
+      if (!m.prekey) {
         if (!current) throw new LegacySessionError('no-session');
-        const out = decryptMessage(current, id.own, data, this.#stamp());
+        const out = decryptMessage(current, id.own, m.data, this.#stamp(), m.opened);
         this.#keep(id.local, address, out.record);
         return out.plaintext;
       }
-      const out = decryptPreKeyMessage(current, id.own, data, this.#keyring.preKeyLookups(id.local), this.#stamp());
+      const out = decryptPreKeyMessage(current, id.own, m.data, this.#keyring.preKeyLookups(id.local), this.#stamp(), m.info);
       this.#keep(id.local, address, out.record);
       // Retired (kept for the grace period, replaced in the bundle) with the message's commit (flush).
       if (out.preKeyId !== undefined) this.#consumed.push({ local: id.local, id: out.preKeyId });
       return out.plaintext;
-    });
+    } catch (e) {
+      this.#rollback(key);
+      throw e;
+    }
   }
 
   /** Serializes with other operations on the address (for tests and maintenance). */

@@ -14,6 +14,11 @@ export interface WhisperInfo {
   previousCounter: number;
 }
 
+/** A WhisperMessage's fields, with its ciphertext (what the ratchet's codec reads). */
+export interface WhisperParts extends WhisperInfo {
+  ciphertext: Buffer;
+}
+
 export interface PreKeyInfo {
   /** 0 when absent. */
   preKeyId: number;
@@ -21,7 +26,8 @@ export interface PreKeyInfo {
   baseKey: Buffer;
   identityKey: Buffer;
   registrationId: number;
-  message: WhisperInfo;
+  /** The embedded WhisperMessage, read (so it is not read again to decrypt it). */
+  message: WhisperParts;
   /** The embedded WhisperMessage as sent (version, protobuf, MAC): the part its MAC covers. */
   inner: Buffer;
 }
@@ -90,7 +96,7 @@ export function inspectWhisper(msg: Buffer): WhisperInfo | null {
 }
 
 /** inspectWhisper and the ciphertext (what the ratchet's codec reads). */
-export function inspectWhisperParts(msg: Buffer): (WhisperInfo & { ciphertext: Buffer }) | null {
+export function inspectWhisperParts(msg: Buffer): WhisperParts | null {
   if (msg.length < 1 + MAC_LENGTH + 2 || !versionOk(msg[0])) return null;
   const f = readFields(msg.subarray(1, msg.length - MAC_LENGTH));
   if (!f) return null;
@@ -120,7 +126,7 @@ export function inspectPreKey(msg: Buffer): PreKeyInfo | null {
   const identityKey = bytesOf(f, 3);
   const inner = bytesOf(f, 4);
   if (!isPublicKey(baseKey) || !isPublicKey(identityKey) || !inner) return null;
-  const message = inspectWhisper(inner);
+  const message = inspectWhisperParts(inner);
   if (!message) return null;
   return {
     preKeyId: uintOf(f, 1),

@@ -54,25 +54,52 @@ export function findEncrypted(stanza: Element): Element | undefined {
   return stanza.getChild('encrypted', NS_OMEMO);
 }
 
-export function parseEncrypted(el: Element): EncryptedElement | null {
+/** An <encrypted> element's header and payload, its <key> elements not read yet (keyFor reads the one a device needs). */
+export interface EncryptedHeader extends Omit<EncryptedElement, 'keys'> {
+  keyElements: Element[];
+}
+
+export function parseEncryptedHeader(el: Element): EncryptedHeader | null {
   const header = el.getChild('header');
   if (!header) return null;
   const sid = parseId(header.attrs.sid);
   if (sid === null) return null;
   const iv = b64(text(header.getChild('iv')));
   if (iv.length !== 12 && iv.length !== 16) return null;
-  const keys: KeyElement[] = [];
-  for (const k of header.getChildren('key')) {
-    const rid = parseId(k.attrs.rid);
-    const data = b64(text(k));
-    if (rid === null || data.length === 0) continue;
-    const p = String(k.attrs.prekey ?? '').toLowerCase();
-    keys.push({ rid, prekey: p === 'true' || p === '1', data });
-  }
   const payloadEl = el.getChild('payload');
   const payload = payloadEl ? b64(text(payloadEl)) : null;
   if (payload !== null && payload.length === 0) return null;
-  return { sid, keys, iv, payload };
+  return { sid, iv, payload, keyElements: header.getChildren('key') };
+}
+
+/** A <key> element as parseEncrypted reads it; null if it is not usable (bad rid, no data). */
+function readKey(k: Element, onlyRid?: number): KeyElement | null {
+  const rid = parseId(k.attrs.rid);
+  if (rid === null || (onlyRid !== undefined && rid !== onlyRid)) return null;
+  const data = b64(text(k));
+  if (data.length === 0) return null;
+  const p = String(k.attrs.prekey ?? '').toLowerCase();
+  return { rid, prekey: p === 'true' || p === '1', data };
+}
+
+/** The first usable key for device `rid` (what parseEncrypted(el).keys.find(k => k.rid === rid) gives), reading no other. */
+export function keyFor(h: EncryptedHeader, rid: number): KeyElement | undefined {
+  for (const k of h.keyElements) {
+    const key = readKey(k, rid);
+    if (key) return key;
+  }
+  return undefined;
+}
+
+export function parseEncrypted(el: Element): EncryptedElement | null {
+  const h = parseEncryptedHeader(el);
+  if (!h) return null;
+  const keys: KeyElement[] = [];
+  for (const k of h.keyElements) {
+    const key = readKey(k);
+    if (key) keys.push(key);
+  }
+  return { sid: h.sid, keys, iv: h.iv, payload: h.payload };
 }
 
 export function buildEncrypted(e: EncryptedElement): Element {

@@ -135,41 +135,56 @@ export function peekHeader(v: RatchetVersion, wire: Buffer): Header | null {
 
 const skipKey = (dh: Buffer, n: number): string => `${dh.toString('base64')}:${n}`;
 
-function copy(s: RatchetState): RatchetState {
-  return { ...s, skipped: new Map(s.skipped) };
+/** The skipped keys of `next`, made its own (not the input state's) before the first change. */
+function ownSkipped(next: RatchetState, from: RatchetState): Map<string, Buffer> {
+  if (next.skipped === from.skipped) next.skipped = new Map(from.skipped);
+  return next.skipped;
 }
 
-function skipTo(v: RatchetVersion, s: RatchetState, until: number): void {
+function skipTo(v: RatchetVersion, s: RatchetState, until: number, from: RatchetState): void {
   if (!s.ckr || !s.dhr) return;
   if (until - s.nr > v.maxSkipPerMessage) throw new RatchetError('too-many-skipped');
+  if (s.nr >= until) return;
+  const skipped = ownSkipped(s, from);
   while (s.nr < until) {
     const [ck, mk] = kdfCk(s.ckr);
-    s.skipped.set(skipKey(s.dhr, s.nr), mk);
+    skipped.set(skipKey(s.dhr, s.nr), mk);
     s.ckr = ck;
     s.nr++;
   }
-  while (s.skipped.size > v.maxSkippedKeys) s.skipped.delete(s.skipped.keys().next().value as string);
+  while (skipped.size > v.maxSkippedKeys) skipped.delete(skipped.keys().next().value as string);
 }
 
+/** A message as the version's codec opened it (decrypt takes one opened already, so it is read once). */
+export type OpenedMessage = NonNullable<ReturnType<MessageCodec['open']>>;
+
 /**
- * Decrypts one message. Returns the plaintext and the new state (the input state is not changed);
- * throws RatchetError (malformed, bad-mac, duplicate, too-many-skipped).
+ * Decrypts one message. Returns the plaintext and the new state (the input state is not changed: the
+ * new one shares its buffers and, until a key is skipped or used from it, its skipped-key map);
+ * throws RatchetError (malformed, bad-mac, duplicate, too-many-skipped). `opened` is `wire` as the
+ * codec opens it, when the caller has read it already.
  */
-export function decrypt(v: RatchetVersion, s: RatchetState, wire: Buffer, ad: Buffer): { plaintext: Buffer; state: RatchetState; header: Header; turned: boolean } {
-  const m = v.codec.open(wire);
+export function decrypt(
+  v: RatchetVersion,
+  s: RatchetState,
+  wire: Buffer,
+  ad: Buffer,
+  opened?: OpenedMessage,
+): { plaintext: Buffer; state: RatchetState; header: Header; turned: boolean } {
+  const m = opened ?? v.codec.open(wire);
   if (!m) throw new RatchetError('malformed');
   const { header } = m;
-  const next = copy(s);
+  const next: RatchetState = { ...s };
   let mk: Buffer;
   let turned = false;
-  const sk = skipKey(header.dh, header.n);
-  const stored = next.skipped.get(sk);
+  const sk = next.skipped.size > 0 ? skipKey(header.dh, header.n) : null;
+  const stored = sk === null ? undefined : next.skipped.get(sk);
   if (stored) {
     mk = stored;
-    next.skipped.delete(sk);
+    ownSkipped(next, s).delete(sk!);
   } else {
     if (!next.dhr || !header.dh.equals(next.dhr)) {
-      skipTo(v, next, header.pn);
+      skipTo(v, next, header.pn, s);
       // DH ratchet step: a new receiving chain for their key, then a new sending chain with a new key of ours.
       next.pn = next.ns;
       next.ns = 0;
@@ -181,7 +196,7 @@ export function decrypt(v: RatchetVersion, s: RatchetState, wire: Buffer, ad: Bu
       turned = true;
     }
     if (header.n < next.nr) throw new RatchetError('duplicate');
-    skipTo(v, next, header.n);
+    skipTo(v, next, header.n, s);
     // Their key is the one we know but no chain came of it yet (legacy: the signed prekey): not a message of this session.
     if (!next.ckr) throw new RatchetError('malformed');
     const [ck, key] = kdfCk(next.ckr);
