@@ -7,6 +7,46 @@ import { join } from 'node:path';
 import type Element from 'ltx/lib/Element.js';
 import { FakeNetwork, chat, makePeer, openTestKeystore, type Peer } from '../test/unit/helpers/omemo-net.js';
 import type { Samples, Sizes } from './omemo-library.js';
+import { openFloors, type FloorOps, type Floors } from './omemo-floor.js';
+
+/** Which floor operation (omemo-floor.ts) each row is compared with. */
+export type FloorOf = Record<keyof Samples, Exclude<keyof Floors, 'body'>>;
+
+/**
+ * Floors measured with the rows: each row's floor operations timed in blocks between the row's own
+ * samples (same sizes), so both see the same machine load. Per device where the row is: a floor
+ * of `encrypt3` is divided by 3 (its message goes to three devices), one of `decrypt` is one device's.
+ */
+class Interleaved {
+  readonly samples = {} as Record<keyof Samples, number[]>;
+  readonly #calls = new Map<string, number>();
+  constructor(
+    readonly ops: FloorOps,
+    readonly of: FloorOf,
+  ) {
+    // Warm every operation once in its own stretch (JIT, key caches), as the floors alone did.
+    for (const op of new Set(Object.values(of))) for (let i = 0; i < 50; i++) this.#call(op);
+  }
+  #call(op: Exclude<keyof Floors, 'body'>): void {
+    const i = this.#calls.get(op) ?? 0;
+    this.#calls.set(op, i + 1);
+    this.ops[op](i);
+  }
+  /** Times `count` calls of `row`'s floor. */
+  run(row: keyof Samples, count: number): void {
+    const op = this.of[row];
+    const out = (this.samples[row] ??= []);
+    const per = op === 'encrypt3' ? 3 : 1;
+    for (let k = 0; k < count; k++) {
+      const t = performance.now();
+      this.#call(op);
+      out.push((performance.now() - t) / per);
+    }
+  }
+}
+
+/** Samples between two floor blocks in the steady rows (both stay warm within a block). */
+const BLOCK = 100;
 
 const A = 'alerts@gw.example.org';
 const B = 'bob\\40example.org@gw.example.org';
@@ -28,9 +68,17 @@ async function must(p: Peer, m: Element, times?: number[]): Promise<void> {
   if (!d.ok) throw new Error(`bench: decrypt failed (${d.reason})`);
 }
 
-export async function benchEngine(n: Sizes): Promise<Samples> {
+/**
+ * The engine's rows; with `floors` (row -> floor operation), also each row's floor, timed in blocks
+ * between the row's samples (see Interleaved) and returned as `floors` (ms per device).
+ */
+export async function benchEngine(n: Sizes, opts: { floors?: FloorOf } = {}): Promise<Samples & { floors?: Record<keyof Samples, number[]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'omemo-bench-'));
   const keystores: Array<{ close(): void }> = [];
+  const opened = opts.floors ? openFloors({ steady: n.steady, turn: n.pingpong, build: n.build }) : undefined;
+  if (opened) keystores.push(opened);
+  const fl = opened && opts.floors ? new Interleaved(opened.ops, opts.floors) : undefined;
+  const floor = (row: keyof Samples, count: number): void => fl?.run(row, count);
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
     const ks = openTestKeystore(join(dir, `${name}.db`));
     keystores.push(ks);
@@ -53,11 +101,13 @@ export async function benchEngine(n: Sizes): Promise<Samples> {
     for (let i = 0; i < n.build; i++) {
       await forget();
       firsts.push(await send(a, B, 'first message', buildInitiator));
+      floor('buildInitiator', 1);
     }
     const buildResponder: number[] = [];
     for (const m of firsts) {
       await b.engine.internals.sessions.delete(B, A, a.deviceId);
       await must(b, m, buildResponder);
+      floor('buildResponder', 1);
     }
     // One session, confirmed both ways.
     await forget();
@@ -65,16 +115,23 @@ export async function benchEngine(n: Sizes): Promise<Samples> {
     for (const r of hello.replies) await a.engine.decrypt(A, r);
     await must(a, await send(b, A, 'hi'));
 
-    const steady = async (count: number) => {
+    const steady = async (count: number, withFloors: boolean) => {
       const msgs: Element[] = [];
       const enc: number[] = [];
       const dec: number[] = [];
-      for (let i = 0; i < count; i++) msgs.push(await send(a, B, `steady message ${i}`, enc));
-      for (const m of msgs) await must(b, m, dec);
+      for (let i = 0; i < count; i++) {
+        msgs.push(await send(a, B, `steady message ${i}`, enc));
+        if (withFloors && (i + 1) % BLOCK === 0) floor('encrypt1', BLOCK);
+      }
+      for (let i = 0; i < count; i++) {
+        await must(b, msgs[i]!, dec);
+        if (withFloors && (i + 1) % BLOCK === 0) floor('decrypt1', BLOCK);
+      }
       return { enc, dec };
     };
-    await steady(Math.min(200, n.steady));
-    const s1 = await steady(n.steady);
+    // The JIT settles over the first thousand messages or so.
+    await steady(Math.min(1000, n.steady), false);
+    const s1 = await steady(n.steady, true);
 
     // A contact with three devices (three engines hosting C, each its own keystore).
     const cs = [await peer(C, 'carol1', net), await peer(C, 'carol2', net), await peer(C, 'carol3', net)];
@@ -86,11 +143,17 @@ export async function benchEngine(n: Sizes): Promise<Samples> {
     const msgs3: Element[] = [];
     const encrypt3: number[] = [];
     const decrypt3: number[] = [];
-    for (let i = 0; i < n.three; i++) msgs3.push(await send(a, C, `three ${i}`, encrypt3));
-    for (const m of msgs3) {
+    // Blocks of a third: a message is three devices' work (per device, BLOCK calls each way).
+    const block3 = Math.ceil(BLOCK / 3);
+    for (let i = 0; i < n.three; i++) {
+      msgs3.push(await send(a, C, `three ${i}`, encrypt3));
+      if ((i + 1) % block3 === 0) floor('encrypt3', block3);
+    }
+    for (let i = 0; i < n.three; i++) {
       const t = performance.now();
-      for (const c of cs) await must(c, m);
+      for (const c of cs) await must(c, msgs3[i]!);
       decrypt3.push(performance.now() - t);
+      if ((i + 1) % block3 === 0) floor('decrypt3', 3 * block3);
     }
 
     // Ping-pong between Alice and Bob.
@@ -99,8 +162,13 @@ export async function benchEngine(n: Sizes): Promise<Samples> {
     for (let i = 0; i < n.pingpong; i++) {
       const [x, y, to] = i % 2 === 0 ? [a, b, B] : [b, a, A];
       await must(y, await send(x, to, `ping-pong ${i}`, encryptTurn), decryptTurn);
+      if ((i + 1) % 10 === 0) {
+        floor('encryptTurn', 10);
+        floor('decryptTurn', 10);
+      }
     }
-    return { buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+    const rows = { buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+    return fl ? { ...rows, floors: fl.samples } : rows;
   } finally {
     for (const ks of keystores) ks.close();
     rmSync(dir, { recursive: true, force: true });

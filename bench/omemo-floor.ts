@@ -121,9 +121,21 @@ function steadyRecord(): Buffer {
   });
 }
 
-export function benchFloors(n: { steady: number; turn: number; build: number }): Floors {
+/** One operation's native calls, timed by the caller; `i` numbers the calls of one kind (0, 1, ...). */
+export type FloorOps = Record<keyof Floors, (i: number) => void>;
+
+/**
+ * The floors' operations on their own keystore (a temporary file), for a caller that times them
+ * itself: the engine bench interleaves them with the engine's own calls in blocks, so that a row
+ * and its floor are measured under the same machine load. `n` bounds the calls of each kind.
+ */
+export function openFloors(n: { steady: number; turn: number; build: number }): { ops: FloorOps; close(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'omemo-floor-'));
   const ks = Keystore.open(join(dir, 'ks.sqlite'), 'bench-passphrase', { kdf: { N: 1024, r: 8, p: 1 } });
+  const close = (): void => {
+    ks.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
   try {
     const store = createProtocolStore(ks, 'omemo');
     const replay = new ReplayStore(ks);
@@ -131,15 +143,6 @@ export function benchFloors(n: { steady: number; turn: number; build: number }):
     const ADDR = 'alerts@gw.example.org.123456789';
     const row = steadyRecord();
     const ad = randomBytes(66);
-    const time = (count: number, fn: (i: number) => void): number[] => {
-      const out: number[] = [];
-      for (let i = 0; i < count + 50; i++) {
-        const t = performance.now();
-        fn(i);
-        if (i >= 50) out.push(performance.now() - t);
-      }
-      return out;
-    };
     // As the bench's messages: 'steady message <n>'.
     const text = Buffer.from('steady message 1234');
     const km = randomBytes(32);
@@ -154,12 +157,15 @@ export function benchFloors(n: { steady: number; turn: number; build: number }):
       ck = mk;
       return mk;
     };
+    // Digest rows are numbered over every kind that writes one (seen_at), so none repeats.
+    let digests = 0;
     const encryptOne = (): void => {
       sealBody(text);
       ratchetEncrypt(next(), km, ad);
       store.put(LOCAL, 'session', ADDR, row);
     };
-    const decryptOne = (i: number, extra?: () => void): void => {
+    const decryptOne = (extra?: () => void): void => {
+      const i = digests++;
       const digest = replayDigest(LOCAL, wire);
       ratchetDecrypt(next(), kmCipher, ad);
       openBody(sealedBody);
@@ -183,34 +189,7 @@ export function benchFloors(n: { steady: number; turn: number; build: number }):
     // Warm the key caches for the keys the engine holds imported (its identity, signed prekey).
     dh(ours[0]!, theirIdentity);
     dh(ours[1]!, theirIdentity);
-
-    const encrypt = time(n.steady, () => encryptOne());
-    const encrypt3 = time(Math.ceil(n.steady / 3), () => {
-      sealBody(text);
-      for (let d = 0; d < 3; d++) ratchetEncrypt(next(), km, ad);
-      ks.transaction(() => {
-        for (let d = 0; d < 3; d++) store.put(LOCAL, 'session', `${ADDR}${d}`, row);
-      });
-    }).map((x) => x / 3);
-    const decrypt = time(n.steady, (i) => decryptOne(i));
-    const bodies = time(n.steady, () => sealBody(text));
     const turnKeys = fresh(n.turn);
-    const turn = time(n.turn, (i) => {
-      const theirs = turnKeys[i]!;
-      const rk1 = Buffer.from(hkdfSync('sha256', dh(ours[2]!, theirs), ZERO, INFO_RK, 64));
-      const k = generateX25519();
-      Buffer.from(hkdfSync('sha256', dh(k, theirs), rk1.subarray(0, 32), INFO_RK, 64));
-      decryptOne(i);
-    });
-    const buildInitiator = time(n.build, () => {
-      if (!xeddsaVerify(theirIdentity.pub, spkPub33, sig)) throw new Error('floor: signature');
-      const ek = generateX25519();
-      const rkey = generateX25519();
-      const parts = [PAD, dh(ours[0]!, ours[1]!), dh(ek, theirIdentity), dh(ek, ours[1]!), dh(ek, ours[3]!)];
-      const root = Buffer.from(hkdfSync('sha256', Buffer.concat(parts), ZERO, INFO_X3DH, 32));
-      Buffer.from(hkdfSync('sha256', dh(rkey, ours[1]!), root, INFO_RK, 64));
-      encryptOne();
-    });
     const baseKeys = fresh(n.build);
     const ratchetKeys = fresh(n.build);
     // The consumed one-time prekeys: private keys read from their rows, not yet imported.
@@ -218,29 +197,86 @@ export function benchFloors(n: { steady: number; turn: number; build: number }):
     const preKeyRow = Buffer.from(JSON.stringify({ pub: randomBytes(33).toString('base64'), priv: randomBytes(32).toString('base64') }));
     const usedRow = Buffer.from(JSON.stringify({ pub: randomBytes(33).toString('base64'), priv: randomBytes(32).toString('base64'), usedAt: Date.now() }));
     const identityRow = Buffer.from(JSON.stringify({ v: 1, deviceId: 123456789, registrationId: 1234, pub: randomBytes(33).toString('base64'), priv: randomBytes(32).toString('base64'), createdAt: Date.now(), nextPreKeyId: 1234, signedPreKeyId: 1, nextSignedPreKeyId: 2 }));
-    const buildResponder = time(n.build, (i) => {
-      const ek = baseKeys[i]!;
-      const parts = [PAD, dh(ours[1]!, theirIdentity), dh(ours[0]!, ek), dh(ours[1]!, ek), x25519(preKeys[i]!.priv, ek.pub)];
-      const root = Buffer.from(hkdfSync('sha256', Buffer.concat(parts), ZERO, INFO_X3DH, 32));
-      const theirRatchet = ratchetKeys[i]!;
-      const a = Buffer.from(hkdfSync('sha256', dh(ours[1]!, theirRatchet), root, INFO_RK, 64));
-      const k = generateX25519();
-      Buffer.from(hkdfSync('sha256', dh(k, theirRatchet), a.subarray(0, 32), INFO_RK, 64));
-      // The completion: a random key (and IV) for the key transport, encrypted on the new chain.
-      const transport = pooled(16);
-      pooled(12);
-      ratchetEncrypt(next(), transport, ad);
-      // The prekey's replacement.
-      generateX25519();
-      decryptOne(i, () => {
-        store.put(LOCAL, 'prekey', String(i % 100), usedRow);
-        store.put(LOCAL, 'prekey', String(100 + (i % 100)), preKeyRow);
-        store.put(LOCAL, 'identity', 'self', identityRow);
-      });
-    });
-    return { encrypt, encrypt3, decrypt, body: bodies, turn, buildInitiator, buildResponder };
+    const ops: FloorOps = {
+      encrypt: () => encryptOne(),
+      encrypt3: () => {
+        sealBody(text);
+        for (let d = 0; d < 3; d++) ratchetEncrypt(next(), km, ad);
+        ks.transaction(() => {
+          for (let d = 0; d < 3; d++) store.put(LOCAL, 'session', `${ADDR}${d}`, row);
+        });
+      },
+      decrypt: () => decryptOne(),
+      body: () => sealBody(text),
+      turn: (i) => {
+        const theirs = turnKeys[i % turnKeys.length]!;
+        const rk1 = Buffer.from(hkdfSync('sha256', dh(ours[2]!, theirs), ZERO, INFO_RK, 64));
+        const k = generateX25519();
+        Buffer.from(hkdfSync('sha256', dh(k, theirs), rk1.subarray(0, 32), INFO_RK, 64));
+        decryptOne();
+      },
+      buildInitiator: () => {
+        if (!xeddsaVerify(theirIdentity.pub, spkPub33, sig)) throw new Error('floor: signature');
+        const ek = generateX25519();
+        const rkey = generateX25519();
+        const parts = [PAD, dh(ours[0]!, ours[1]!), dh(ek, theirIdentity), dh(ek, ours[1]!), dh(ek, ours[3]!)];
+        const root = Buffer.from(hkdfSync('sha256', Buffer.concat(parts), ZERO, INFO_X3DH, 32));
+        Buffer.from(hkdfSync('sha256', dh(rkey, ours[1]!), root, INFO_RK, 64));
+        encryptOne();
+      },
+      buildResponder: (i) => {
+        const ek = baseKeys[i % baseKeys.length]!;
+        const parts = [PAD, dh(ours[1]!, theirIdentity), dh(ours[0]!, ek), dh(ours[1]!, ek), x25519(preKeys[i % preKeys.length]!.priv, ek.pub)];
+        const root = Buffer.from(hkdfSync('sha256', Buffer.concat(parts), ZERO, INFO_X3DH, 32));
+        const theirRatchet = ratchetKeys[i % ratchetKeys.length]!;
+        const a = Buffer.from(hkdfSync('sha256', dh(ours[1]!, theirRatchet), root, INFO_RK, 64));
+        const k = generateX25519();
+        Buffer.from(hkdfSync('sha256', dh(k, theirRatchet), a.subarray(0, 32), INFO_RK, 64));
+        // The completion: a random key (and IV) for the key transport, encrypted on the new chain.
+        const transport = pooled(16);
+        pooled(12);
+        ratchetEncrypt(next(), transport, ad);
+        // The prekey's replacement.
+        generateX25519();
+        decryptOne(() => {
+          store.put(LOCAL, 'prekey', String(i % 100), usedRow);
+          store.put(LOCAL, 'prekey', String(100 + (i % 100)), preKeyRow);
+          store.put(LOCAL, 'identity', 'self', identityRow);
+        });
+      },
+    };
+    return { ops, close };
+  } catch (e) {
+    close();
+    throw e;
+  }
+}
+
+/** Times `count` calls of `op` after 50 unrecorded ones (ms each). */
+export function timeFloor(op: (i: number) => void, count: number, warm = 50): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < count + warm; i++) {
+    const t = performance.now();
+    op(i);
+    if (i >= warm) out.push(performance.now() - t);
+  }
+  return out;
+}
+
+/** Every floor, each kind timed in one stretch (the OMEMO 2 comparison and older runs measured them so). */
+export function benchFloors(n: { steady: number; turn: number; build: number }): Floors {
+  const { ops, close } = openFloors(n);
+  try {
+    return {
+      encrypt: timeFloor(ops.encrypt, n.steady),
+      encrypt3: timeFloor(ops.encrypt3, Math.ceil(n.steady / 3)).map((x) => x / 3),
+      decrypt: timeFloor(ops.decrypt, n.steady),
+      body: timeFloor(ops.body, n.steady),
+      turn: timeFloor(ops.turn, n.turn),
+      buildInitiator: timeFloor(ops.buildInitiator, n.build),
+      buildResponder: timeFloor(ops.buildResponder, n.build),
+    };
   } finally {
-    ks.close();
-    rmSync(dir, { recursive: true, force: true });
+    close();
   }
 }
