@@ -81,6 +81,10 @@ export async function benchEngine(n: Sizes, opts: { floors?: FloorOf } = {}): Pr
   const floor = (row: keyof Samples, count: number): void => fl?.run(row, count);
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
     const ks = openTestKeystore(join(dir, `${name}.db`));
+    // WAL checkpoints on the worker thread from the start, as in the gateway: the keystore starts it
+    // from a timer once the WAL has grown, and a timer never fires while the bench awaits only
+    // promises that are already resolved, so every commit past 1000 WAL pages would checkpoint inline.
+    ks.startCheckpointWorker();
     keystores.push(ks);
     // The per-contact bundle fetch limit (limits.ts) would stop the repeated session builds measured here.
     // Logs at the gateway's default level (the tests' helper logs debug lines into memory).

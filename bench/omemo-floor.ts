@@ -132,6 +132,8 @@ export type FloorOps = Record<keyof Floors, (i: number) => void>;
 export function openFloors(n: { steady: number; turn: number; build: number }): { ops: FloorOps; close(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'omemo-floor-'));
   const ks = Keystore.open(join(dir, 'ks.sqlite'), 'bench-passphrase', { kdf: { N: 1024, r: 8, p: 1 } });
+  // As the engine's keystores in the bench (omemo-engine.ts): checkpoints on the worker from the start.
+  ks.startCheckpointWorker();
   const close = (): void => {
     ks.close();
     rmSync(dir, { recursive: true, force: true });

@@ -114,13 +114,15 @@ What the columns include:
   python-omemo: ${py.bench ? `${py.bench.implementation} (Debian), test/interop/omemo_bench.py: SessionManager + oldmemo,
     in-memory storage, no XML, no network; its session build is the initiator's from a parsed bundle.` : `not measured (${py.why ?? 'unavailable'}); install python3-omemo python3-oldmemo.`}
   floor: the native calls the engine makes for the row's message, timed alone in this run, in blocks
-    between the row's own samples, so a row and its floor see the same machine load (bench/omemo-floor.ts): the AES-128-GCM body, KDF_CK, HKDF, AES-256-CBC, MAC, the replay digest
+    between the row's own samples so that both see the same machine load (bench/omemo-floor.ts):
+    the AES-128-GCM body, KDF_CK, HKDF, AES-256-CBC, MAC, the replay digest
     (decrypt), and the keystore write as the engine commits it (sealed session row; decrypt: with the
     digest row in one transaction; 3 devices: three rows, one transaction, per device a third);
     ratchet turn: + the contact's new key imported, key generation, 2 X25519, 2 HKDF; session
     builds: + the X3DH agreements, (initiator) the XEdDSA signature check, (responder) the prekey's
     import, the completion's encryption, the replacement prekey and its rows in the same commit.
-    WAL checkpoints run on the keystore's worker thread (keystore/checkpointer.ts) for both.
+    WAL checkpoints run on the keystore's worker thread (keystore/checkpointer.ts) for both, started
+    with the keystores (the gateway starts it from a timer, which never fires in these loops).
     ours/floor is the median's ratio; py target: python/ours for the steady rows (issue 12).
   3 devices: encrypt = one message to three devices; decrypt = each device decrypting it; per device = /3.
   Wall time: library ${fmtMs(t1 - t0)}, engine${ours.floors ? " (with its floors)" : ""} ${fmtMs(t2 - t1)}, python ${fmtMs(t3 - t2)}, floors ${fmtMs(tf - t3)}. Times vary with machine load; medians over many samples.`);
