@@ -3,7 +3,7 @@
 // Design. The engines and the stores beside ../keystore.ts are synchronous on better-sqlite3 and stay
 // exactly as they are. With keystore.url, the active instance runs them on a *working copy*: an
 // in-memory SQLite database with the same migrations, loaded from PostgreSQL when it takes the lease.
-// Temporary triggers on every table record the primary key of each changed row (temp._dirty); a
+// Temporary triggers on every table record the primary key of each changed row (in memory); a
 // write-through (WriteThrough below) reads those rows back as they are now (their secret fields
 // already sealed by the stores) and ships them to PostgreSQL in one transaction per batch (group
 // commit); a batch is sent while the one before it is still in flight, and commits only after that
@@ -84,6 +84,9 @@ function tableInfos(db: Db): Map<string, TableInfo> {
   }
   return out;
 }
+
+/** Row ids kept by the write-through (about 150 bytes each); forgotten all at once when full. */
+const ROW_ID_CACHE = 20000;
 
 export interface AcceptedMessage {
   id: string;
@@ -419,10 +422,17 @@ export class WriteThrough {
   readonly #db: Db;
   readonly #fence: Fence;
   readonly #tables: Map<string, TableInfo>;
-  readonly #hasDirty: Database.Statement;
-  readonly #selDirty: Database.Statement<[], { tbl: string; pk: string }>;
-  readonly #clearDirty: Database.Statement;
-  readonly #markDirty: Database.Statement;
+  /**
+   * The primary keys (json_array text) of the rows changed since the last batch was taken, per
+   * table, recorded by temporary triggers through a function (no temporary table: its inserts, the
+   * lookups that keep it distinct and its deletion cost several times the write itself). A change
+   * rolled back stays recorded: its row is then shipped as it is (unchanged) or deleted where it
+   * does not exist, which PostgreSQL already holds.
+   */
+  #dirty = new Map<string, Set<string>>();
+  #dirtyCount = 0;
+  /** Row ids (keyed digests) of rows shipped lately: a row shipped again needs no new digest. */
+  #ids = new Map<string, string>();
   #accepted: string[] = [];
   #handoff: string[] = [];
   #version: number | null;
@@ -457,27 +467,25 @@ export class WriteThrough {
     this.#db = db;
     this.#fence = fence;
     this.#tables = tableInfos(db);
-    // No unique constraint: a trigger's OR IGNORE would be overridden by the outer statement's
-    // conflict clause (an upsert's ABORT); the triggers test for the row themselves.
-    db.exec('CREATE TEMP TABLE _dirty (tbl TEXT NOT NULL, pk TEXT NOT NULL); CREATE INDEX temp._dirty_key ON _dirty (tbl, pk)');
-    const mark = (lit: string, expr: string) => `INSERT INTO temp._dirty SELECT ${lit}, ${expr} WHERE NOT EXISTS (SELECT 1 FROM temp._dirty WHERE tbl = ${lit} AND pk = ${expr});`;
+    db.function('_wt_mark', { varargs: true, deterministic: false }, (tbl: unknown, ...pks: unknown[]) => {
+      for (const pk of pks) this.#mark(tbl as string, pk as string);
+      return null;
+    });
     for (const t of this.#tables.values()) {
       const n = t.name.replace(/[^A-Za-z0-9_]/g, '_');
       const lit = `'${t.name.replace(/'/g, "''")}'`;
       db.exec(`
-        CREATE TEMP TRIGGER _wt_${n}_i AFTER INSERT ON main.${q(t.name)} BEGIN ${mark(lit, t.pkExpr('NEW'))} END;
-        CREATE TEMP TRIGGER _wt_${n}_u AFTER UPDATE ON main.${q(t.name)} BEGIN ${mark(lit, t.pkExpr('OLD'))} ${mark(lit, t.pkExpr('NEW'))} END;
-        CREATE TEMP TRIGGER _wt_${n}_d AFTER DELETE ON main.${q(t.name)} BEGIN ${mark(lit, t.pkExpr('OLD'))} END;
+        CREATE TEMP TRIGGER _wt_${n}_i AFTER INSERT ON main.${q(t.name)} BEGIN SELECT _wt_mark(${lit}, ${t.pkExpr('NEW')}); END;
+        CREATE TEMP TRIGGER _wt_${n}_u AFTER UPDATE ON main.${q(t.name)} BEGIN SELECT _wt_mark(${lit}, ${t.pkExpr('OLD')}, ${t.pkExpr('NEW')}); END;
+        CREATE TEMP TRIGGER _wt_${n}_d AFTER DELETE ON main.${q(t.name)} BEGIN SELECT _wt_mark(${lit}, ${t.pkExpr('OLD')}); END;
       `);
     }
-    this.#hasDirty = db.prepare('SELECT 1 FROM temp._dirty LIMIT 1').pluck();
-    this.#selDirty = db.prepare('SELECT DISTINCT tbl, pk FROM temp._dirty');
-    this.#clearDirty = db.prepare('DELETE FROM temp._dirty');
-    this.#markDirty = db.prepare('INSERT INTO temp._dirty (tbl, pk) VALUES (?, ?)');
     this.#version = opts.shipEverything ? (db.pragma('user_version', { simple: true }) as number) : null;
     if (opts.shipEverything) {
       // A migrated (or first) working copy: every row is shipped again, at the new schema version.
-      for (const t of this.#tables.values()) db.exec(`INSERT INTO temp._dirty SELECT '${t.name.replace(/'/g, "''")}', ${t.pkExpr('t')} FROM main.${q(t.name)} AS t`);
+      for (const t of this.#tables.values()) {
+        for (const pk of db.prepare(`SELECT ${t.pkExpr('t')} FROM main.${q(t.name)} AS t`).pluck().all() as string[]) this.#mark(t.name, pk);
+      }
     }
     this.keystore = Keystore.adopt(db, backend.sealer);
     // Changes made while the keystore closes (the gateway's last writes) are taken then and
@@ -534,8 +542,27 @@ export class WriteThrough {
     this.#handoff.push(id);
   }
 
+  #mark(tbl: string, pk: string): void {
+    let set = this.#dirty.get(tbl);
+    if (!set) this.#dirty.set(tbl, (set = new Set()));
+    const before = set.size;
+    set.add(pk);
+    this.#dirtyCount += set.size - before;
+  }
+
+  #rowId(tbl: string, pk: string): string {
+    const key = `${tbl}\0${pk}`;
+    let id = this.#ids.get(key);
+    if (id === undefined) {
+      if (this.#ids.size >= ROW_ID_CACHE) this.#ids.clear();
+      id = this.#b.rowId(tbl, pk);
+      this.#ids.set(key, id);
+    }
+    return id;
+  }
+
   #pending(): boolean {
-    return this.#accepted.length > 0 || this.#handoff.length > 0 || this.#version !== null || (this.#db.open && this.#hasDirty.get() !== undefined);
+    return this.#accepted.length > 0 || this.#handoff.length > 0 || this.#version !== null || (this.#db.open && this.#dirtyCount > 0);
   }
 
   /**
@@ -636,11 +663,10 @@ export class WriteThrough {
   }
 
   #collect(): Batch {
-    const keys = this.#db.transaction(() => {
-      const k = this.#selDirty.all();
-      this.#clearDirty.run();
-      return k;
-    })();
+    const keys: Array<{ tbl: string; pk: string }> = [];
+    for (const [tbl, pks] of this.#dirty) for (const pk of pks) keys.push({ tbl, pk });
+    this.#dirty = new Map();
+    this.#dirtyCount = 0;
     const batch: Batch = { keys, upserts: [], deletes: [], accepted: this.#accepted, handoff: this.#handoff, version: this.#version };
     this.#accepted = [];
     this.#handoff = [];
@@ -648,7 +674,7 @@ export class WriteThrough {
     for (const { tbl, pk } of keys) {
       const t = this.#tables.get(tbl);
       if (!t) continue;
-      const id = this.#b.rowId(tbl, pk);
+      const id = this.#rowId(tbl, pk);
       const vals = JSON.parse(pk) as unknown[];
       const row = t.select.get(...vals) as Record<string, unknown> | undefined;
       if (row) batch.upserts.push({ tbl, id, data: this.#b.sealRow(tbl, id, row) });
@@ -705,7 +731,7 @@ export class WriteThrough {
       // Not shipped: the rows are read again (as they are then) by the next batch, which first waits
       // for every batch in flight to settle (they fail too) and reads the last committed number.
       this.#tail = null;
-      if (this.#db.open) for (const k of batch.keys) this.#markDirty.run(k.tbl, k.pk);
+      if (this.#db.open) for (const k of batch.keys) this.#mark(k.tbl, k.pk);
       else this.#failedAfterClose.push({ seq, batch });
       this.#accepted.unshift(...batch.accepted);
       this.#handoff.unshift(...batch.handoff);

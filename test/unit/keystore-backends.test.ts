@@ -260,6 +260,37 @@ describe('PostgreSQL: passphrase, fencing, standby-accepted messages', () => {
     await t.close();
   });
 
+  test('a change rolled back in the working copy is not shipped: PostgreSQL keeps the row as committed, and a row inserted then rolled back stays absent', async () => {
+    const url = await pgServer.createDatabase();
+    const t = await pgKeystore(url, PASS);
+    const reader = await PgBackend.open(url, PASS, { kdf: TEST_KDF });
+    const kv = createProtocolStore(t.ks, 'omemo');
+    kv.put('bot@gw', 'session', 'kept', 'v1');
+    await t.commit();
+    const pk = (key: string) => JSON.stringify(['omemo', 'bot@gw', 'session', key]);
+    const stored = async (key: string) => {
+      const row = await reader.committedRow('kv', pk(key));
+      return row ? t.ks.sealer.open(row.value as Buffer, `kv\0omemo\0bot@gw\0session\0${key}`).toString('utf8') : undefined;
+    };
+    assert.equal(await stored('kept'), 'v1');
+    assert.throws(() =>
+      kv.transaction(() => {
+        kv.put('bot@gw', 'session', 'kept', 'rolled-back');
+        kv.put('bot@gw', 'session', 'new', 'rolled-back');
+        throw new Error('abort');
+      }),
+    );
+    assert.equal(kv.get('bot@gw', 'session', 'kept')?.toString(), 'v1');
+    await t.commit();
+    assert.equal(await stored('kept'), 'v1');
+    assert.equal(await stored('new'), undefined);
+    kv.put('bot@gw', 'session', 'kept', 'v2');
+    await t.commit();
+    assert.equal(await stored('kept'), 'v2');
+    await reader.close();
+    await t.close();
+  });
+
   test('while the lease is renewed, batches go one at a time (a new FOR SHARE would otherwise keep the renewal waiting)', async () => {
     const url = await pgServer.createDatabase();
     const t = await pgKeystore(url, PASS);
