@@ -8,6 +8,8 @@
 // BENCH_BOTS_PYTHON=0 skips the python-omemo receiver probe, BENCH_BOTS_PROBE=0 skips the maximum
 // rate probe, BENCH_BOTS_PG=0 skips the same load on a PostgreSQL keystore (keystore.url),
 // BENCH_GATEWAY_CPU_PROF=DIR profiles each gateway process (SQLite, then PostgreSQL) into DIR (bench/cpu-profile.ts),
+// BENCH_BOTS_ONLY=pg runs only the PostgreSQL part (for iteration: no python probe, SQLite runs or max
+// probe; its figures are not kept for the regression line),
 // BENCH_BOTS_HISTORY=PATH keeps the figures for the next run's regression line elsewhere than
 // .bench-history/bots.json (=0: not at all; bench/bots-history.ts).
 // Short mode for development: BENCH_BOTS_SECONDS=5 BENCH_BOTS_PYTHON=0 BENCH_BOTS_PROBE=0.
@@ -28,6 +30,7 @@ import { regressionLines, type RunFigures } from './bots-history.js';
 const RATE = Number(process.env.BENCH_BOTS_RATE ?? 300);
 const SECONDS = Number(process.env.BENCH_BOTS_SECONDS ?? 60);
 const P99_TARGET_MS = 100;
+const PG_ONLY = process.env.BENCH_BOTS_ONLY === 'pg';
 const BOTS = 10;
 const botName = (i: number) => `bench${i}`;
 const botToken = (i: number) => `bench-bot-token-${String(i).padStart(4, '0')}-0123456789`;
@@ -601,7 +604,8 @@ export async function runBotsBench(): Promise<boolean> {
     let pyNote = 'python-omemo receiver probe skipped (BENCH_BOTS_PYTHON=0)';
     const pyStatus = pythonOmemoStatus();
     if (process.env.BENCH_BOTS_PYTHON !== '0' && !pyStatus.ok) pyNote = `python-omemo receiver probe skipped: ${pyStatus.why}`;
-    if (process.env.BENCH_BOTS_PYTHON !== '0' && pyStatus.ok) {
+    if (PG_ONLY) pyNote = 'python-omemo receiver probe skipped (BENCH_BOTS_ONLY=pg)';
+    if (!PG_ONLY && process.env.BENCH_BOTS_PYTHON !== '0' && pyStatus.ok) {
       py = await PythonOmemoUser.start(prosody, 'pyrecv', { resource: 'bench' });
       const pyUser = py;
       const pyPid = findPid(py.stateDir);
@@ -625,23 +629,26 @@ export async function runBotsBench(): Promise<boolean> {
     bob = await BenchOmemoClient.start(prosody, 'bob');
     bob.onMessage = (m) => deliver(m.body);
     const to = bob.jid;
-    await warmUp(env, all, to, 2);
-    await load(env, { label: 'warm-up', receiver: 'node', bots: all, to, rate: RATE, seconds: 5 });
-
     // The engine's own encrypt for one device (same keystore kind), before and after the headline
     // runs; the lower of the two is the floor (less disturbed by other work on the machine).
-    const floorBefore = await encryptFloorMs();
-    await profileMark(env.pids.gateway, 'setup and warm-up');
-    const one = await load(env, { label: '1 bot', receiver: 'node', bots: [0], to, rate: RATE, seconds: SECONDS });
-    results.push({ r: one, headline: true });
-    const ten = await load(env, { label: `${BOTS} bots`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
-    results.push({ r: ten, headline: true });
-    await profileMark(env.pids.gateway, `the headline runs, '1 bot' and '${BOTS} bots'`);
-    const floorMs = Math.min(floorBefore, await encryptFloorMs());
+    let floorMs: number;
+    if (PG_ONLY) floorMs = await encryptFloorMs();
+    else {
+      await warmUp(env, all, to, 2);
+      await load(env, { label: 'warm-up', receiver: 'node', bots: all, to, rate: RATE, seconds: 5 });
+      const floorBefore = await encryptFloorMs();
+      await profileMark(env.pids.gateway, 'setup and warm-up');
+      const one = await load(env, { label: '1 bot', receiver: 'node', bots: [0], to, rate: RATE, seconds: SECONDS });
+      results.push({ r: one, headline: true });
+      const ten = await load(env, { label: `${BOTS} bots`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
+      results.push({ r: ten, headline: true });
+      await profileMark(env.pids.gateway, `the headline runs, '1 bot' and '${BOTS} bots'`);
+      floorMs = Math.min(floorBefore, await encryptFloorMs());
+    }
 
     // 3. A short probe of the maximum: 10 bots, rising rates, 8 s each, until a step fails.
     const probe: LoadResult[] = [];
-    if (process.env.BENCH_BOTS_PROBE !== '0') {
+    if (!PG_ONLY && process.env.BENCH_BOTS_PROBE !== '0') {
       for (const rate of [450, 600, 800, 1000, 1300, 1600]) {
         const r = await load(env, { label: `probe ${BOTS} bots`, receiver: 'node', bots: all, to, rate, seconds: 8, drainIdleMs: 5000 });
         probe.push(r);
@@ -710,7 +717,7 @@ export async function runBotsBench(): Promise<boolean> {
     for (const { r, headline } of results) {
       if (headline || r.spec.label.includes('PostgreSQL')) kept[r.spec.label] = { ratio: r.gwCpuMsPerMsg / floorMs, cpuMsPerMsg: r.gwCpuMsPerMsg, achieved: r.achievedRate, p99Ms: r.lat.p99 };
     }
-    for (const line of regressionLines(floorMs, kept)) console.log(line);
+    if (!PG_ONLY) for (const line of regressionLines(floorMs, kept)) console.log(line);
     console.log('');
     console.log(memoryTable([...headline.map((r) => ({ label: r.spec.label, mem: r.mem })), ...(both.length ? [{ label: 'both runs', mem: both }] : [])]));
     if (busy.length) {
