@@ -554,6 +554,20 @@ export async function runBotsBench(): Promise<boolean> {
   let pgDb: Postgres | null = null;
   const poster: { p: Poster | null } = { p: null };
   const prof = process.env.BENCH_GATEWAY_CPU_PROF;
+  // Ends a profile segment of a profiled gateway (bench/cpu-profile.ts): SIGUSR2, then wait until
+  // its files are written, so the next run does not share the loop with that write and a stop
+  // (SIGTERM, SIGKILL after 10 s) cannot lose it.
+  const segments = new Map<number, number>();
+  let probeRan = false;
+  const profileMark = async (pid: number | null, what: string) => {
+    if (!prof || !pid) return;
+    const n = (segments.get(pid) ?? 0) + 1;
+    segments.set(pid, n);
+    process.kill(pid, 'SIGUSR2');
+    const done = join(prof, `gateway-${pid}-${n}.done`);
+    await waitUntil(async () => existsSync(done), 120000, `the gateway's CPU profile segment ${n}`);
+    console.log(`gateway CPU profile segment ${n} (${what}): ${join(prof, `gateway-${pid}-${n}.cpuprofile`)}`);
+  };
   try {
     prosody = await Prosody.start();
     const prosodyDir = prosody.dir;
@@ -579,19 +593,6 @@ export async function runBotsBench(): Promise<boolean> {
           else process.env.NODE_OPTIONS = savedNodeOptions;
         }
       }
-    };
-    // Ends a profile segment of a profiled gateway (bench/cpu-profile.ts): SIGUSR2, then wait until
-    // its files are written, so the next run does not share the loop with that write and a stop
-    // (SIGTERM, SIGKILL after 10 s) cannot lose it.
-    const segments = new Map<number, number>();
-    const profileMark = async (pid: number | null, what: string) => {
-      if (!prof || !pid) return;
-      const n = (segments.get(pid) ?? 0) + 1;
-      segments.set(pid, n);
-      process.kill(pid, 'SIGUSR2');
-      const done = join(prof, `gateway-${pid}-${n}.done`);
-      await waitUntil(async () => existsSync(done), 120000, `the gateway's CPU profile segment ${n}`);
-      console.log(`gateway CPU profile segment ${n} (${what}): ${join(prof, `gateway-${pid}-${n}.cpuprofile`)}`);
     };
     await startGateway(gw);
     poster.p = new Poster(gw.url);
@@ -655,6 +656,7 @@ export async function runBotsBench(): Promise<boolean> {
         if (!(rateMet(r) && r.lat.p99 < P99_TARGET_MS)) break;
       }
       for (const r of probe) results.push({ r, headline: false });
+      probeRan = probe.length > 0;
     }
 
     // 4. The same load on a PostgreSQL keystore (keystore.url, the active instance of one): the SQLite
@@ -669,7 +671,7 @@ export async function runBotsBench(): Promise<boolean> {
       const url = await pgDb.createDatabase('bench');
       poster.p.close();
       const old = gw;
-      await profileMark(env.pids.gateway, 'the max probe');
+      if (probe.length) await profileMark(env.pids.gateway, 'the max probe');
       await old.stop();
       await old.destroy();
       gw = await GatewayProcess.create(prosody, { bots, extra: { limits: THROUGHPUT_LIMITS, keystore: { url, passphrase: 'keystore-passphrase-for-tests' } } });
@@ -778,6 +780,8 @@ What the figures include:
     poster.p?.close();
     await bob?.stop();
     await py?.stop({ timeoutMs: 3000 }).catch(() => null);
+    // With BENCH_BOTS_PG=0, what followed the headline runs (the probe) is a segment of its own.
+    if (gw && !pgDb && probeRan) await profileMark(findPid(gw.configFile), 'the max probe').catch(() => null);
     if (gw) {
       // SIGTERM first (the profiled segments are written already: profileMark), SIGKILL if it takes
       // longer than 10 s.
