@@ -26,7 +26,7 @@ const ROWS: Row[] = [
   { label: 'decrypt, 1 device, steady (same chain)', key: 'decrypt1', devices: 1, target: 0.1, floor: { of: 'decrypt', maxRatio: 2 }, python: { op: 'decrypt', mode: 'steady', perDevice: false, minRatio: 10 } },
   { label: 'encrypt, 3 devices, steady, per device', key: 'encrypt3', devices: 3, target: 0.1, floor: { of: 'encrypt3', maxRatio: 2 }, python: { op: 'encrypt', mode: 'steady', perDevice: true, minRatio: 10 } },
   // python's decrypt with 3 devices is already one device's decrypt.
-  { label: 'decrypt, 3 devices, steady, per device', key: 'decrypt3', devices: 3, target: 0.1, floor: { of: 'decrypt', maxRatio: 2 }, python: { op: 'decrypt', mode: 'steady', perDevice: false, minRatio: 10 } },
+  { label: 'decrypt, 3 devices, steady, per device', key: 'decrypt3', devices: 3, target: 0.1, floor: { of: 'decrypt3', maxRatio: 2 }, python: { op: 'decrypt', mode: 'steady', perDevice: false, minRatio: 10 } },
   { label: 'encrypt, ping-pong (new sending chain)', key: 'encryptTurn', devices: 1, target: 1, floor: { of: 'encrypt', maxRatio: 2 }, python: { op: 'encrypt', mode: 'ping-pong', perDevice: false } },
   { label: 'decrypt, ping-pong (ratchet turn)', key: 'decryptTurn', devices: 1, target: 1, floor: { of: 'turn', maxRatio: 2 }, python: { op: 'decrypt', mode: 'ping-pong', perDevice: false } },
 ];
@@ -117,7 +117,8 @@ What the columns include:
     between the row's own samples so that both see the same machine load (bench/omemo-floor.ts):
     the AES-128-GCM body, KDF_CK, HKDF, AES-256-CBC, MAC, the replay digest
     (decrypt), and the keystore write as the engine commits it (sealed session row; decrypt: with the
-    digest row in one transaction; 3 devices: three rows, one transaction, per device a third);
+    digest row in one transaction; encrypt to 3 devices: three rows, one transaction, per device a
+    third; decrypt by 3 devices: each decrypt on the next of three keystores, as the three engines);
     ratchet turn: + the contact's new key imported, key generation, 2 X25519, 2 HKDF; session
     builds: + the X3DH agreements, (initiator) the XEdDSA signature check, (responder) the prekey's
     import, the completion's encryption, the replacement prekey and its rows in the same commit.
