@@ -39,15 +39,18 @@ async function targets(ctx: Omemo2Context, id: LocalIdentity, peer: string, ids:
   let lastError: unknown;
   // The stored trust records are read only for a device without a session (a steady message has none).
   let known: ReturnType<typeof ctx.ports.trust.list> | null = null;
+  // Devices with a session are settled here; only those without one wait for a bundle.
+  const building: number[] = [];
+  for (const deviceId of ids) {
+    if (peer === id.local && deviceId === id.deviceId) continue;
+    const s = ctx.sessions.get(id.local, peer, deviceId);
+    if (!s) building.push(deviceId);
+    else if (isUsable(observe(ctx, peer, deviceId, s.theirIk).trust)) ready.push(deviceId);
+    else refused++;
+  }
+  if (building.length === 0) return { ready: ready.sort((a, b) => a - b), refused, lastError };
   await Promise.all(
-    ids.map(async (deviceId) => {
-      if (peer === id.local && deviceId === id.deviceId) return;
-      const s = ctx.sessions.get(id.local, peer, deviceId);
-      if (s) {
-        if (isUsable(observe(ctx, peer, deviceId, s.theirIk).trust)) ready.push(deviceId);
-        else refused++;
-        return;
-      }
+    building.map(async (deviceId) => {
       known ??= ctx.ports.trust.list(peer, PROTOCOL);
       const rec = known.find((r) => r.deviceId === String(deviceId) && r.active);
       if (rec && !isUsable(rec.trust)) {
