@@ -21,7 +21,7 @@
 //     ratchet turn, one decrypt, the completion (an empty message: one ratchet encryption), the
 //     replacement prekey's generation, and one transaction with the used and the new prekey rows,
 //     the counters row, the session row and the digest row.
-import { createHash, generateKeyPairSync, sign as edSign } from 'node:crypto';
+import { generateKeyPairSync, hash, sign as edSign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,13 +104,16 @@ function openPayload(km: Buffer, payload: Buffer): Buffer {
   return aesCbcDecrypt(k.subarray(0, 32), k.subarray(64, 80), payload);
 }
 
-const digestOf = (encoded: Buffer): Buffer => createHash('sha256').update('omemo2\0').update(LOCAL).update('\0').update(encoded).digest();
+// The engine's replayDigest (omemo2/context.ts): one-shot SHA-256 over the prefix and the encoded message.
+const digestOf = (encoded: Buffer): Buffer => hash('sha256', Buffer.concat([Buffer.from(`omemo2\0${LOCAL}\0`, 'utf8'), encoded]), 'buffer');
 
 /**
  * `recordBytes`: the length of the engine's session record for a steady session (the row it writes
  * per message, before sealing).
  */
-export function benchOmemo2Floors(n: { steady: number; turn: number; build: number; recordBytes: number }): Omemo2Floors {
+export function benchOmemo2Floors(n: { steady: number; turn: number; build: number; recordBytes: number; clock?: () => number }): Omemo2Floors {
+  // `clock` (ms): performance.now by default; a harness may pass another (e.g. CPU time under load).
+  const now = n.clock ?? (() => performance.now());
   const dir = mkdtempSync(join(tmpdir(), 'omemo2-floor-'));
   const ks = Keystore.open(join(dir, 'ks.sqlite'), 'bench-passphrase', { kdf: { N: 1024, r: 8, p: 1 } });
   try {
@@ -127,9 +130,9 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
     const time = (count: number, fn: (i: number) => void, per = 1): number[] => {
       const out: number[] = [];
       for (let i = 0; i < count + 50; i++) {
-        const t = performance.now();
+        const t = now();
         fn(i);
-        if (i >= 50) out.push((performance.now() - t) / per);
+        if (i >= 50) out.push((now() - t) / per);
       }
       return out;
     };

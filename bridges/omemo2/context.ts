@@ -1,5 +1,5 @@
 // What the OMEMO 2 engine's parts share.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { EnginePorts } from '../engine.js';
@@ -17,7 +17,8 @@ import type { ReplayGuard } from '../pgp/replay-guard.js';
  * re-sent by someone else, or re-wrapped with fields outside the MAC changed, is the same digest.
  */
 export const replayDigest = (local: string, macCovered: Buffer): Buffer =>
-  createHash('sha256').update('omemo2\0').update(local).update('\0').update(macCovered).digest();
+  // One-shot (no Hash object per message), over the same bytes as the streamed form before.
+  hash('sha256', Buffer.concat([Buffer.from(`omemo2\0${local}\0`, 'utf8'), macCovered]), 'buffer');
 
 export interface Omemo2Context {
   ports: EnginePorts;

@@ -334,3 +334,13 @@ test('replays are refused after a restart too, quietly (no repair), whoever re-s
   const next = await deliver(b, reparse((await send(a, b, 'third')).stanza));
   assert.ok(next.ok && next.body === 'third');
 });
+
+test('the replay digest is SHA-256 over omemo2 NUL jid NUL message, as stored rows were written', async () => {
+  const { replayDigest } = await import('../../bridges/omemo2/context.js');
+  const { createHash, randomBytes } = await import('node:crypto');
+  for (const local of ['bob@gw.example', 'j\u00fcrgen\\40example.org@gw.example']) {
+    const m = randomBytes(77);
+    const streamed = createHash('sha256').update('omemo2\0').update(local).update('\0').update(m).digest();
+    assert.deepEqual(replayDigest(local, m), streamed);
+  }
+});
