@@ -56,9 +56,9 @@ export class OmemoMetrics {
 export const deviceKey = (local: string, contact: string, deviceId: number): string => `${local}\0${contact}\0${deviceId}`;
 
 /**
- * The replay digest of a message to `local`: over the bytes its MAC covers (signal-message.ts
- * macCoveredBytes), not over the sender's JID or device id, which are outside the MAC: the same
- * message re-sent by another user of the domain, under their JID, is the same digest (issue 15).
+ * The replay digest of a message to `local`: over the bytes its MAC covers (see decrypt.ts), not
+ * over the sender's JID or device id, which are outside the MAC: the same message re-sent by
+ * another user of the domain, under their JID, is the same digest (issue 15).
  */
 export const replayDigest = (local: string, macCovered: Buffer): Buffer =>
   createHash('sha256').update('omemo\0').update(local).update('\0').update(macCovered).digest();

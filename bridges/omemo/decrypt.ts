@@ -58,8 +58,11 @@ export async function decryptStanza(ctx: OmemoContext, local: string, stanza: El
   const facts = { contact: from, deviceId: enc.sid };
   const key = keyFor(enc, id.deviceId);
   if (!key) return fail('not-for-this-device', facts);
-  // Read once here; the ratchet decrypts what was read. The digest is over what the MAC covers
-  // (signal-message.ts macCoveredBytes): the WhisperMessage, the one inside a PreKey message.
+  // Read once here; the ratchet decrypts what was read. The replay digest is over what the MAC
+  // covers (with both identity keys, so the sender's too): the WhisperMessage, the one inside a
+  // PreKey message. A PreKey message's other fields (registration id, prekey ids, the wrapper's
+  // encoding) can be changed without breaking the MAC, so a digest over the whole <key> would let a
+  // copy with one of them changed pass as new (issue 15).
   let read: Read;
   let covered: Buffer;
   if (key.prekey) {

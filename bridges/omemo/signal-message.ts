@@ -106,18 +106,6 @@ export function inspectWhisperParts(msg: Buffer): WhisperParts | null {
   return { ratchetKey, counter: uintOf(f, 2), previousCounter: uintOf(f, 3), ciphertext };
 }
 
-/**
- * The bytes a replay digest is taken over: the WhisperMessage, which its MAC covers (with both
- * identity keys, so with the sender's too). A PreKey message's other fields (registration id,
- * prekey ids, the encoding of the wrapper) can be changed by anyone without breaking the MAC, so a
- * digest over the whole <key> would let a copy with one such field changed pass as new (issue 15).
- * null when the message is not one.
- */
-export function macCoveredBytes(msg: Buffer, prekey: boolean): Buffer | null {
-  if (!prekey) return inspectWhisper(msg) ? msg : null;
-  return inspectPreKey(msg)?.inner ?? null;
-}
-
 export function inspectPreKey(msg: Buffer): PreKeyInfo | null {
   if (msg.length < 2 || !versionOk(msg[0])) return null;
   const f = readFields(msg.subarray(1));
