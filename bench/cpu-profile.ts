@@ -5,6 +5,8 @@
 //                                  node dist/bench/profile-summary.js FILE)
 //   gateway-<pid>-<n>.heapprofile  sampled allocations, collected ones included (where garbage comes from)
 //   gateway-<pid>-<n>.gc.json      every GC pause of the segment: kind, start and duration in ms
+//   gateway-<pid>-<n>.stalls.json  every event-loop turn over 20 ms: when it began (ms since the
+//                                  segment's profile started: line it up with the samples) and how long
 //   gateway-<pid>-<n>.done         written last: the segment's files are complete
 // A segment ends at SIGUSR2 (the bench sends it around the runs it wants profiled on their own, and
 // before it stops the gateway, so a slow exit under SIGTERM cannot lose the profile; profiling
@@ -21,8 +23,10 @@ if (dir) {
   session.post('Profiler.setSamplingInterval', { interval: 500 });
   session.post('Profiler.enable');
   session.post('HeapProfiler.enable');
+  let profiledAt = performance.now();
   const start = () => {
     session.post('Profiler.start');
+    profiledAt = performance.now();
     session.post('HeapProfiler.startSampling', { samplingInterval: 64 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
   };
   start();
@@ -37,6 +41,14 @@ if (dir) {
     for (const e of list.getEntries()) gcs.push({ kind: kinds[(e as unknown as { detail: { kind: number } }).detail.kind] ?? 'other', at: Math.round(e.startTime), ms: Number(e.duration.toFixed(2)) });
   });
   obs.observe({ entryTypes: ['gc'] });
+  // A 5 ms timer: when it fires more than 20 ms late, the turns since it last ran took that long.
+  let stalls: Array<{ at: number; ms: number }> = [];
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 25) stalls.push({ at: Math.round(last - profiledAt), ms: Math.round(now - last - 5) });
+    last = now;
+  }, 5).unref();
   let segment = 0;
   // Same-thread session: callbacks run synchronously, so this works inside 'exit' too.
   const flush = () => {
@@ -49,6 +61,8 @@ if (dir) {
     });
     writeFileSync(`${base}.gc.json`, JSON.stringify(gcs));
     gcs = [];
+    writeFileSync(`${base}.stalls.json`, JSON.stringify(stalls));
+    stalls = [];
     writeFileSync(`${base}.done`, '');
   };
   process.on('SIGUSR2', () => {
