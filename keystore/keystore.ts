@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
-import { Checkpointer, FALLBACK_PAGES } from './checkpointer.js';
+import { Checkpointer, FALLBACK_PAGES, JOURNAL_LIMIT_BYTES } from './checkpointer.js';
 import { MIGRATIONS } from './migrations.js';
 import { DEFAULT_KDF, deriveKey, Sealer, SealError, type KdfParams } from './seal.js';
 
@@ -77,7 +77,9 @@ export class Keystore {
       const ks = new Keystore(db, sealer);
       if (path !== ':memory:' && opts.checkpointWorker !== false) {
         ks.#checkpointer = new Checkpointer(path, DRIVER, () => {
-          if (db.open) db.pragma(`wal_autocheckpoint = ${FALLBACK_PAGES}`);
+          if (!db.open) return;
+          db.pragma(`wal_autocheckpoint = ${FALLBACK_PAGES}`);
+          db.pragma(`journal_size_limit = ${JOURNAL_LIMIT_BYTES}`);
         });
       }
       return ks;

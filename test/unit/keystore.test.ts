@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Keystore } from '../../keystore/keystore.js';
+import { FALLBACK_PAGES, JOURNAL_LIMIT_BYTES } from '../../keystore/checkpointer.js';
 import { Sealer } from '../../keystore/seal.js';
 import { MIGRATIONS } from '../../keystore/migrations.js';
 import { createProtocolStore } from '../../keystore/protocol-store.js';
@@ -86,7 +87,8 @@ test('WAL checkpoints run on a worker: committed pages reach the database file w
     const ks = Keystore.open(path, 'pass', KDF);
     assert.equal(ks.startCheckpointWorker(), true);
     // The writer's own automatic checkpoint is only a fallback now, far above what is written here.
-    assert.ok((ks.db.pragma('wal_autocheckpoint', { simple: true }) as number) >= 10000);
+    assert.equal(ks.db.pragma('wal_autocheckpoint', { simple: true }), FALLBACK_PAGES);
+    assert.ok(FALLBACK_PAGES * 4096 > 600 * 3000 * 2);
     const store = createProtocolStore(ks, 'omemo');
     const before = statSync(path).size;
     for (let i = 0; i < 600; i++) store.put('alerts@gw', 'session', `c${i}`, Buffer.alloc(3000, i & 0xff));
@@ -98,6 +100,41 @@ test('WAL checkpoints run on a worker: committed pages reach the database file w
     assert.equal(statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0, 0);
     const again = Keystore.open(path, 'pass', KDF);
     assert.equal(createProtocolStore(again, 'omemo').get('alerts@gw', 'session', 'c599')![0], 599 & 0xff);
+    again.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('under writes without a pause the WAL file stays within the fallback threshold, and is cut back to journal_size_limit once it starts over', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ks-'));
+  try {
+    const path = join(dir, 'gw.db');
+    const ks = Keystore.open(path, 'pass', KDF);
+    assert.equal(ks.startCheckpointWorker(), true);
+    assert.equal(ks.db.pragma('journal_size_limit', { simple: true }), JOURNAL_LIMIT_BYTES);
+    const store = createProtocolStore(ks, 'omemo');
+    const walSize = () => statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    // Commits back to back with no turn of the event loop (the worker's rounds may or may not land
+    // in between: either way the writer's own checkpoint bounds the file), until well past the
+    // fallback threshold of pages written.
+    let max = 0;
+    let cutBack = false;
+    let commits = 0;
+    for (let written = 0; written < FALLBACK_PAGES * 4096 * 2.5; written += 6000, commits++) {
+      store.put('alerts@gw', 'session', `c${commits % 500}`, Buffer.alloc(6000, commits & 0xff));
+      const size = walSize();
+      if (max > JOURNAL_LIMIT_BYTES && size <= JOURNAL_LIMIT_BYTES + 64 * 4120) cutBack = true;
+      max = Math.max(max, size);
+    }
+    // Over the threshold by at most what was committed during one worker round (the writer's own
+    // passive checkpoint gives way while the worker's runs): not by what was written in all.
+    assert.ok(max < FALLBACK_PAGES * 4096 * 2, `WAL grew to ${max} bytes`);
+    // The WAL started over, and the first commit after that cut the file back to the limit.
+    assert.ok(cutBack, 'the WAL file was never cut back');
+    ks.close();
+    const again = Keystore.open(path, 'pass', KDF);
+    assert.equal(createProtocolStore(again, 'omemo').get('alerts@gw', 'session', `c${(commits - 1) % 500}`)![0], (commits - 1) & 0xff);
     again.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
