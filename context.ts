@@ -350,6 +350,8 @@ export class Gateway {
       handle: (el) => (ha && !ha.mayAct() ? this.#handOff(ha, el) : this.router.handle(el)),
       maxQueued: config.limits.max_inbound_queue,
       urgent: (el) => el.name === 'iq' && el.attrs.type === 'get' && el.getChild('ping', NS_PING) !== undefined,
+      // Answers are not made faster than the server reads them (output-pacer.ts `behind`).
+      blocked: () => this.conn.outputBehind,
       onDrop: (el) => {
         this.metrics.limited.inc({ limit: 'inbound_queue' });
         const type = String(el.attrs.type ?? '');
@@ -360,8 +362,10 @@ export class Gateway {
     });
     this.metrics.registerCache('inbound_queue', () => this.inbound.size);
     this.conn.on('stanza', (el) => this.inbound.push(el));
+    this.conn.on('progress', () => this.inbound.kick());
     this.conn.on('online', () => this.#track(this.#onOnline()));
     this.conn.on('offline', () => {
+      this.inbound.kick();
       this.rooms.onOffline();
       for (const e of this.engines.all()) e.onConnectionChange?.(false);
     });

@@ -98,7 +98,7 @@ export const LIMITS = {
     '8kb',
     8 * 1024,
     limited('output_window'),
-    'errors and disco answers are held while this much output is unconfirmed by the server (messages, presence, pongs and our own iqs never are), then written round robin between recipients',
+    'errors and disco answers are held while this much output is unconfirmed by the server (messages, presence, pongs and our own iqs never are), then written round robin between recipients; past eight windows unconfirmed, inbound stanzas other than pings wait in the inbound queue',
   ),
   max_held_output: spec('limits.max_held_output', 'bytes', '1mb', 1024 * 1024, limited('max_held_output'), 'the oldest held stanza of the recipient with the most held is not sent'),
   held_output_max_age: spec('limits.held_output_max_age', 'millis', '30s', 30_000, limited('held_output_max_age'), 'a stanza held longer than this is not sent (its requester has given up)'),

@@ -56,6 +56,8 @@ export interface ConnectionEvents {
   online: [];
   offline: [reason: string];
   stanza: [el: Element];
+  /** The server confirmed reading more of the output (output pacing): `outputBehind` may have changed. */
+  progress: [];
 }
 
 export class ComponentConnection extends EventEmitter<ConnectionEvents> {
@@ -249,6 +251,7 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
             entity.write(text).catch(() => undefined);
             this.#opts.metrics.stanzasOut.inc({ kind: name });
           },
+          onProgress: () => this.emit('progress'),
         })
       : null;
     this.#online = true;
@@ -318,6 +321,14 @@ export class ComponentConnection extends EventEmitter<ConnectionEvents> {
         socket.uncork();
       });
     }
+  }
+
+  /**
+   * The server is more than a few output windows behind reading what was written (output-pacer.ts
+   * `behind`): inbound handling should wait for 'progress'. False while offline or unpaced.
+   */
+  get outputBehind(): boolean {
+    return this.#pacer?.behind ?? false;
   }
 
   /** Output held back by pacing now: stanzas, bytes, and bytes written the server has not confirmed reading. */

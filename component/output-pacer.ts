@@ -12,7 +12,14 @@
 // the recipient with the most held (the flooder), and anything held longer than
 // limits.held_output_max_age is shed when its turn comes (its requester has given up by then).
 // High-priority output (messages, receipts, presence, the gateway's own iqs, pubsub results, empty
-// iq results such as pongs) is never held: it waits behind at most a window of the rest.
+// iq results such as pongs) is never held. What bounds it instead is the inbound side: while more
+// than BEHIND_WINDOWS windows are unconfirmed, `behind` is true and the inbound queue starts no new
+// handler (inbound-queue.ts), so the answers a flood asks for are not made faster than the server
+// reads them; they wait as unhandled stanzas (bounded by limits.max_inbound_queue), never shed, and a
+// pong waits behind at most those windows plus the answers of the handlers already running. (In the
+// storm bench's burst of 10,000 first-contact device-list reads, whose answers are high priority, the
+// gateway wrote them as fast as it made them while Prosody, reading the component stream 8 KB a turn
+// in turn with eight busy clients, fell 300-700 KB behind; pongs waited 1-5 s behind those bytes.)
 import type Element from 'ltx/lib/Element.js';
 import type { Metrics } from '../http/metrics.js';
 
@@ -56,6 +63,8 @@ export interface PacerDeps {
   now?: () => number;
   /** A marker not back after this long (ms) counts as read; after MAX_LOST of them in a row nothing is held until one comes back. */
   markerTimeoutMs?: number;
+  /** The server has confirmed reading more (a marker came back or timed out): `behind` may have changed. */
+  onProgress?: () => void;
 }
 
 interface Held {
@@ -65,6 +74,8 @@ interface Held {
 }
 
 export const MARKER_PREFIX = 'gw-mark-';
+/** Unconfirmed windows past which the pacer is `behind` (inbound handling waits). */
+export const BEHIND_WINDOWS = 8;
 /** Markers lost in a row after which this server is taken not to route them (pacing off). */
 const MAX_LOST = 3;
 
@@ -83,6 +94,8 @@ export class OutputPacer {
   #nextMarker = 0;
   #lost = 0;
   #off = false;
+  /** Inbound work waits on this stream's progress (`behind` said so): markers are written for it too. */
+  #demand = false;
   /** Held output per recipient, and the recipients in round-robin order. */
   readonly #held = new Map<string, Held[]>();
   #heldBytes = 0;
@@ -107,6 +120,31 @@ export class OutputPacer {
 
   get heldBytes(): number {
     return this.#heldBytes;
+  }
+
+  /**
+   * True while more than BEHIND_WINDOWS windows of output are unconfirmed: whoever makes output on
+   * demand (the inbound queue) should wait for onProgress. Unconfirmed bytes are only known while
+   * markers are out (output without low-priority parts writes none), so the first time this finds
+   * them over the mark with no marker out it writes one and says false: the bytes before it are
+   * not known to be behind. False while pacing is off or the stream is closed.
+   */
+  get behind(): boolean {
+    if (this.#closed || this.#off) {
+      this.#demand = false;
+      return false;
+    }
+    const over = this.unconfirmed >= BEHIND_WINDOWS * this.#d.limits.output_window;
+    if (!over) {
+      this.#demand = false;
+      return false;
+    }
+    this.#demand = true;
+    if (this.#markers.size === 0) {
+      this.#mark();
+      return false;
+    }
+    return true;
   }
 
   /** Whether the server is taken not to route markers back (pacing off on this stream). */
@@ -139,12 +177,13 @@ export class OutputPacer {
 
   /**
    * Counts text the caller wrote; writes a marker every half window while low-priority output is
-   * offered (also while off: one coming back turns pacing on again). Without any (a bot's messages
-   * only) no marker is written: the server's progress matters only to what could be held.
+   * offered (also while off: one coming back turns pacing on again) or inbound work waits on the
+   * output (`behind`). Without either (a bot's messages only) no marker is written: the server's
+   * progress matters only to what could be held or is waited for.
    */
   wrote(bytes: number): void {
     this.#written += bytes;
-    if (this.#lowSinceMark && this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 2) this.#mark();
+    if ((this.#lowSinceMark || this.#demand) && this.#written - this.#lastMarkAt >= this.#d.limits.output_window / 2) this.#mark();
   }
 
   /** An inbound stanza: true when it is one of our markers back (consumed: nothing to answer). */
@@ -157,6 +196,7 @@ export class OutputPacer {
     this.#off = false;
     const m = this.#markers.get(id);
     if (m) this.#confirm(m[0]);
+    this.#d.onProgress?.();
     return true;
   }
 
@@ -253,6 +293,7 @@ export class OutputPacer {
         this.#markers.delete(id);
         if (++this.#lost >= MAX_LOST) this.#off = true;
         this.#confirm(pos);
+        this.#d.onProgress?.();
       }
     }
     if (this.#heldCount > 0) this.#release();

@@ -53,3 +53,58 @@ test('past maxQueued waiting stanzas, new ones are dropped', async () => {
   await q.drain();
   assert.equal(q.size, 0);
 });
+
+test('while blocked no new handler starts, pings (urgent) still do; kick() or the recheck resumes, in order', async () => {
+  const order: string[] = [];
+  let blocked = false;
+  const q = new InboundQueue({
+    maxQueued: 10_000,
+    onDrop: () => assert.fail('nothing is dropped below the bound'),
+    urgent: (el) => el.attrs.type === 'ping',
+    blocked: () => blocked,
+    handle: async (el) => {
+      order.push(String(el.attrs.id));
+      await Promise.resolve();
+    },
+  });
+  const turn = () => new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 40; i++) q.push(xml('iq', { id: `a${i}` }));
+  blocked = true;
+  // The first slice may have started before `blocked`; once it is seen, nothing more starts.
+  for (let k = 0; k < 5; k++) await turn();
+  const startedWhileBlocked = order.length;
+  assert.ok(startedWhileBlocked <= 16, `started: ${startedWhileBlocked}`);
+  assert.equal(q.blocked, true);
+  for (let k = 0; k < 5; k++) await turn();
+  assert.equal(order.length, startedWhileBlocked);
+  // A ping is handled at once, blocked or not.
+  q.push(xml('iq', { id: 'ping1', type: 'ping' }));
+  for (let k = 0; k < 3; k++) await turn();
+  assert.equal(order.at(-1), 'ping1');
+  assert.equal(order.length, startedWhileBlocked + 1);
+  // kick() while still blocked: one look, blocked again.
+  q.kick();
+  for (let k = 0; k < 3; k++) await turn();
+  assert.equal(order.length, startedWhileBlocked + 1);
+  // Unblocked and kicked: the rest, in order of arrival.
+  blocked = false;
+  q.kick();
+  await q.drain();
+  assert.deepEqual(order.filter((id) => id !== 'ping1'), Array.from({ length: 40 }, (_, i) => `a${i}`));
+  assert.equal(q.blocked, false);
+});
+
+test('blocked without a kick: the queue looks again on its own', async () => {
+  let blocked = true;
+  let handled = 0;
+  const q = new InboundQueue({ maxQueued: 100, onDrop: () => assert.fail('no drop'), blocked: () => blocked, handle: async () => void handled++ });
+  q.push(xml('iq', { id: '1' }));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(handled, 0);
+  blocked = false;
+  // No kick(): the recheck timer (unref'd: it keeps no process alive, so this test holds one open) finds it unblocked.
+  const hold = setTimeout(() => undefined, 5000);
+  await q.drain();
+  clearTimeout(hold);
+  assert.equal(handled, 1);
+});

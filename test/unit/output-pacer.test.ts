@@ -5,13 +5,14 @@ import assert from 'node:assert/strict';
 import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import { Metrics } from '../../http/metrics.js';
-import { MARKER_PREFIX, OutputPacer, outputPriority } from '../../component/output-pacer.js';
+import { BEHIND_WINDOWS, MARKER_PREFIX, OutputPacer, outputPriority } from '../../component/output-pacer.js';
 
 const GW = 'gw.example.org';
 
 function rig(limits: { output_window?: number; max_held_output?: number; held_output_max_age?: number } = {}) {
   const written: string[] = [];
   let now = 1_000_000;
+  let progress = 0;
   const metrics = new Metrics({ processMetrics: false });
   const pacer = new OutputPacer({
     domain: GW,
@@ -20,6 +21,7 @@ function rig(limits: { output_window?: number; max_held_output?: number; held_ou
     write: (text) => written.push(text),
     now: () => now,
     markerTimeoutMs: 10_000,
+    onProgress: () => progress++,
   });
   /** What the caller does: offer, and write it at once if told to. */
   const send = (el: Element) => {
@@ -36,7 +38,7 @@ function rig(limits: { output_window?: number; max_held_output?: number; held_ou
     return pacer.onInbound(xml('iq', { type: 'get', from: GW, to: GW, id }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   };
   const limited = async (name: string) => Number(new RegExp(`gateway_limited_total\\{limit="${name}"\\} (\\d+)`).exec((await metrics.render()).body)?.[1] ?? 0);
-  return { pacer, written, send, markers, echoLastMarker, limited, advance: (ms: number) => (now += ms) };
+  return { pacer, written, send, markers, echoLastMarker, limited, advance: (ms: number) => (now += ms), progress: () => progress };
 }
 
 const error = (to: string, id: string) => xml('iq', { type: 'error', from: GW, to, id }, xml('error', { type: 'cancel' }, xml('item-not-found', { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' })));
@@ -155,4 +157,54 @@ test('close() drops what is held and holds nothing more', () => {
   r.pacer.close();
   assert.equal(r.pacer.heldCount, 0);
   assert.equal(r.pacer.offer('x', error('a@b', '1')), true);
+});
+
+test('behind: past BEHIND_WINDOWS unconfirmed windows of high-priority output (answers never held), with markers written for it; progress when they come back', () => {
+  const r = rig();
+  const result = (i: number) => xml('iq', { type: 'result', from: `p${i}@${GW}`, to: 'mallory@x/r', id: `r${i}` }, xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, xml('items', { node: 'eu.siacs.conversations.axolotl.devicelist' }, 'x'.repeat(300))));
+  // Answers only, below the mark: not behind, and no marker (nothing low-priority, nobody waiting).
+  let i = 0;
+  while (r.pacer.unconfirmed < BEHIND_WINDOWS * 4000 - 1000) r.send(result(i++));
+  assert.equal(r.pacer.behind, false);
+  assert.equal(r.markers().length, 0);
+  // Over the mark with no marker out: the bytes so far are not known to be unread. One marker is
+  // written to learn, and behind is still false; from then on a marker every half window.
+  while (r.pacer.unconfirmed < BEHIND_WINDOWS * 4000) r.send(result(i++));
+  assert.equal(r.pacer.behind, false);
+  assert.equal(r.markers().length, 1);
+  assert.equal(r.pacer.behind, true);
+  for (let k = 0; k < 20; k++) r.send(result(i++));
+  assert.ok(r.markers().length >= 3, `markers while behind: ${r.markers().length}`);
+  // Every answer was written: none is held or shed.
+  assert.equal(r.pacer.heldCount, 0);
+  assert.equal(r.written.filter((t) => t.includes('type="result"')).length, i);
+  // The server read everything up to the last marker: progress, and no longer behind.
+  const before = r.progress();
+  assert.equal(r.echoLastMarker(), true);
+  assert.equal(r.progress(), before + 1);
+  assert.equal(r.pacer.behind, false);
+});
+
+test('behind: a marker that never comes back counts as read after its timeout (progress), and with pacing off nothing is behind', () => {
+  const r = rig();
+  const result = (i: number) => xml('iq', { type: 'result', from: `p${i}@${GW}`, to: 'mallory@x/r', id: `r${i}` }, xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, 'x'.repeat(500)));
+  for (let round = 0; round < 3; round++) {
+    let i = 0;
+    while (r.pacer.unconfirmed < BEHIND_WINDOWS * 4000) r.send(result(i++));
+    void r.pacer.behind; // writes a marker if none is out
+    assert.equal(r.pacer.behind, true, `round ${round}`);
+    const before = r.progress();
+    r.advance(10_001);
+    r.pacer.tick();
+    // Each timed-out marker counts everything before it as read; later ones time out on later ticks.
+    while (r.pacer.behind && r.progress() < before + 50) {
+      r.advance(10_001);
+      r.pacer.tick();
+    }
+    assert.ok(r.progress() > before);
+  }
+  // Three lost markers in a row: this server does not route them, pacing is off, never behind.
+  assert.equal(r.pacer.off, true);
+  for (let i = 0; i < 200; i++) r.send(result(i));
+  assert.equal(r.pacer.behind, false);
 });
