@@ -180,7 +180,8 @@ What the columns include:
     decrypt: with the digest row in one transaction; 3 devices: three rows, one transaction, a third
     per device); ratchet turn: + the new key's import, key generation, 2 X25519, 2 HKDF; builds: + the
     X3DH agreements, (initiator) the Ed25519 signature check, (responder) the first turn, the
-    completion's encryption, the replacement prekey and its rows in the same commit.
+    completion's encryption, the replacement prekey and its rows in the same commit. WAL checkpoints
+    on the keystores' worker threads, started with them, for both (as for legacy).
     python/floor: the most any engine making these calls could be faster than python-omemo here.
   python-omemo: ${py2.bench ? `${py2.bench.implementation} (Debian), test/interop/omemo_bench.py --backend twomemo: the same cases
     (plaintext without the SCE envelope; no XML, in-memory storage, nothing written to disk).` : `not measured (${py2.why ?? 'unavailable'}); install python3-twomemo.`}

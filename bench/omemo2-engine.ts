@@ -35,6 +35,9 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordByt
   const keystores: Array<{ close(): void }> = [];
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
     const ks = openTestKeystore(join(dir, `${name}.db`));
+    // WAL checkpoints on the worker thread from the start, as in the gateway (see omemo-engine.ts:
+    // the keystore starts it from a timer, which never fires in these loops).
+    ks.startCheckpointWorker();
     keystores.push(ks);
     // The per-contact bundle fetch limit (limits.ts) would stop the repeated session builds measured here.
     // Logs at the gateway's default level (the tests' helper logs debug lines into memory).

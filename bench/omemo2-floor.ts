@@ -116,6 +116,8 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
   const now = n.clock ?? (() => performance.now());
   const dir = mkdtempSync(join(tmpdir(), 'omemo2-floor-'));
   const ks = Keystore.open(join(dir, 'ks.sqlite'), 'bench-passphrase', { kdf: { N: 1024, r: 8, p: 1 } });
+  // As the engine's keystores in the bench (omemo2-engine.ts): checkpoints on the worker from the start.
+  ks.startCheckpointWorker();
   try {
     const store = createProtocolStore(ks, 'omemo2');
     const replay = new ReplayStore(ks);
