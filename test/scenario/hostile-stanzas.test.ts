@@ -68,7 +68,8 @@ test('bug 4: a queued message that cannot be written as XML fails with a code; t
     assert.equal(m.attempts <= 1, true, `${id}: failed at the first attempt, not retried`);
   }
   assert.equal(s.gateway.outbox.get(good)!.status, 'sent');
-  assert.ok(s.server.received.some((e) => e.name === 'message' && e.attrs.to === 'carol@example.org'));
+  // 'sent' means written to the socket; the fake server may not have read it yet (under load).
+  await waitUntil(() => s.server.received.some((e) => e.name === 'message' && e.attrs.to === 'carol@example.org'), 10_000, 'the server read the good message');
   assert.equal(s.server.notWellFormed, 0, 'the gateway never wrote XML the server refuses');
   assert.equal(s.server.connections, connections, 'the connection was never cut');
   assert.ok(s.gateway.conn.online);
