@@ -8,7 +8,8 @@ import type { Decrypted, DecryptFailure } from '../engine.js';
 import type { TrustLevel } from '../../keystore/trust-store.js';
 import { PROTOCOL } from './constants.js';
 import { deviceKey, observe, replayDigest, type Omemo2Context } from './context.js';
-import { omemo2Codec } from './messages.js';
+import { omemo2Codec, type KeyExchange } from './messages.js';
+import type { OpenedMessage } from '../ratchet/double-ratchet.js';
 import { fingerprintOf, type LocalIdentity } from './keyring.js';
 import { emptyMessage, repair } from './outbound.js';
 import { isEmptyKeyMaterial, openPayload } from './payload.js';
@@ -67,13 +68,16 @@ export async function decryptStanza(ctx: Omemo2Context, local: string, stanza: E
   // Claimed while being decrypted (two copies arriving together cannot both pass), recorded with the
   // session's new state once everything checked out, released if not: a forgery does not burn the
   // genuine copy. Kept in the keystore, so a replay after a restart is refused too (no repair).
-  const authenticated = key.kex ? parseKeyExchange(key.data)?.message : key.data;
-  const covered = authenticated ? omemo2Codec.open(authenticated)?.encoded : undefined;
-  if (!covered) return fail('malformed', facts);
-  const digest = replayDigest(local, covered);
+  // Read once here: the digest is over the OMEMOMessage the MAC covers, and the ratchet decrypts what
+  // was read.
+  const kx = key.kex ? parseKeyExchange(key.data) : null;
+  const authenticated = key.kex ? kx?.message : key.data;
+  const opened = authenticated ? omemo2Codec.open(authenticated) : null;
+  if (!opened || (key.kex && !kx)) return fail('malformed', facts);
+  const digest = replayDigest(local, opened.encoded);
   if (!ctx.replay.claim(digest)) return fail('duplicate', facts);
   try {
-    return await decryptClaimed(ctx, { local, id, from, enc, key, digest, facts, replies, fail, ...(group && { group }) });
+    return await decryptClaimed(ctx, { local, id, from, enc, key, kx, opened, digest, facts, replies, fail, ...(group && { group }) });
   } finally {
     ctx.replay.release(digest);
   }
@@ -85,6 +89,10 @@ interface Claimed {
   from: string;
   enc: { sid: number; payload: Buffer | null };
   key: KeyElement;
+  /** The OMEMOKeyExchange, decoded, when `key` is one. */
+  kx: KeyExchange | null;
+  /** The OMEMOAuthenticatedMessage (the key exchange's inner one), opened. */
+  opened: OpenedMessage;
   digest: Buffer;
   facts: Record<string, unknown>;
   replies: Element[];
@@ -93,7 +101,7 @@ interface Claimed {
 }
 
 async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted> {
-  const { local, id, from, enc, key, digest, facts, replies, fail, group } = c;
+  const { local, id, from, enc, key, kx, opened, digest, facts, replies, fail, group } = c;
   const list = ctx.devices.cached(from);
   if (!list || !list.includes(enc.sid)) ctx.devices.refreshInBackground(local, from);
 
@@ -109,12 +117,10 @@ async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted
   let seen: { trust: TrustLevel; fingerprint: string } | null = null;
   const end = ctx.ports.metrics.cryptoSeconds.startTimer({ protocol: PROTOCOL, operation: key.kex ? 'session_build' : 'decrypt' });
   try {
-    if (key.kex) {
-      const kx = parseKeyExchange(key.data);
-      if (!kx) return fail('malformed', facts);
+    if (kx) {
       // Read-only before the message authenticates: an unverified key must not create a trust entry.
       if (ctx.ports.trust.get(from, PROTOCOL, fingerprintOf(kx.ik))?.trust === 'distrusted') return fail('distrusted', facts);
-      const r = acceptKeyExchange(id, { signedPreKey: (n) => ctx.keyring.signedPreKey(local, n), preKey: (n) => ctx.keyring.preKey(local, n) }, key.data, existing);
+      const r = acceptKeyExchange(id, { signedPreKey: (n) => ctx.keyring.signedPreKey(local, n), preKey: (n) => ctx.keyring.preKey(local, n) }, kx, opened, existing);
       ({ session, isNew } = r);
       keyMaterial = r.plaintext;
       counter = r.header.n;
@@ -128,7 +134,7 @@ async function decryptClaimed(ctx: Omemo2Context, c: Claimed): Promise<Decrypted
       }
       seen = observe(ctx, from, enc.sid, existing.theirIk);
       if (seen.trust === 'distrusted') return fail('distrusted', facts);
-      const r = decryptMessage(existing, key.data);
+      const r = decryptMessage(existing, key.data, opened);
       session = r.session;
       keyMaterial = r.plaintext;
       counter = r.header.n;

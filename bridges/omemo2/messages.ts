@@ -8,15 +8,7 @@ import { bytes, decode, encode, uint32 } from '../ratchet/protobuf.js';
 import type { Header, MessageCodec, RatchetVersion } from '../ratchet/double-ratchet.js';
 import { INFO_MESSAGE_KEYS, INFO_ROOT, MAC_LENGTH } from './constants.js';
 
-type Opened = ReturnType<MessageCodec['open']>;
-
-// A received message is opened twice: for its replay digest (inbound.ts, before decrypting) and by
-// the ratchet. The last buffer opened is remembered by identity: the engine never changes a received
-// buffer, so the same object has the same bytes.
-let lastWire: Buffer | null = null;
-let lastOpened: Opened = null;
-
-function openWire(wire: Buffer): Opened {
+function openWire(wire: Buffer): ReturnType<MessageCodec['open']> {
   const outer = decode(wire);
   const mac = outer && bytes(outer, 1);
   const encoded = outer && bytes(outer, 2);
@@ -46,12 +38,7 @@ export const omemo2Codec: MessageCodec = {
       { no: 2, value: encoded },
     ]);
   },
-  open(wire) {
-    if (wire === lastWire) return lastOpened;
-    lastOpened = openWire(wire);
-    lastWire = wire;
-    return lastOpened;
-  },
+  open: openWire,
 };
 
 export const OMEMO2: RatchetVersion = {
@@ -84,18 +71,7 @@ export function encodeKeyExchange(k: KeyExchange): Buffer {
   ]);
 }
 
-let lastKex: Buffer | null = null;
-let lastDecoded: KeyExchange | null = null;
-
-/** Decoded once per received buffer (read by inbound.ts, then session.ts), as omemo2Codec.open. */
 export function decodeKeyExchange(buf: Buffer): KeyExchange | null {
-  if (buf === lastKex) return lastDecoded;
-  lastDecoded = decodeKeyExchangeBytes(buf);
-  lastKex = buf;
-  return lastDecoded;
-}
-
-function decodeKeyExchangeBytes(buf: Buffer): KeyExchange | null {
   const m = decode(buf);
   if (!m) return null;
   const pkId = uint32(m, 1);

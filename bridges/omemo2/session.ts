@@ -7,7 +7,7 @@ import * as dr from '../ratchet/double-ratchet.js';
 import { ed25519PubToX25519, ed25519Verify, generateX25519, type X25519KeyPair } from '../ratchet/primitives.js';
 import { x3dhInitiator, x3dhResponder } from '../ratchet/x3dh.js';
 import { INFO_X3DH } from './constants.js';
-import { OMEMO2, decodeKeyExchange, encodeKeyExchange } from './messages.js';
+import { OMEMO2, decodeKeyExchange, encodeKeyExchange, type KeyExchange } from './messages.js';
 
 const X3DH = { info: INFO_X3DH, length: 32 };
 
@@ -80,9 +80,11 @@ export function encryptMessage(own: OwnIdentity, s: Session, plaintext: Buffer):
   return { data: encodeKeyExchange({ pkId: s.kex.pkId, spkId: s.kex.spkId, ik: own.ik, ek: s.kex.ek, message: wire }), kex: true };
 }
 
-function ratchetDecrypt(s: Session, wire: Buffer): { plaintext: Buffer; session: Session; header: dr.Header } {
+// `m` is `wire` (an OMEMOAuthenticatedMessage) as omemo2Codec opened it: inbound.ts reads each
+// message once (for its replay digest) and the ratchet decrypts what was read.
+function ratchetDecrypt(s: Session, wire: Buffer, m: dr.OpenedMessage): { plaintext: Buffer; session: Session; header: dr.Header } {
   try {
-    const r = dr.decrypt(OMEMO2, s.ratchet, wire, s.ad);
+    const r = dr.decrypt(OMEMO2, s.ratchet, wire, s.ad, m);
     // Anything received on the session confirms it: stop wrapping in key exchanges.
     return { plaintext: r.plaintext, session: { ...s, ratchet: r.state, kex: null }, header: r.header };
   } catch (e) {
@@ -92,15 +94,15 @@ function ratchetDecrypt(s: Session, wire: Buffer): { plaintext: Buffer; session:
 }
 
 /** A normal message (OMEMOAuthenticatedMessage) on an existing session, or on the one it replaced. */
-export function decryptMessage(s: Session, data: Buffer): { plaintext: Buffer; session: Session; header: dr.Header } {
+export function decryptMessage(s: Session, data: Buffer, m: dr.OpenedMessage): { plaintext: Buffer; session: Session; header: dr.Header } {
   try {
-    const r = ratchetDecrypt(s, data);
+    const r = ratchetDecrypt(s, data, m);
     return { ...r, session: { ...r.session, previous: s.previous ?? null } };
   } catch (e) {
     if (!s.previous || !(e instanceof SessionError) || e.reason === 'duplicate') throw e;
     let r;
     try {
-      r = ratchetDecrypt(s.previous, data);
+      r = ratchetDecrypt(s.previous, data, m);
     } catch {
       throw e;
     }
@@ -119,25 +121,25 @@ export function parseKeyExchange(data: Buffer) {
 }
 
 /**
- * An OMEMOKeyExchange. If `existing` was built by this very key exchange (same ephemeral key), only
- * the inner message is processed on it; otherwise a new session is built (passive X3DH).
+ * An OMEMOKeyExchange (`k`, decoded; `m`, its inner message `k.message` opened). If `existing` was built by this
+ * very key exchange (same ephemeral key), only the inner message is processed on it; otherwise a new
+ * session is built (passive X3DH).
  * `isNew` tells the caller to consume the prekey and answer with an empty message.
  */
 export function acceptKeyExchange(
   own: OwnIdentity,
   keys: KeyLookup,
-  data: Buffer,
+  k: KeyExchange,
+  m: dr.OpenedMessage,
   existing: Session | undefined,
 ): { plaintext: Buffer; session: Session; isNew: boolean; pkId: number; header: dr.Header } {
-  const k = decodeKeyExchange(data);
-  if (!k) throw new SessionError('malformed');
   const same = (x: Session | null | undefined): boolean => !!x && !x.initiator && x.ek.equals(k.ek) && x.theirIk.equals(k.ik);
   if (existing && same(existing)) {
-    const r = ratchetDecrypt(existing, k.message);
+    const r = ratchetDecrypt(existing, k.message, m);
     return { ...r, session: { ...r.session, previous: existing.previous ?? null }, isNew: false, pkId: k.pkId };
   }
   if (existing?.previous && same(existing.previous)) {
-    const r = ratchetDecrypt(existing.previous, k.message);
+    const r = ratchetDecrypt(existing.previous, k.message, m);
     return { ...r, session: replacing(r.session, existing), isNew: false, pkId: k.pkId };
   }
   const spk = keys.signedPreKey(k.spkId);
@@ -151,7 +153,7 @@ export function acceptKeyExchange(
   }
   const sk = x3dhResponder(X3DH, { ourIdentityPriv: own.priv, signedPreKeyPriv: spk.priv, preKeyPriv: pk.priv, theirIdentity, theirEphemeral: k.ek });
   const fresh: Session = { ad: Buffer.concat([k.ik, own.ik]), ratchet: dr.respond(sk, spk), theirIk: k.ik, kex: null, ek: k.ek, initiator: false };
-  const r = ratchetDecrypt(fresh, k.message);
+  const r = ratchetDecrypt(fresh, k.message, m);
   return { ...r, session: replacing(r.session, existing), isNew: true, pkId: k.pkId };
 }
 
