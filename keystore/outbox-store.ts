@@ -146,9 +146,10 @@ export class OutboxStore {
   constructor(ks: Keystore) {
     this.#ks = ks;
     const db = ks.db;
-    this.#insert = db.prepare(
+    // Positional parameters: better-sqlite3 binds named ones by a property lookup each (issue 16).
+    this.#insert = db.prepare<[string, OutboxKind, string, string, Buffer, string | null, string | null, string | null, number, number, number, number, number, Buffer | null]>(
       `INSERT INTO outbox (id, kind, bot, recipient, body, encryption_requested, status, idempotency_key, request_hash, seq, created_at, updated_at, next_attempt_at, expires_at, origin)
-       VALUES (@id, @kind, @bot, @recipient, @body, @encryption_requested, 'queued', @idempotency_key, @request_hash, @seq, @now, @now, @now, @expires_at, @origin)`,
+       VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#byId = db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE id = ?');
     this.#kindOf = db.prepare<[string], { kind: OutboxKind; bot: string }>('SELECT kind, bot FROM outbox WHERE id = ?');
@@ -287,20 +288,22 @@ export class OutboxStore {
     const id = m.id ?? OutboxStore.newId();
     const kind: OutboxKind = m.origin ? 'bridge' : 'bot';
     const seq = ++this.#seq;
-    this.#insert.run({
+    this.#insert.run(
       id,
       kind,
-      bot: m.bot,
-      recipient: m.to,
-      body: this.#ks.sealer.seal(m.body, `outbox\0${id}`),
-      encryption_requested: m.encryption,
-      idempotency_key: m.idempotencyKey,
-      request_hash: hash,
+      m.bot,
+      m.to,
+      this.#ks.sealer.seal(m.body, `outbox\0${id}`),
+      m.encryption,
+      m.idempotencyKey,
+      hash,
       seq,
       now,
-      expires_at: now + m.ttlMs,
-      origin: m.origin ? this.#ks.sealer.seal(JSON.stringify(m.origin), `outbox-origin\0${id}`) : null,
-    });
+      now,
+      now,
+      now + m.ttlMs,
+      m.origin ? this.#ks.sealer.seal(JSON.stringify(m.origin), `outbox-origin\0${id}`) : null,
+    );
     // The row as inserted (no read back).
     const message: OutboxMessage = {
       id,

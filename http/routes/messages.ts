@@ -55,6 +55,8 @@ export function expressMessageRequest(req: Request, res: Response): MessageReque
   return { principal: principalOf(res), body: req.body, idempotencyKey: req.get('Idempotency-Key'), setHeader: (n, v) => res.setHeader(n, v) };
 }
 
+const ENCRYPTIONS = [...PROTOCOLS, 'none'] as const;
+
 /** Validates a POST /v1/messages (and takes its rate-limit token): the message to queue. */
 export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing' | 'buckets' | 'overloaded' | 'rooms'>, req: MessageRequest): NewMessage {
   if (req.principal.kind !== 'bot') throw new GatewayError('forbidden', 'This call needs a bot token.');
@@ -69,7 +71,7 @@ export function readMessageRequest(d: Pick<MessagesDeps, 'config' | 'addressing'
   const o = jsonObject(req.body, ['to', 'body', 'encryption']);
   const toRaw = requiredString(o, 'to');
   const body = requiredString(o, 'body');
-  const encryption = optionalEnum(o, 'encryption', [...PROTOCOLS, 'none'] as const) ?? null;
+  const encryption = optionalEnum(o, 'encryption', ENCRYPTIONS) ?? null;
   if (Buffer.byteLength(body, 'utf8') > d.config.outbox.maxBodyBytes) {
     throw new GatewayError('payload_too_large', `"body" is larger than ${d.config.outbox.maxBodyBytes} bytes.`);
   }
