@@ -181,11 +181,29 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
 
 // ---- HTTP ----
 
+/** The `error.code` of a gateway error body, or what the body was instead. */
+function errorCode(text: string): string {
+  try {
+    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
+    if (typeof code === 'string') return code;
+  } catch {
+    /* not JSON */
+  }
+  return text.length ? 'non-JSON body' : 'empty body';
+}
+
 /** POSTs JSON over kept-alive connections (node:http: lighter per request than fetch). */
 export class Poster {
   readonly #agent = new Agent({ keepAlive: true, maxSockets: 64 });
   readonly #host: string;
   readonly #port: number;
+
+  /** POSTs not answered 202, counted by "status error-code" (0: no answer), since construction. */
+  readonly refusals = new Map<string, number>();
+
+  #refused(key: string): void {
+    this.refusals.set(key, (this.refusals.get(key) ?? 0) + 1);
+  }
 
   constructor(baseUrl: string) {
     const u = new URL(baseUrl);
@@ -206,12 +224,29 @@ export class Poster {
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) },
         },
         (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-          res.on('error', () => resolve(0));
+          const status = res.statusCode ?? 0;
+          if (status === 202) {
+            res.resume();
+            res.on('end', () => resolve(status));
+          } else {
+            // A refusal: its error code is kept, so a bench run can say what refused it.
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => {
+              this.#refused(`${status} ${errorCode(Buffer.concat(chunks).toString('utf8'))}`);
+              resolve(status);
+            });
+          }
+          res.on('error', () => {
+            this.#refused('0 response error');
+            resolve(0);
+          });
         },
       );
-      req.on('error', () => resolve(0));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        this.#refused(`0 ${e.code ?? 'network error'}`);
+        resolve(0);
+      });
       req.end(json);
     });
   }

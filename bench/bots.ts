@@ -118,6 +118,8 @@ interface LoadResult {
   loopLagMs: { gateway: number; bench: number };
   lost: number;
   rejected: number;
+  /** The refused POSTs by status and error code ("1 x 503 overloaded"), or ''. */
+  refusedBy: string;
   drainMs: number;
   gw: { acceptToSent: Histogram; sent: number; failed: number };
   cpu: Record<string, number | null>;
@@ -152,6 +154,7 @@ async function load(env: Env, spec: LoadSpec): Promise<LoadResult> {
   const loop = monitorEventLoopDelay({ resolution: 5 });
   loop.enable();
   let gwLoopLag = 0;
+  const refusals0 = new Map(env.poster.refusals);
   const t0 = performance.now();
   const sampleMem = async () => {
     const s = await scrape(env.gw.url).catch(() => null);
@@ -265,6 +268,11 @@ async function load(env: Env, spec: LoadSpec): Promise<LoadResult> {
     loopLagMs: { gateway: gwLoopLag, bench: loop.max / 1e6 },
     lost: run.accepted - run.received,
     rejected: run.posted - run.accepted,
+    refusedBy: [...env.poster.refusals]
+      .map(([k, v]) => [k, v - (refusals0.get(k) ?? 0)] as const)
+      .filter(([, v]) => v > 0)
+      .map(([k, v]) => `${v} x ${k}`)
+      .join(', '),
     drainMs,
     gw: {
       acceptToSent: histDiff(histogram(m1, 'gateway_accept_to_sent_seconds'), histogram(m0, 'gateway_accept_to_sent_seconds')),
@@ -496,7 +504,7 @@ function targetLines(results: Row[], probe: LoadResult[], floorMs: number): stri
     const ratio = r.gwCpuMsPerMsg / floorMs;
     out.push(
       `  ${r.spec.label}: gateway CPU ${ms(r.gwCpuMsPerMsg)} per delivered message = ${ratio.toFixed(1)}x the floor (target <= ${CPU_RATIO_TARGET}x: ${yes(ratio <= CPU_RATIO_TARGET)}); ` +
-        `${r.achievedRate.toFixed(1)}/s of ${r.spec.rate}/s, p99 ${ms(r.lat.p99)}, ${r.rejected} refused, ${r.lost} lost (>= ${r.spec.rate}/s, p99 < ${P99_TARGET_MS} ms, none refused: ${yes(rateMet(r) && r.lat.p99 < P99_TARGET_MS)})`,
+        `${r.achievedRate.toFixed(1)}/s of ${r.spec.rate}/s, p99 ${ms(r.lat.p99)}, ${r.rejected} refused${r.refusedBy ? ` (${r.refusedBy})` : ''}, ${r.lost} lost (>= ${r.spec.rate}/s, p99 < ${P99_TARGET_MS} ms, none refused: ${yes(rateMet(r) && r.lat.p99 < P99_TARGET_MS)})`,
     );
   }
   if (probe.length) {
@@ -692,7 +700,9 @@ export async function runBotsBench(): Promise<boolean> {
       const tenPg = await load(envPg, { label: `${BOTS} bots, PostgreSQL`, receiver: 'node', bots: all, to, rate: RATE, seconds: SECONDS });
       await profileMark(envPg.pids.gateway, `'${BOTS} bots, PostgreSQL'`);
       results.push({ r: tenPg, headline: false });
-      pgOk = rateMet(tenPg) && tenPg.lat.p99 < P99_TARGET_MS;
+      // The same targets as the SQLite rows: rate, p99, nothing refused, and the CPU ratio (against the
+      // engine's encrypt on a SQLite file keystore: PostgreSQL's keystore is a SQLite working copy).
+      pgOk = rateMet(tenPg) && tenPg.lat.p99 < P99_TARGET_MS && tenPg.gwCpuMsPerMsg <= CPU_RATIO_TARGET * floorMs;
       pgNote = `'${BOTS} bots, PostgreSQL': the same load with keystore.url (PostgreSQL 15 from Debian on loopback, fsync off, one active instance): ${pgOk ? 'targets met' : 'targets NOT met'} (compare with '${BOTS} bots' on SQLite above, same run)`;
     }
 
