@@ -232,7 +232,7 @@ export function openFloors(n: { steady: number; turn: number; build: number }): 
         decryptOne();
       },
       buildInitiator: () => {
-        if (!xeddsaVerify(theirIdentity.pub, spkPub33, sig)) throw new Error('floor: signature');
+        if (!xeddsaVerify(theirIdentity.pub, spkPub33, sig, false)) throw new Error('floor: signature');
         const ek = generateX25519();
         const rkey = generateX25519();
         const parts = [PAD, dh(ours[0]!, ours[1]!), dh(ek, theirIdentity), dh(ek, ours[1]!), dh(ek, ours[3]!)];

@@ -21,9 +21,9 @@ export function buildOnce(ctx: Omemo2Context, id: LocalIdentity, peer: string, d
   let p = ctx.building.get(key);
   if (!p) {
     p = (async () => {
-      if (!replace && ctx.sessions.get(id.local, peer, deviceId)) return;
-      const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
       const old = ctx.sessions.get(id.local, peer, deviceId);
+      if (!replace && old) return;
+      const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
       // Written with its first message (seal, emptyMessage): one session write per build, not two.
       await ctx.ports.metrics.timeCrypto(PROTOCOL, 'session_build', async () => ctx.sessions.stage(id.local, peer, deviceId, replacing(buildSession(id, bundle, preKey), old)));
     })().finally(() => ctx.building.delete(key));

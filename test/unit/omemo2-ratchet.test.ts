@@ -123,6 +123,35 @@ test('a Double Ratchet session with python-doubleratchet as initiator: both ways
   assert.ok(dr.decrypt(OMEMO2, bob, w, ad).plaintext.length === 48, 'the untampered message still decrypts');
 });
 
+test('a remembered signature check: only the exact key, message and signature that verified pass without a check', () => {
+  const priv = generateX25519().priv;
+  const pub = xeddsaPublic(priv);
+  const msg = randomBytes(33);
+  const sig = xeddsaSign(priv, msg);
+  const flip = (b: Buffer, i: number) => {
+    const c = Buffer.from(b);
+    c[i]! ^= 1;
+    return c;
+  };
+  // A bad signature is refused, and refused again (failures are not remembered as anything).
+  for (let i = 0; i < 2; i++) assert.ok(!ed25519Verify(pub, msg, flip(sig, 5)));
+  assert.ok(ed25519Verify(pub, msg, sig), 'the good one verifies');
+  assert.ok(ed25519Verify(pub, msg, sig), 'and again (remembered)');
+  assert.ok(ed25519Verify(pub, Buffer.from(msg), Buffer.from(sig)), 'equal bytes in other buffers');
+  // Anything else is checked: another message, another signature, another key, the same bytes shifted.
+  assert.ok(!ed25519Verify(pub, flip(msg, 0), sig));
+  assert.ok(!ed25519Verify(pub, msg, flip(sig, 63)));
+  assert.ok(!ed25519Verify(xeddsaPublic(generateX25519().priv), msg, sig));
+  assert.ok(!ed25519Verify(pub, msg.subarray(1), Buffer.concat([sig.subarray(1), msg.subarray(0, 1)])));
+  // Views into a larger buffer read only their own bytes.
+  const big = Buffer.concat([randomBytes(7), pub, sig, msg]);
+  assert.ok(ed25519Verify(big.subarray(7, 39), big.subarray(103), big.subarray(39, 103)));
+  assert.ok(!ed25519Verify(big.subarray(7, 39), big.subarray(104), big.subarray(39, 103)));
+  // Without recall the check is made, with the same answers.
+  assert.ok(ed25519Verify(pub, msg, sig, false));
+  assert.ok(!ed25519Verify(pub, flip(msg, 3), sig, false));
+});
+
 test('skipping is bounded per message', () => {
   const sk = randomBytes(32);
   const spk = generateX25519();
