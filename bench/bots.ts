@@ -25,6 +25,7 @@ import { BenchOmemoClient } from './omemo-client.js';
 import { cpuSeconds, treeCpuSeconds, findPid, machineTicks, histDiff, histogram, histQuantile, Poster, quantile, rssBytes, scrape, slope, total, type Histogram } from './bots-support.js';
 import { THROUGHPUT_LIMITS, table } from './stats.js';
 import { encryptFloorMs } from './bots-encrypt-floor.js';
+import { bareHttpCpuMs } from './bots-bare-http.js';
 import { regressionLines, type RunFigures } from './bots-history.js';
 
 const RATE = Number(process.env.BENCH_BOTS_RATE ?? 300);
@@ -498,11 +499,18 @@ const CPU_RATIO_TARGET = 3;
 const SATURATED = 0.9;
 
 /** The issue-16 targets, each from figures of this run (ratios, so they hold on any machine). */
-function targetLines(results: Row[], probe: LoadResult[], floorMs: number): string[] {
+function targetLines(results: Row[], probe: LoadResult[], floorMs: number, bareMs: number | null): string[] {
   const yes = (b: boolean) => (b ? 'met' : 'NOT met');
   const out = [
     `Targets (same run): engine floor = the gateway's OMEMO engine encrypting for one device on a SQLite file keystore, in the bench process: ${ms(floorMs)} CPU per message.`,
   ];
+  if (bareMs !== null) {
+    const left = CPU_RATIO_TARGET * floorMs - bareMs - floorMs;
+    out.push(
+      `  reference: a bare node:http server (bench/bots-bare-http.ts: body read, JSON.parse, the 202; nothing behind it) under the same POSTs at ${RATE}/s: ${ms(bareMs)} CPU per POST = ${(bareMs / floorMs).toFixed(1)}x the floor;` +
+        ` with the encryption itself, the ${CPU_RATIO_TARGET}x target leaves ${left > 0 ? ms(left) : 'nothing'} per message for auth, validation, the outbox commit, the session write, the stanza and the receipt.`,
+    );
+  }
   for (const { r, headline } of results) {
     if (!headline && !r.spec.label.includes('PostgreSQL')) continue;
     const ratio = r.gwCpuMsPerMsg / floorMs;
@@ -645,6 +653,7 @@ export async function runBotsBench(): Promise<boolean> {
     // The engine's own encrypt for one device (same keystore kind), before and after the headline
     // runs; the lower of the two is the floor (less disturbed by other work on the machine).
     let floorMs: number;
+    let bareMs: number | null = null;
     if (PG_ONLY) floorMs = await encryptFloorMs();
     else {
       await warmUp(env, all, to, 2);
@@ -657,6 +666,8 @@ export async function runBotsBench(): Promise<boolean> {
       results.push({ r: ten, headline: true });
       await profileMark(env.pids.gateway, `the headline runs, '1 bot' and '${BOTS} bots'`);
       floorMs = Math.min(floorBefore, await encryptFloorMs());
+      // What node:http alone costs per POST at this rate (a bare server, same load): the CPU target's context.
+      bareMs = await bareHttpCpuMs(RATE, 10, all.map(botToken)).catch(() => null);
     }
 
     // 3. A short probe of the maximum: 10 bots, rising rates, 8 s each, until a step fails.
@@ -728,7 +739,7 @@ export async function runBotsBench(): Promise<boolean> {
       console.log('\nkeystore.url write-through (batches: one PostgreSQL round trip each; postgres: the postmaster and its backends):');
       console.log(pgTable(pgRows));
     }
-    console.log(`\n${targetLines(results, probe, floorMs).join('\n')}`);
+    console.log(`\n${targetLines(results, probe, floorMs, bareMs).join('\n')}`);
     const kept: Record<string, RunFigures> = {};
     for (const { r, headline } of results) {
       if (headline || r.spec.label.includes('PostgreSQL')) kept[r.spec.label] = { ratio: r.gwCpuMsPerMsg / floorMs, cpuMsPerMsg: r.gwCpuMsPerMsg, achieved: r.achievedRate, p99Ms: r.lat.p99 };

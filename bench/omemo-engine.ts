@@ -7,43 +7,11 @@ import { join } from 'node:path';
 import type Element from 'ltx/lib/Element.js';
 import { FakeNetwork, chat, makePeer, openTestKeystore, type Peer } from '../test/unit/helpers/omemo-net.js';
 import type { Samples, Sizes } from './omemo-library.js';
-import { openFloors, type FloorOps, type Floors } from './omemo-floor.js';
+import { openFloors, type Floors } from './omemo-floor.js';
+import { Interleaved } from './interleaved.js';
 
 /** Which floor operation (omemo-floor.ts) each row is compared with. */
 export type FloorOf = Record<keyof Samples, Exclude<keyof Floors, 'body'>>;
-
-/**
- * Floors measured with the rows: each row's floor operations timed in blocks between the row's own
- * samples (same sizes), so both see the same machine load. Per device where the row is: a floor
- * of `encrypt3` is divided by 3 (its message goes to three devices), one of `decrypt` is one device's.
- */
-class Interleaved {
-  readonly samples = {} as Record<keyof Samples, number[]>;
-  readonly #calls = new Map<string, number>();
-  constructor(
-    readonly ops: FloorOps,
-    readonly of: FloorOf,
-  ) {
-    // Warm every operation once in its own stretch (JIT, key caches), as the floors alone did.
-    for (const op of new Set(Object.values(of))) for (let i = 0; i < 50; i++) this.#call(op);
-  }
-  #call(op: Exclude<keyof Floors, 'body'>): void {
-    const i = this.#calls.get(op) ?? 0;
-    this.#calls.set(op, i + 1);
-    this.ops[op](i);
-  }
-  /** Times `count` calls of `row`'s floor. */
-  run(row: keyof Samples, count: number): void {
-    const op = this.of[row];
-    const out = (this.samples[row] ??= []);
-    const per = op === 'encrypt3' ? 3 : 1;
-    for (let k = 0; k < count; k++) {
-      const t = performance.now();
-      this.#call(op);
-      out.push((performance.now() - t) / per);
-    }
-  }
-}
 
 /** Samples between two floor blocks in the steady rows (both stay warm within a block). */
 const BLOCK = 100;
@@ -77,7 +45,7 @@ export async function benchEngine(n: Sizes, opts: { floors?: FloorOf } = {}): Pr
   const keystores: Array<{ close(): void }> = [];
   const opened = opts.floors ? openFloors({ steady: n.steady, turn: n.pingpong, build: n.build }) : undefined;
   if (opened) keystores.push(opened);
-  const fl = opened && opts.floors ? new Interleaved(opened.ops, opts.floors) : undefined;
+  const fl = opened && opts.floors ? new Interleaved(opened.ops, opts.floors, { encrypt3: 3 }) : undefined;
   const floor = (row: keyof Samples, count: number): void => fl?.run(row, count);
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
     const ks = openTestKeystore(join(dir, `${name}.db`));

@@ -9,6 +9,11 @@ import { createProtocolStore } from '../keystore/protocol-store.js';
 import { FakeNetwork, openTestKeystore, reparse } from '../test/unit/helpers/omemo-net.js';
 import { makeDual, type Dual } from '../test/unit/helpers/omemo2-net.js';
 import type { Samples, Sizes } from './omemo-library.js';
+import { Interleaved } from './interleaved.js';
+import { openOmemo2Floors, type Omemo2Floors } from './omemo2-floor.js';
+
+/** Samples between two floor blocks in the steady rows (both stay warm within a block). */
+const BLOCK = 100;
 
 const A = 'alerts@gw.example.org';
 const B = 'bob\\40example.org@gw.example.org';
@@ -29,10 +34,19 @@ async function must(p: Dual, m: Element, times?: number[]): Promise<Element[]> {
   return d.replies;
 }
 
-/** The samples, and the length of a steady session's stored record (the row written per message, before sealing). */
-export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordBytes: number }> {
+/**
+ * The samples, and the length of a steady session's stored record (the row written per message,
+ * before sealing); with `floors` (row -> floor operation of omemo2-floor.ts), also each row's floor,
+ * timed in blocks between the row's own samples (bench/interleaved.ts), as `floors` (ms per device).
+ */
+export async function benchOmemo2Engine(
+  n: Sizes,
+  opts: { floors?: Record<keyof Samples, keyof Omemo2Floors> } = {},
+): Promise<Samples & { recordBytes: number; floors?: Record<keyof Samples, number[]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'omemo2-bench-'));
   const keystores: Array<{ close(): void }> = [];
+  let fl: Interleaved<keyof Samples, keyof Omemo2Floors> | undefined;
+  const floor = (row: keyof Samples, count: number): void => fl?.run(row, count);
   const peer = async (jid: string, name: string, net: FakeNetwork) => {
     const ks = openTestKeystore(join(dir, `${name}.db`));
     // WAL checkpoints on the worker thread from the start, as in the gateway (see omemo-engine.ts:
@@ -51,32 +65,49 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordByt
       a.omemo2.internals.sessions.delete(A, B, b.deviceId);
       b.omemo2.internals.sessions.delete(B, A, a.deviceId);
     };
-    await must(b, await send(a, B, 'warm-up'));
+    // A session confirmed both ways first: the floors write rows of a steady session's length.
+    for (const r of await must(b, await send(a, B, 'warm-up'))) await a.omemo2.decrypt(A, reparse(r));
+    await must(a, await send(b, A, 'warm-up reply'));
+    await must(b, await send(a, B, 'steady'));
+    if (opts.floors) {
+      const recordBytes = createProtocolStore(a.ks, 'omemo2').get(A, 'session', `${B}\0${b.deviceId}`)?.length ?? 0;
+      const opened = openOmemo2Floors({ steady: n.steady + 3 * n.three, turn: n.pingpong, build: n.build, recordBytes });
+      keystores.push(opened);
+      fl = new Interleaved(opened.ops, opts.floors, { encrypt3: 3 });
+    }
     const firsts: Element[] = [];
     const buildInitiator: number[] = [];
     for (let i = 0; i < n.build; i++) {
       forget();
       firsts.push(await send(a, B, 'first message', buildInitiator));
+      floor('buildInitiator', 1);
     }
     const buildResponder: number[] = [];
     for (const m of firsts) {
       b.omemo2.internals.sessions.delete(B, A, a.deviceId);
       await must(b, m, buildResponder);
+      floor('buildResponder', 1);
     }
     forget();
     for (const r of await must(b, await send(a, B, 'hello'))) await a.omemo2.decrypt(A, reparse(r));
     await must(a, await send(b, A, 'hi'));
-    const steady = async (count: number) => {
+    const steady = async (count: number, withFloors: boolean) => {
       const msgs: Element[] = [];
       const enc: number[] = [];
       const dec: number[] = [];
-      for (let i = 0; i < count; i++) msgs.push(await send(a, B, `steady message ${i}`, enc));
+      for (let i = 0; i < count; i++) {
+        msgs.push(await send(a, B, `steady message ${i}`, enc));
+        if (withFloors && (i + 1) % BLOCK === 0) floor('encrypt1', BLOCK);
+      }
       // Heartbeats b sends (one per chain) are not delivered: the chain stays the same, as in python's case.
-      for (const m of msgs) await must(b, m, dec);
+      for (let i = 0; i < count; i++) {
+        await must(b, msgs[i]!, dec);
+        if (withFloors && (i + 1) % BLOCK === 0) floor('decrypt1', BLOCK);
+      }
       return { enc, dec };
     };
-    await steady(Math.min(200, n.steady));
-    const s1 = await steady(n.steady);
+    await steady(Math.min(200, n.steady), false);
+    const s1 = await steady(n.steady, true);
     const recordBytes = createProtocolStore(a.ks, 'omemo2').get(A, 'session', `${B}\0${b.deviceId}`)?.length ?? 0;
 
     const cs = [await peer(C, 'carol1', net), await peer(C, 'carol2', net), await peer(C, 'carol3', net)];
@@ -90,11 +121,17 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordByt
     const msgs3: Element[] = [];
     const encrypt3: number[] = [];
     const decrypt3: number[] = [];
-    for (let i = 0; i < n.three; i++) msgs3.push(await send(a, C, `three ${i}`, encrypt3));
-    for (const m of msgs3) {
+    // Blocks of a third: a message is three devices' work (per device, BLOCK calls each way).
+    const block3 = Math.ceil(BLOCK / 3);
+    for (let i = 0; i < n.three; i++) {
+      msgs3.push(await send(a, C, `three ${i}`, encrypt3));
+      if ((i + 1) % block3 === 0) floor('encrypt3', block3);
+    }
+    for (let i = 0; i < n.three; i++) {
       const t = performance.now();
-      for (const c of cs) await must(c, m);
+      for (const c of cs) await must(c, msgs3[i]!);
       decrypt3.push(performance.now() - t);
+      if ((i + 1) % block3 === 0) floor('decrypt3', 3 * block3);
     }
 
     const encryptTurn: number[] = [];
@@ -102,8 +139,13 @@ export async function benchOmemo2Engine(n: Sizes): Promise<Samples & { recordByt
     for (let i = 0; i < n.pingpong; i++) {
       const [x, y, to] = i % 2 === 0 ? [a, b, B] : [b, a, A];
       await must(y, await send(x, to, `ping-pong ${i}`, encryptTurn), decryptTurn);
+      if ((i + 1) % 10 === 0) {
+        floor('encryptTurn', 10);
+        floor('decryptTurn', 10);
+      }
     }
-    return { recordBytes, buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+    const rows = { recordBytes, buildInitiator, buildResponder, encrypt1: s1.enc, decrypt1: s1.dec, encrypt3, decrypt3, encryptTurn, decryptTurn };
+    return fl ? { ...rows, floors: fl.samples } : rows;
   } finally {
     for (const ks of keystores) ks.close();
     rmSync(dir, { recursive: true, force: true });

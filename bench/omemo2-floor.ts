@@ -25,7 +25,6 @@ import { generateKeyPairSync, hash, sign as edSign, verify as edVerify } from 'n
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { Keystore } from '../keystore/keystore.js';
 import { createProtocolStore } from '../keystore/protocol-store.js';
 import { ReplayStore } from '../keystore/replay-store.js';
@@ -106,17 +105,24 @@ function openPayload(km: Buffer, payload: Buffer): Buffer {
 // The engine's replayDigest (omemo2/context.ts): one-shot SHA-256 over the prefix and the encoded message.
 const digestOf = (encoded: Buffer): Buffer => hash('sha256', Buffer.concat([Buffer.from(`omemo2\0${LOCAL}\0`, 'utf8'), encoded]), 'buffer');
 
+export type Omemo2FloorOps = Record<keyof Omemo2Floors, (i: number) => void>;
+
 /**
+ * The floors' operations on their own keystore (a temporary file), for a caller that times them
+ * itself (the engine bench interleaves them with its own samples: bench/interleaved.ts). `n` sizes
+ * the material made ahead (messages to decrypt, keys new to each call); a call past it wraps around.
  * `recordBytes`: the length of the engine's session record for a steady session (the row it writes
  * per message, before sealing).
  */
-export function benchOmemo2Floors(n: { steady: number; turn: number; build: number; recordBytes: number; clock?: () => number }): Omemo2Floors {
-  // `clock` (ms): performance.now by default; a harness may pass another (e.g. CPU time under load).
-  const now = n.clock ?? (() => performance.now());
+export function openOmemo2Floors(n: { steady: number; turn: number; build: number; recordBytes: number }): { ops: Omemo2FloorOps; close(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'omemo2-floor-'));
   const ks = Keystore.open(join(dir, 'ks.sqlite'), 'bench-passphrase', { kdf: { N: 1024, r: 8, p: 1 } });
   // As the engine's keystores in the bench (omemo2-engine.ts): checkpoints on the worker from the start.
   ks.startCheckpointWorker();
+  const close = () => {
+    ks.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
   try {
     const store = createProtocolStore(ks, 'omemo2');
     const replay = new ReplayStore(ks);
@@ -128,15 +134,7 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
     const frame = random(40);
     const envelope = buildEnvelope({ body: 'steady message 1234', from: LOCAL, to: CONTACT, now: Date.now() });
     const sessionKey = (i: number): string => `${CONTACT}\0${1000 + (i % 4)}`;
-    const time = (count: number, fn: (i: number) => void, per = 1): number[] => {
-      const out: number[] = [];
-      for (let i = 0; i < count + 50; i++) {
-        const t = now();
-        fn(i);
-        if (i >= 50) out.push((now() - t) / per);
-      }
-      return out;
-    };
+    const at = <T>(list: readonly T[], i: number): T => list[i % list.length]!;
     let seq = 0;
     const encryptOne = (ck: Buffer, i: number): Buffer => {
       const p = sealPayload(envelope, random(RANDOM).subarray(0, 32));
@@ -145,34 +143,22 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
       return m.ck;
     };
     let ck = random(32);
-    const encrypt = time(n.steady, (i) => (ck = encryptOne(ck, i)));
     const cks = [random(32), random(32), random(32)];
-    const encrypt3 = time(
-      n.steady,
-      (i) => {
-        const p = sealPayload(envelope, random(RANDOM).subarray(0, 32));
-        for (let d = 0; d < 3; d++) cks[d] = ratchetEncrypt(cks[d]!, p.km, ad, frame).ck;
-        ks.transaction(() => {
-          for (let d = 0; d < 3; d++) store.put(LOCAL, 'session', sessionKey(i + d), record);
-        });
-      },
-      3,
-    );
 
-    // Messages to decrypt are made outside the timed part, on one chain (the receiver's steps follow it).
-    const makeChain = (count: number, start: Buffer): { msgs: Array<Sent & { payload: Buffer }>; start: Buffer } => {
+    // Messages to decrypt are made outside the timed part, on one chain; each is decrypted with its own chain key.
+    const makeChain = (count: number): Array<Sent & { payload: Buffer }> => {
       const msgs: Array<Sent & { payload: Buffer }> = [];
-      let c = start;
+      let c = random(32);
       for (let i = 0; i < count; i++) {
         const p = sealPayload(envelope, random(32));
         const m = ratchetEncrypt(c, p.km, ad, frame);
         msgs.push({ ...m, ck: c, payload: p.payload });
         c = m.ck;
       }
-      return { msgs, start };
+      return msgs;
     };
-    const decryptOne = (c: Buffer, m: Sent & { payload: Buffer }, i: number, extra?: () => void): Buffer => {
-      const r = ratchetDecrypt(c, m, ad);
+    const decryptOne = (m: Sent & { payload: Buffer }, i: number, extra?: () => void): void => {
+      const r = ratchetDecrypt(m.ck, m, ad);
       openPayload(r.km, m.payload);
       const digest = digestOf(m.encoded);
       ks.transaction(() => {
@@ -180,23 +166,14 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
         store.put(LOCAL, 'session', sessionKey(i), record);
         replay.add('omemo2', digest, ++seq);
       });
-      return r.ck;
     };
-    const chain = makeChain(n.steady + 50, random(32));
-    let rck = chain.start;
-    const decrypt = time(n.steady, (i) => (rck = decryptOne(rck, chain.msgs[i]!, i)));
+    const chain = makeChain(n.steady + 100);
 
     // Ratchet turn: their new ratchet key is new to us (imported); ours is generated.
     const ours = generateX25519();
-    const theirs = Array.from({ length: n.turn + 50 }, () => generateX25519().pub);
-    const turnChain = makeChain(n.turn + 50, random(32));
+    const theirs = Array.from({ length: n.turn + 100 }, () => generateX25519().pub);
+    const turnChain = makeChain(n.turn + 100);
     const rk0 = random(32);
-    const turn = time(n.turn, (i) => {
-      const a = hkdf(x25519(ours.priv, theirs[i]!), rk0, INFO_ROOT, 64);
-      const k = generateX25519();
-      hkdf(x25519(k.priv, theirs[i]!), a.subarray(0, 32), INFO_ROOT, 64);
-      decryptOne(turnChain.msgs[i]!.ck, turnChain.msgs[i]!, i);
-    });
 
     // Session builds. Our identity and the contact's identity, signed prekey and prekeys are known keys.
     const theirIk: X25519KeyPair = generateX25519(); // the Montgomery form of their identity key
@@ -213,39 +190,59 @@ export function benchOmemo2Floors(n: { steady: number; turn: number; build: numb
     // with the imported key kept as the engine keeps it: the floor of a first build with this bundle.
     edVerify(null, spk.pub, ed.publicKey, sig);
     const PAD = Buffer.alloc(32, 0xff);
-    const buildInitiator = time(n.build, (i) => {
-      if (!edVerify(null, spk.pub, ed.publicKey, sig)) throw new Error('floor: signature');
-      const ek = generateX25519();
-      const sk = hkdf(Buffer.concat([PAD, x25519(ourIk.priv, spk.pub), x25519(ek.priv, theirIk.pub), x25519(ek.priv, spk.pub), x25519(ek.priv, opk.pub)]), ZERO, INFO_X3DH, 32);
-      const dhs = generateX25519();
-      const root = hkdf(x25519(dhs.priv, spk.pub), sk, INFO_ROOT, 64);
-      encryptOne(root.subarray(32), i);
-    });
     // Responder: their ephemeral and first ratchet keys are new per build.
-    const eks = Array.from({ length: n.build + 50 }, () => generateX25519().pub);
-    const firstRatchet = Array.from({ length: n.build + 50 }, () => generateX25519().pub);
-    const buildChain = makeChain(n.build + 50, random(32));
-    const buildResponder = time(n.build, (i) => {
-      const ek = eks[i]!;
-      const sk = hkdf(Buffer.concat([PAD, x25519(spk.priv, theirIk.pub), x25519(ourIk.priv, ek), x25519(spk.priv, ek), x25519(opk.priv, ek)]), ZERO, INFO_X3DH, 32);
-      const a = hkdf(x25519(spk.priv, firstRatchet[i]!), sk, INFO_ROOT, 64);
-      const k = generateX25519();
-      const b = hkdf(x25519(k.priv, firstRatchet[i]!), a.subarray(0, 32), INFO_ROOT, 64);
-      generateX25519(); // the replacement prekey
-      const m = buildChain.msgs[i]!;
-      decryptOne(m.ck, m, i, () => {
-        // The completion's empty message (32 zero bytes through the new sending chain) is encrypted
-        // inside the engine's transaction too.
-        ratchetEncrypt(b.subarray(32), ZERO, ad, frame);
-        store.put(LOCAL, 'prekey', String(i % 100), preKeyRow);
-        store.put(LOCAL, 'prekey', String(100 + i), preKeyRow);
-        store.put(LOCAL, 'state', 'self', stateRow);
-      });
-    });
-    return { encrypt, encrypt3, decrypt, turn, buildInitiator, buildResponder };
-  } finally {
-    ks.close();
-    rmSync(dir, { recursive: true, force: true });
+    const eks = Array.from({ length: n.build + 100 }, () => generateX25519().pub);
+    const firstRatchet = Array.from({ length: n.build + 100 }, () => generateX25519().pub);
+    const buildChain = makeChain(n.build + 100);
+
+    const ops: Omemo2FloorOps = {
+      encrypt: (i) => {
+        ck = encryptOne(ck, i);
+      },
+      encrypt3: (i) => {
+        const p = sealPayload(envelope, random(RANDOM).subarray(0, 32));
+        for (let d = 0; d < 3; d++) cks[d] = ratchetEncrypt(cks[d]!, p.km, ad, frame).ck;
+        ks.transaction(() => {
+          for (let d = 0; d < 3; d++) store.put(LOCAL, 'session', sessionKey(i + d), record);
+        });
+      },
+      decrypt: (i) => decryptOne(at(chain, i), i),
+      turn: (i) => {
+        const their = at(theirs, i);
+        const a = hkdf(x25519(ours.priv, their), rk0, INFO_ROOT, 64);
+        const k = generateX25519();
+        hkdf(x25519(k.priv, their), a.subarray(0, 32), INFO_ROOT, 64);
+        decryptOne(at(turnChain, i), i);
+      },
+      buildInitiator: (i) => {
+        if (!edVerify(null, spk.pub, ed.publicKey, sig)) throw new Error('floor: signature');
+        const ek = generateX25519();
+        const sk = hkdf(Buffer.concat([PAD, x25519(ourIk.priv, spk.pub), x25519(ek.priv, theirIk.pub), x25519(ek.priv, spk.pub), x25519(ek.priv, opk.pub)]), ZERO, INFO_X3DH, 32);
+        const dhs = generateX25519();
+        const root = hkdf(x25519(dhs.priv, spk.pub), sk, INFO_ROOT, 64);
+        encryptOne(root.subarray(32), i);
+      },
+      buildResponder: (i) => {
+        const ek = at(eks, i);
+        const first = at(firstRatchet, i);
+        const sk = hkdf(Buffer.concat([PAD, x25519(spk.priv, theirIk.pub), x25519(ourIk.priv, ek), x25519(spk.priv, ek), x25519(opk.priv, ek)]), ZERO, INFO_X3DH, 32);
+        const a = hkdf(x25519(spk.priv, first), sk, INFO_ROOT, 64);
+        const k = generateX25519();
+        const b = hkdf(x25519(k.priv, first), a.subarray(0, 32), INFO_ROOT, 64);
+        generateX25519(); // the replacement prekey
+        decryptOne(at(buildChain, i), i, () => {
+          // The completion's empty message (32 zero bytes through the new sending chain) is encrypted
+          // inside the engine's transaction too.
+          ratchetEncrypt(b.subarray(32), ZERO, ad, frame);
+          store.put(LOCAL, 'prekey', String(i % 100), preKeyRow);
+          store.put(LOCAL, 'prekey', String(100 + i), preKeyRow);
+          store.put(LOCAL, 'state', 'self', stateRow);
+        });
+      },
+    };
+    return { ops, close };
+  } catch (e) {
+    close();
+    throw e;
   }
 }
-
