@@ -321,6 +321,7 @@ export class Gateway {
       log: log.child({ subsystem: 'outbox' }),
       onStatus: (c) => this.#statusChanged(c),
       otrSessionTimeoutMs: config.bridge.otrSessionTimeoutSeconds * 1000,
+      askToFollow: (from, to) => this.presence.askToFollow(from, to),
     });
     this.commands = new ChatCommands({
       send,

@@ -25,6 +25,9 @@ export const ERRORS = {
   not_hosted: { http: 404, condition: 'item-not-found', text: 'The gateway does not host that address.' },
   // sending
   no_encryption_available: { http: 409, condition: 'not-acceptable', text: 'The recipient supports no end-to-end encryption this gateway can use.' },
+  // The contact's keys (PEP nodes) are readable by their approved contacts only (access model
+  // presence or roster, e.g. Profanity's bundles): the sending address must be let in first.
+  keys_not_visible: { http: 409, condition: 'not-acceptable', text: 'The recipient lets approved contacts only read their encryption keys; the sending address has asked them for approval (a presence subscription).' },
   no_trusted_devices: { http: 409, condition: 'not-acceptable', text: 'The recipient has no trusted device to encrypt to.' },
   bot_not_receiving: { http: 409, condition: 'service-unavailable', text: 'This bot does not receive messages.' },
   plaintext_refused: { http: 400, condition: 'not-acceptable', text: 'This gateway accepts only end-to-end encrypted messages.' },
@@ -68,6 +71,22 @@ export class GatewayError extends Error {
 
   get condition(): string {
     return ERRORS[this.code].condition;
+  }
+}
+
+/**
+ * A contact's node (device list, bundle, key) that the asking hosted JID may not read. `certain`:
+ * the answer says the node is there but closed to us (an access-model condition, or a bundle of a
+ * device we saw listed): keys_not_visible, the contact's approval lets us in. Otherwise (a plain
+ * forbidden, which Prosody also answers for a node or an account that is not there) it may be
+ * either, and counts as nothing offered (no_encryption_available). Both ask for approval.
+ */
+export class KeysNotVisibleError extends GatewayError {
+  readonly certain: boolean;
+  constructor(certain: boolean, userText: string, options?: { cause?: unknown }) {
+    super(certain ? 'keys_not_visible' : 'no_encryption_available', userText, options);
+    this.name = 'KeysNotVisibleError';
+    this.certain = certain;
   }
 }
 

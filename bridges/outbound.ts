@@ -7,7 +7,7 @@ import xml from '@xmpp/xml';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import type { ProtocolName } from '../config.js';
-import { GatewayError } from '../errors.js';
+import { GatewayError, KeysNotVisibleError } from '../errors.js';
 import type { ContactStore } from '../keystore/contact-store.js';
 import type { Metrics } from '../http/metrics.js';
 import type { EngineRegistry } from './registry.js';
@@ -89,19 +89,26 @@ export class OutboundSender {
       if (engine && (await this.#reachable(engine, from, to)) !== 'no') return this.#newest(engine, from, to);
     }
     let lastError: GatewayError | null = null;
+    let unreadable: KeysNotVisibleError | null = null;
     for (const p of this.#preference) {
       const engine = this.#engines.get(p);
       if (!engine) continue;
       try {
         if ((await engine.reachability(from, to)) !== 'no') return { engine, encryption: engine.id };
       } catch (e) {
-        if (e instanceof GatewayError) lastError = e;
-        else throw e;
+        // The first error that says more than "nothing fits" is the one the sender learns
+        // (keys_not_visible from OMEMO 2 is not hidden by PGP's "no key registered").
+        if (!(e instanceof GatewayError)) throw e;
+        if (e instanceof KeysNotVisibleError && !e.certain) unreadable ??= e;
+        else if (!lastError || lastError.code === 'no_encryption_available') lastError = e;
       }
     }
     if (allowPlaintext) return { engine: null, encryption: 'none' };
     if (lastError && lastError.code !== 'no_encryption_available') throw lastError;
-    throw new GatewayError('no_encryption_available', `${to} has no encryption this gateway can use (looked for ${this.#preference.join(', ')}).`);
+    const none = `${to} has no encryption this gateway can use (looked for ${this.#preference.join(', ')}).`;
+    // Their server would not say whether there are keys: their approval tells (asked for by the outbox).
+    if (unreadable) throw new KeysNotVisibleError(false, `${none} ${unreadable.userText} ${from} asks ${to} for approval (a presence subscription); once given, send again.`);
+    throw new GatewayError('no_encryption_available', none);
   }
 
   /** A newer version of the chosen protocol that also reaches the contact takes over (OMEMO 2 over legacy OMEMO). */

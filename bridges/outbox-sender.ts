@@ -6,7 +6,8 @@
 // started the AKE) is retried every second, and fails with no_otr_session after otrSessionTimeoutMs.
 import type { Logger } from 'pino';
 import type { BotConfig } from '../config.js';
-import { GatewayError, toGatewayError } from '../errors.js';
+import { GatewayError, KeysNotVisibleError, toGatewayError } from '../errors.js';
+import { errorSummary } from '../log.js';
 import type { Metrics } from '../http/metrics.js';
 import type { OutboxMessage, OutboxStore } from '../keystore/outbox-store.js';
 import type { OutboundSender, Encryption, Prepared } from './outbound.js';
@@ -14,6 +15,9 @@ import { KeyedWorker } from '../keyed-worker.js';
 
 /** Messages of one line sent together at most (a backlog: see OutboxSender.#line). */
 const BATCH_MAX = 32;
+
+/** How long a bot's message waits for a recipient to let the bot read their keys (keys_not_visible). */
+export const APPROVAL_WAIT_MS = 15 * 60_000;
 
 /** Codes that retrying will not cure. */
 const PERMANENT = new Set([
@@ -69,6 +73,14 @@ export interface OutboxSenderOptions {
   otrSessionTimeoutMs?: number;
   /** Tries for an unexpected (internal) error before the message fails. */
   maxInternalAttempts?: number;
+  /**
+   * The recipient's keys are readable to approved contacts only (keys_not_visible): ask them, from
+   * the sending hosted JID, to approve it (PresenceService.askToFollow). The message waits
+   * (retried) meanwhile. Resolves whether a request went out now.
+   */
+  askToFollow?: (from: string, to: string) => Promise<boolean>;
+  /** How long a bot's message waits for that approval before it fails (default APPROVAL_WAIT_MS). */
+  approvalWaitMs?: number;
 }
 
 export class OutboxSender {
@@ -195,6 +207,8 @@ export class OutboxSender {
       this.#fail(m, new GatewayError('internal', 'The message can no longer be sent (its bot or body is gone).'));
       return true;
     }
+    // A bridged message goes out from the sender's proxy JID, stored as its "bot".
+    const from = bridged ? m.bot : this.#o.botJid(m.bot);
     try {
       const allowPlaintext = this.#o.allowPlaintext || (bot?.allowPlaintext ?? false);
       const rooms = this.#o.rooms;
@@ -207,8 +221,7 @@ export class OutboxSender {
         return true;
       }
       const res = await this.#o.outbound.send({
-        // A bridged message goes out from the sender's proxy JID, stored as its "bot".
-        from: bridged ? m.bot : this.#o.botJid(m.bot),
+        from,
         to: m.to,
         body,
         id: m.id,
@@ -219,6 +232,7 @@ export class OutboxSender {
       this.#markSent(m, res.encryption);
       return true;
     } catch (e) {
+      if (e instanceof KeysNotVisibleError) return this.#notVisible(m, from, e, now);
       return this.#failed(m, e, now);
     }
   }
@@ -240,6 +254,33 @@ export class OutboxSender {
       },
       (e: unknown) => this.#o.log.error({ err: e, id: m.id }, 'outbox: the sent mark could not be committed (the message may be sent again after a restart)'),
     );
+  }
+
+  /**
+   * The recipient's keys are not readable for the sending hosted JID: it asks for their approval (a
+   * subscription request, once). A bot's message waits for it, retried, up to approvalWaitMs; a
+   * bridged one fails at once, so the person who wrote learns why now and can write again.
+   */
+  async #notVisible(m: Pending, from: string, e: KeysNotVisibleError, now: number): Promise<boolean> {
+    const asked = this.#o.askToFollow
+      ? await this.#o.askToFollow(from, m.to).catch((err: unknown) => {
+          this.#o.log.warn({ id: m.id, err: errorSummary(err) }, 'outbox: the subscription request could not be sent');
+          return false;
+        })
+      : false;
+    // Not certain that there are keys at all (PubsubPort.fetch): failed now, as with none.
+    if (!e.certain) {
+      this.#fail(m, e);
+      return true;
+    }
+    const waitMs = this.#o.approvalWaitMs ?? APPROVAL_WAIT_MS;
+    if (m.kind === 'bridge' || now - m.createdAt >= waitMs) {
+      const why = m.kind === 'bridge' ? `${from} has asked ${m.to} for approval; write again once they approve.` : `Not approved within ${Math.round(waitMs / 60000)} minutes.`;
+      this.#fail(m, new GatewayError('keys_not_visible', `${e.userText} ${why}`));
+      return true;
+    }
+    const note = asked ? ` A subscription request was sent from ${from}; the message waits for the approval.` : ' The message waits for the approval.';
+    return this.#failed(m, new GatewayError('keys_not_visible', e.userText + note), now);
   }
 
   /** A message that could not be sent: failed for good (true), or kept for a retry later (false). */

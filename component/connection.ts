@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import { isXmlSafe } from './jid.js';
+import { NS_STANZAS } from './stanza.js';
 import { StreamComponent } from './stream-parser.js';
 import { OutputPacer, type PacerLimits } from './output-pacer.js';
 
@@ -394,7 +395,10 @@ export class RemoteError extends GatewayError {
   readonly remoteCondition: string;
   readonly stanza: Element;
   constructor(el: Element) {
-    const cond = el.getChild('error')?.getChildElements()[0]?.name ?? 'undefined-condition';
+    // The defined condition is the child in the stanzas namespace: ejabberd writes an application
+    // condition (e.g. pubsub#errors presence-subscription-required) before it.
+    const children = el.getChild('error')?.getChildElements() ?? [];
+    const cond = (children.find((c) => c.attrs.xmlns === NS_STANZAS && c.name !== 'text') ?? children.find((c) => c.name !== 'text'))?.name ?? 'undefined-condition';
     super('remote_error', `the remote entity answered ${cond}`);
     this.remoteCondition = cond;
     this.stanza = el;

@@ -95,6 +95,20 @@ export class PresenceService {
     return this.#subs.forLocal(local).filter((s) => s.from).map((s) => s.remote);
   }
 
+  /**
+   * Asks `remote` to let hosted JID `local` see their presence (a subscription request), unless it
+   * does or has asked already: a contact who shows their keys to approved contacts only lets us
+   * read them once they approve. Resolves whether a request went out (never twice while pending).
+   */
+  async askToFollow(local: string, remote: string): Promise<boolean> {
+    const s = this.#subs.get(local, remote);
+    if (s.to || s.pendingOut) return false;
+    this.#subs.update(local, remote, { pendingOut: true });
+    await this.#send(xml('presence', { from: local, to: remote, type: 'subscribe' }));
+    this.#log.info({ local, contact: remote }, 'asked a contact for a subscription: their keys are readable to approved contacts only');
+    return true;
+  }
+
   isSubscriber(local: string, remote: string): boolean {
     return this.#subs.get(local, remote).from;
   }

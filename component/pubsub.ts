@@ -7,7 +7,7 @@ import xml from '@xmpp/xml';
 import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
-import { GatewayError } from '../errors.js';
+import { GatewayError, KeysNotVisibleError } from '../errors.js';
 import type { PubsubPort, PublishOptions } from '../bridges/engine.js';
 import type { PubsubStore, NodeConfig } from '../keystore/pubsub-store.js';
 import type { PresenceService } from './presence.js';
@@ -35,7 +35,17 @@ export interface PubsubDeps {
   beforeRead?: (owner: string, node: string) => Promise<void>;
 }
 
-const NOT_OFFERED = new Set(['item-not-found', 'service-unavailable', 'feature-not-implemented', 'forbidden', 'not-authorized', 'not-allowed', 'registration-required', 'subscription-required']);
+/** Answers that mean the contact does not offer the node at all. */
+const NOT_OFFERED = new Set(['item-not-found', 'service-unavailable', 'feature-not-implemented']);
+/**
+ * Answers that mean the node may exist but is not readable for the asking JID (access model
+ * presence, roster, whitelist or authorize: XEP-0060 §6.5.9): it may become readable once the
+ * contact approves a subscription, so it is told apart from "not offered".
+ */
+const NOT_READABLE = new Set(['forbidden', 'not-authorized', 'not-allowed', 'registration-required', 'subscription-required']);
+/** XEP-0060 application conditions that say which access model refused (quoted in the error only when known). */
+const ACCESS_DETAIL = new Set(['presence-subscription-required', 'not-in-roster-group', 'closed-node', 'not-subscribed']);
+
 
 const unsupported = (feature: string) => xml('unsupported', { xmlns: NS_PUBSUB_ERRORS, feature });
 
@@ -91,9 +101,20 @@ export class PubsubService implements PubsubPort {
     try {
       res = await this.#d.request(xml('iq', { type: 'get', from, to }, xml('pubsub', { xmlns: NS_PUBSUB }, items)), this.#d.fetchTimeoutMs ?? 10000);
     } catch (e) {
-      // No such node, no such account, no PEP there, or not readable for us: the contact does not
-      // offer it. Other errors (timeouts, unreachable servers) are worth a retry and propagate.
+      // No such node, no such account, no PEP there: the contact does not offer it. Not readable for
+      // us: a typed error (keys_not_visible). Other errors (timeouts, unreachable servers) are worth
+      // a retry and propagate.
       if (e instanceof RemoteError && NOT_OFFERED.has(e.remoteCondition)) return null;
+      if (e instanceof RemoteError && NOT_READABLE.has(e.remoteCondition)) {
+        const detail = e.stanza.getChild('error')?.getChildElements().find((c) => c.attrs.xmlns === NS_PUBSUB_ERRORS && ACCESS_DETAIL.has(c.name))?.name;
+        // A plain forbidden is what Prosody answers a reader it does not know both for a node
+        // (or an account) that is not there and for one it may not read: not certain.
+        const certain = detail !== undefined || e.remoteCondition !== 'forbidden';
+        const text = certain
+          ? `${to} lets only approved contacts read ${node} (${detail ?? e.remoteCondition}): ${from} needs ${to}'s approval (a presence subscription).`
+          : `${to}'s server does not let ${from} read ${node} (forbidden: there is none, or only approved contacts may read it).`;
+        throw new KeysNotVisibleError(certain, text, { cause: e });
+      }
       throw e;
     }
     const got = res.getChild('pubsub', NS_PUBSUB)?.getChild('items');

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { PubsubPort } from '../engine.js';
 import type { TrustStore } from '../../keystore/trust-store.js';
 import { errorSummary } from '../../log.js';
-import { GatewayError } from '../../errors.js';
+import { GatewayError, KeysNotVisibleError } from '../../errors.js';
 import { perMinute, type KeyedBuckets } from '../../limits.js';
 import type Element from 'ltx/lib/Element.js';
 import { NODE_DEVICELIST, PROTOCOL, bundleNode, type OmemoOptions } from './constants.js';
@@ -120,7 +120,8 @@ export class DeviceLists<B = Bundle> {
     try {
       return await this.#fetch(local, contact);
     } catch (err) {
-      if (!e) throw err;
+      // Not readable for this hosted JID is said as such (another one may read it: not cached).
+      if (!e || err instanceof KeysNotVisibleError) throw err;
       this.#log.warn({ contact, err: errorSummary(err) }, 'omemo device list refresh failed; using the cached one');
       return e.ids;
     }
@@ -211,8 +212,13 @@ export class DeviceLists<B = Bundle> {
             return b;
           },
           (error: unknown) => {
-            this.#failed.set(key, { at: this.#now(), error });
-            throw error;
+            // Not remembered when it is only unreadable for this hosted JID (the cache is per
+            // contact). The device is listed, so its bundle is there: closed to us for certain.
+            if (!(error instanceof KeysNotVisibleError)) {
+              this.#failed.set(key, { at: this.#now(), error });
+              throw error;
+            }
+            throw error.certain ? error : new KeysNotVisibleError(true, `${contact} lets only approved contacts read the bundle of device ${deviceId}: ${local} needs ${contact}'s approval (a presence subscription).`, { cause: error });
           },
         )
         .finally(() => this.#bundles.delete(key));

@@ -228,7 +228,10 @@ export function createOmemoEngine(ports: EnginePorts, options: OmemoEngineOption
     },
 
     async refreshContact(local, contact) {
-      await engine.contactDevices(local, contact, { refresh: true, bundles: true });
+      await keyring.ensure(local);
+      // A list we may not read (keys_not_visible) or cannot reach says so, not "refreshed".
+      await devices.get(local, contact, true);
+      await engine.contactDevices(local, contact, { bundles: true });
     },
 
     onConnectionChange(up) {

@@ -263,7 +263,10 @@ export function createOmemo2Engine(ports: EnginePorts, options: Omemo2EngineOpti
     },
 
     async refreshContact(local, contact) {
-      await engine.contactDevices(local, contact, { refresh: true, bundles: true });
+      await ctx.keyring.ensure(local);
+      // A list we may not read (keys_not_visible) or cannot reach says so, not "refreshed".
+      await ctx.devices.get(local, contact, true);
+      await engine.contactDevices(local, contact, { bundles: true });
     },
 
     deviceLabel(contact, deviceId, fingerprint) {

@@ -56,6 +56,10 @@ export interface OmemoUserOptions {
   backends?: Array<'oldmemo' | 'twomemo'>;
   /** The device's OMEMO 2 label, published by python-twomemo (unsigned). */
   label?: string;
+  /** Access model of the published OMEMO nodes (default open; presence, as some clients publish). */
+  accessModel?: 'open' | 'presence';
+  /** false: subscription requests are reported (subscribe_request) and wait for approve(). */
+  approveSubscriptions?: boolean;
   /** Another entry point speaking the same protocol and command line (e.g. bench/bridge_omemo_user.py). */
   script?: string;
 }
@@ -171,6 +175,8 @@ export class PythonOmemoUser {
       '--stale-seconds', String(opts.staleSeconds ?? 30),
       ...(opts.backends ? ['--backends', opts.backends.join(',')] : []),
       ...(opts.label ? ['--label', opts.label] : []),
+      ...(opts.accessModel ? ['--access-model', opts.accessModel] : []),
+      ...(opts.approveSubscriptions === false ? ['--approve-subscriptions', 'no'] : []),
     ];
     const u = new PythonOmemoUser(jid, resource, stateDir, ownsState, args);
     await u.#spawn(opts.readyTimeoutMs ?? 30000);
@@ -317,6 +323,11 @@ export class PythonOmemoUser {
 
   async subscribe(to: string): Promise<void> {
     await this.command({ cmd: 'subscribe', to });
+  }
+
+  /** Accepts a subscription request held back (approveSubscriptions: false). */
+  async approve(jid: string): Promise<void> {
+    await this.command({ cmd: 'approve', jid });
   }
 
   /** Refetches `jid`'s device list and returns the devices as the library sees them. */

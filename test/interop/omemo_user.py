@@ -29,6 +29,7 @@ Commands
   {"cmd":"replay_last","to":JID,"id":ID?}  the last `send` to that bare JID again, same <encrypted> bytes,
         new stanza id -> sent | send_error
   {"cmd":"subscribe","to":JID} -> result
+  {"cmd":"approve","jid":JID}  accept a subscription request held back (--approve-subscriptions no) -> result
   {"cmd":"refresh","jid":JID}   refetch the device list -> result (as for devices)
   {"cmd":"devices","jid":JID}   -> result {"devices":[{"device_id","fingerprint","trust","active","session",
         "own"}], "listed":[active ids in the cached list], "problems":{device_id: why its bundle is unusable}}
@@ -57,6 +58,7 @@ Events
         messages have encrypted false, device_id and trust null
   decrypt_error {"from","from_full","id","sid","error"}   ("no key for this device" when no <key> has our rid)
   receipt {"from","from_full","id": acked id,"stanza_id"}
+  subscribe_request {"from"}   a subscription request, held back until "approve" (--approve-subscriptions no)
   sent {"ref","id","to","rids","prekey_rids","errors","skipped"} / send_error {"ref","cmd","error"}
   result {"ref","cmd",...}   error {"ref"?,"error"}   fatal {"error"} (then exit 1)
   auto_sent {"to","id","kind":"empty","rids"}  messages the library sent by itself (key-exchange completion,
@@ -399,6 +401,11 @@ class OmemoUser:
         self.args = args
         self.own_bare = JID(args.jid).bare
         self.trust_mode: str = args.trust
+        # The access model of our OMEMO nodes (open, as XEP-0384 asks; presence, as some clients
+        # publish) and whether subscription requests are accepted at once.
+        self.access_model: str = args.access_model
+        self.approve_subscriptions: bool = args.approve_subscriptions == "yes"
+        self.held_requests: set = set()
         self.auto_receipts: bool = args.auto_receipts == "yes"
         self.stale_seconds: float = args.stale_seconds
         self.label: Optional[str] = args.label
@@ -520,6 +527,13 @@ class OmemoUser:
 
     def on_presence_subscribe(self, pres: Any) -> None:
         who = pres["from"].bare
+        if not self.approve_subscriptions:
+            self.held_requests.add(who)
+            emit({"event": "subscribe_request", "from": who})
+            return
+        self.approve(who)
+
+    def approve(self, who: str) -> None:
         self.xmpp.send_presence(pto=who, ptype="subscribed")
         item = self.xmpp.client_roster[who] if who in self.xmpp.client_roster else None
         if item is None or not (item["to"] or item["pending_out"]):
@@ -591,9 +605,9 @@ class OmemoUser:
         return result.findall(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}items/{{{PUBSUB}}}item")
 
     async def publish(self, node: str, make_payload: Any, item_id: str = "current", max_items: Optional[str] = None) -> None:
-        """Publishes item 'current' with publish-options access_model=open; if the server refuses the
-        options (precondition-not-met: the node exists with another access model) configure the node and
-        publish again."""
+        """Publishes item 'current' with publish-options access_model (--access-model, open by default);
+        if the server refuses the options (precondition-not-met: the node exists with another access
+        model) configure the node and publish again."""
         options_max_items = max_items
         for attempt in range(3):
             pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
@@ -601,7 +615,7 @@ class OmemoUser:
             item = ET.SubElement(publish, f"{{{PUBSUB}}}item", {"id": item_id})
             item.append(make_payload())
             options = ET.SubElement(pubsub, f"{{{PUBSUB}}}publish-options")
-            fields = {"pubsub#access_model": "open"}
+            fields = {"pubsub#access_model": self.access_model}
             if options_max_items is not None:
                 fields["pubsub#max_items"] = options_max_items
             options.append(xdata_form(f"{PUBSUB}#publish-options", fields))
@@ -609,7 +623,7 @@ class OmemoUser:
                 await self.iq("set", self.own_bare, pubsub)
                 if max_items is not None and options_max_items is None:
                     try:
-                        await self.configure_open(node, max_items)
+                        await self.configure_access(node, max_items)
                     except IqError as ce:
                         log.info("%s: node configuration refused (%s); keeping the server's max_items", node, ce.text)
                 return
@@ -622,15 +636,15 @@ class OmemoUser:
                     options_max_items = None
                     continue
                 if attempt < 2 and precondition:
-                    log.info("%s: precondition-not-met, configuring the node to access_model=open", node)
-                    await self.configure_open(node, max_items)
+                    log.info("%s: precondition-not-met, configuring the node to access_model=%s", node, self.access_model)
+                    await self.configure_access(node, max_items)
                     continue
                 raise
 
-    async def configure_open(self, node: str, max_items: Optional[str] = None) -> None:
+    async def configure_access(self, node: str, max_items: Optional[str] = None) -> None:
         pubsub = ET.Element(f"{{{PUBSUB_OWNER}}}pubsub")
         configure = ET.SubElement(pubsub, f"{{{PUBSUB_OWNER}}}configure", {"node": node})
-        fields = {"pubsub#access_model": "open"}
+        fields = {"pubsub#access_model": self.access_model}
         if max_items is not None:
             fields["pubsub#max_items"] = max_items
         configure.append(xdata_form(f"{PUBSUB}#node_config", fields))
@@ -817,7 +831,7 @@ class OmemoUser:
         await self.ready.wait()
         handlers = {
             "send": self.cmd_send, "send_plain": self.cmd_send_plain, "send_corrupted": self.cmd_send_corrupted,
-            "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "refresh": self.cmd_refresh,
+            "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "approve": self.cmd_approve, "refresh": self.cmd_refresh,
             "devices": self.cmd_devices, "trust": self.cmd_trust, "set": self.cmd_set, "info": self.cmd_info,
             "muc_join": self.cmd_muc_join, "muc_leave": self.cmd_muc_leave, "muc_config": self.cmd_muc_config,
             "muc_affiliation": self.cmd_muc_affiliation, "muc_kick": self.cmd_muc_kick,
@@ -980,6 +994,14 @@ class OmemoUser:
         to = JID(require_str(cmd, "to")).bare
         self.xmpp.send_presence(pto=to, ptype="subscribe")
         emit({"event": "result", "ref": ref, "cmd": "subscribe", "to": to})
+
+    async def cmd_approve(self, cmd: Dict[str, Any], ref: Any) -> None:
+        who = JID(require_str(cmd, "jid")).bare
+        if who not in self.held_requests:
+            raise CommandError(f"no subscription request from {who} is held")
+        self.held_requests.discard(who)
+        self.approve(who)
+        emit({"event": "result", "ref": ref, "cmd": "approve", "jid": who})
 
     async def cmd_refresh(self, cmd: Dict[str, Any], ref: Any) -> None:
         assert self.sm is not None
@@ -1226,6 +1248,10 @@ def main() -> int:
     parser.add_argument("--resource", default="dev" + secrets.token_hex(3))
     parser.add_argument("--state", required=True, help="directory for this device's state (omemo-state.json)")
     parser.add_argument("--trust", choices=("blind", "manual"), default="blind")
+    parser.add_argument("--access-model", choices=("open", "presence"), default="open",
+                        help="access model of the published OMEMO nodes")
+    parser.add_argument("--approve-subscriptions", choices=("yes", "no"), default="yes",
+                        help="no: report subscription requests (subscribe_request) and wait for approve")
     parser.add_argument("--auto-receipts", choices=("yes", "no"), default="yes")
     parser.add_argument("--stale-seconds", type=float, default=30.0,
                         help="refetch a contact's device list before sending when older than this")

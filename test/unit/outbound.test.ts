@@ -12,22 +12,17 @@ import type { ProtocolEngine, ProtocolId, Reachability } from '../../bridges/eng
 import { Metrics } from '../../http/metrics.js';
 import { createLogger } from '../../log.js';
 import { GatewayError } from '../../errors.js';
+import { stubEngine } from './helpers/stub-engine.js';
 
 /** A test double: reachability from a table; "encrypts" by tagging the body. */
 function fakeEngine(id: ProtocolId, reach: Record<string, Reachability>): ProtocolEngine {
-  return {
-    id,
-    features: [],
-    recognizes: () => false,
-    ensureIdentity: async () => undefined,
-    identity: async () => ({}),
-    decrypt: async () => ({ ok: false, reason: 'internal', replies: [] }),
+  return stubEngine(id, {
     encrypt: async (_l, peer) => {
       if ((reach[peer] ?? 'no') === 'no') throw new GatewayError('no_encryption_available');
       return { children: [xml('x', { xmlns: `urn:test:${id}` })] };
     },
     reachability: async (_l, peer) => reach[peer] ?? 'no',
-  };
+  });
 }
 
 function setup(preference: ProtocolId[]) {

@@ -1,0 +1,104 @@
+// A user whose OMEMO nodes are readable to approved contacts only (access model "presence": what
+// Prosody gives a node published without publish-options, as Profanity 0.13 does), on python-omemo
+// with both versions. A bot that writes to them first cannot read their keys: its message waits
+// (keys_not_visible) or fails saying why, the bot asks the user for a subscription once, and
+// the message goes out encrypted when the user approves. On Prosody and on ejabberd (they answer
+// such a read with different conditions: forbidden / not-authorized + presence-subscription-required).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Prosody, type XmppServer } from '../harness/prosody.js';
+import { Ejabberd } from '../harness/ejabberd.js';
+import { TestGateway, waitUntil } from '../harness/gateway.js';
+import { PythonOmemoUser } from '../harness/omemo-user.js';
+
+const ADMIN = 'admin-token-for-tests-0001';
+const TOKENS = { alerts: 'alerts-bot-token-0001', news: 'news-bot-token-0001' } as const;
+
+interface Status {
+  status: string;
+  encryption: string | null;
+  error?: { code: string; message: string };
+}
+
+async function post(gw: TestGateway, bot: keyof typeof TOKENS, body: Record<string, unknown>): Promise<string> {
+  const r = await fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS[bot]}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal(r.status, 202, await r.clone().text());
+  return ((await r.json()) as { id: string }).id;
+}
+
+async function status(gw: TestGateway, id: string): Promise<Status> {
+  return (await (await fetch(`${gw.url}/v1/messages/${id}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as Status;
+}
+
+const SERVERS: Array<[string, () => Promise<XmppServer & { destroy(): Promise<void> }>]> = [
+  ['Prosody', () => Prosody.start()],
+  ['ejabberd', () => Ejabberd.start()],
+];
+
+for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to approved contacts only (${kind})`, () => {
+  let server: XmppServer & { destroy(): Promise<void> };
+  let gw: TestGateway;
+  let carol: PythonOmemoUser;
+  let carolJid: string;
+
+  before(async () => {
+    server = await start();
+    gw = await TestGateway.start(server, { bots: Object.entries(TOKENS).map(([localpart, token]) => ({ localpart, token })) });
+    carol = await PythonOmemoUser.start(server, 'carol', { backends: ['oldmemo', 'twomemo'], accessModel: 'presence', approveSubscriptions: false });
+    carolJid = carol.jid;
+  });
+
+  after(async () => {
+    await carol?.stop();
+    await gw?.destroy();
+    await server?.destroy();
+  });
+
+  // ejabberd says the nodes are there but closed (presence-subscription-required): the message
+  // waits for the approval. Prosody answers a reader it does not know a plain forbidden, for nodes
+  // and accounts that are not there too: the message fails at once, saying so, and is sent again.
+  const certain = kind === 'ejabberd';
+  test(certain
+    ? 'the bot\'s message waits with keys_not_visible and one subscription request; approved, it is delivered encrypted'
+    : 'the bot\'s message fails at once, saying whose approval it needs, with one subscription request; approved, the next one is delivered encrypted', async () => {
+    const bot = `alerts@${gw.domain}`;
+    let id = await post(gw, 'alerts', { to: carolJid, body: 'for approved eyes' });
+    await carol.waitForEvent((e) => e.event === 'subscribe_request' && e.from === bot, 15000, 'subscription request from the bot');
+    const code = certain ? 'keys_not_visible' : 'no_encryption_available';
+    await waitUntil(async () => (await status(gw, id)).error?.code === code, 15000, `${code} on the message`);
+    const first = await status(gw, id);
+    assert.equal(first.status, certain ? 'queued' : 'failed', certain ? 'the message is kept, not failed' : 'failed at once, as for a contact without keys');
+    assert.ok(first.error!.message.includes(carolJid) && /approval \(a presence subscription\)/.test(first.error!.message), first.error!.message);
+    if (certain) assert.match(first.error!.message, /subscription request was sent from alerts@/);
+    else assert.match(first.error!.message, /there is none, or only approved contacts may read it/);
+    assert.ok(!carol.messages.some((m) => m.from === bot), 'nothing reached carol before she approved');
+    // Retries (1 s, 2 s, ...) and further messages do not ask again while the request is pending.
+    if (!certain) await post(gw, 'alerts', { to: carolJid, body: 'second try, still not approved' });
+    await new Promise((r) => setTimeout(r, 3500));
+    assert.equal(carol.events.filter((e) => e.event === 'subscribe_request' && e.from === bot).length, 1);
+
+    await carol.approve(bot);
+    if (!certain) {
+      await new Promise((r) => setTimeout(r, 500));
+      id = await post(gw, 'alerts', { to: carolJid, body: 'for approved eyes' });
+    }
+    const got = await carol.waitForMessage((m) => m.from === bot && m.body === 'for approved eyes', 70000, 'the message after approval');
+    assert.equal(got.encrypted, true);
+    assert.equal(got.namespace, 'twomemo', 'OMEMO 2, the newest version carol lists');
+    await waitUntil(async () => (await status(gw, id)).status === 'delivered', 15000, 'delivered (receipt)');
+    assert.equal(carol.messages.filter((m) => m.from === bot && m.body === 'for approved eyes').length, 1, 'exactly once');
+  });
+
+  test('a refresh read as a hosted JID she has not approved fails for both OMEMO versions, with the code its server\'s answer allows', async () => {
+    const r = await fetch(`${gw.url}/v1/contacts/${encodeURIComponent(carolJid)}/devices?refresh=true&as=${encodeURIComponent(`news@${gw.domain}`)}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(r.status, 200);
+    const body = (await r.json()) as { refreshed: Array<{ protocol: string; ok: boolean; error?: string }> };
+    const byProtocol = Object.fromEntries(body.refreshed.map((x) => [x.protocol, x]));
+    const error = certain ? 'keys_not_visible' : 'no_encryption_available';
+    assert.deepEqual(byProtocol.omemo, { protocol: 'omemo', ok: false, error });
+    assert.deepEqual(byProtocol.omemo2, { protocol: 'omemo2', ok: false, error });
+    // As the approved bot, the same refresh reads both lists.
+    const ok = (await (await fetch(`${gw.url}/v1/contacts/${encodeURIComponent(carolJid)}/devices?refresh=true&as=${encodeURIComponent(`alerts@${gw.domain}`)}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as typeof body;
+    assert.ok(ok.refreshed.filter((x) => x.protocol.startsWith('omemo')).every((x) => x.ok), JSON.stringify(ok.refreshed));
+  });
+});
