@@ -134,9 +134,10 @@ export class PresenceService {
       case 'subscribed': {
         const before = this.#subs.get(local, fromBare);
         this.#subs.update(local, fromBare, { to: true, pendingOut: false });
-        // Now that the contact's server lets us follow them, send our presence (with caps) again:
-        // their PEP service takes our +notify interest from presence received under a subscription.
-        if (!before.to && before.from) await this.#send(await this.presenceFor(local, fromBare));
+        // Now that the contact's server lets us follow them, send our presence (with caps), directed
+        // if they do not follow us: their PEP service takes our +notify interest from presence
+        // received under a subscription, and sends us their current items (keys a bot asked to see).
+        if (!before.to) await this.#send(await this.presenceFor(local, fromBare));
         return;
       }
       case 'unsubscribe':

@@ -49,6 +49,8 @@ interface ListEntry {
   ids: number[] | null;
   fetchedAt: number;
   labels?: ReadonlyMap<number, DeviceLabel>;
+  /** Why ids is null for one hosted JID: its read was refused in a way that may mean "none" (plain forbidden). */
+  unreadable?: { local: string; error: KeysNotVisibleError };
 }
 
 export class DeviceLists<B = Bundle> {
@@ -111,7 +113,11 @@ export class DeviceLists<B = Bundle> {
     const e = this.#lists.get(contact);
     if (e && !force) {
       const ttl = e.ids === null ? this.#opts.missingListTtlMs : this.#opts.deviceListTtlMs;
-      if (this.#now() - e.fetchedAt < ttl) return e.ids;
+      if (this.#now() - e.fetchedAt < ttl) {
+        // The hosted JID whose read was refused is told so again (and asks again), others see none.
+        if (e.ids === null && e.unreadable?.local === local) throw e.unreadable.error;
+        return e.ids;
+      }
       if (e.ids !== null) {
         this.refreshInBackground(local, contact);
         return e.ids;
@@ -137,6 +143,15 @@ export class DeviceLists<B = Bundle> {
           const ids = items === null ? null : this.#spec.parseList(items);
           this.set(contact, ids, items === null ? undefined : this.#spec.parseLabels?.(items));
           return ids;
+        }, (err: unknown) => {
+          // Refused in a way that may mean "there is none" (Prosody's plain forbidden): kept as no
+          // list, as that answer always was, unless a list read before is known. A refusal that
+          // says the list is there (certain) is not cached: another hosted JID may be approved.
+          if (err instanceof KeysNotVisibleError && !err.certain && !this.#lists.get(contact)?.ids) {
+            this.set(contact, null);
+            this.#lists.get(contact)!.unreadable = { local, error: err };
+          }
+          throw err;
         })
         .finally(() => this.#inflight.delete(contact));
       this.#inflight.set(contact, p);

@@ -10,6 +10,7 @@ import { Prosody, type XmppServer } from '../harness/prosody.js';
 import { Ejabberd } from '../harness/ejabberd.js';
 import { TestGateway, waitUntil } from '../harness/gateway.js';
 import { PythonOmemoUser } from '../harness/omemo-user.js';
+import type { GroupEngine } from '../../bridges/engine.js';
 
 const ADMIN = 'admin-token-for-tests-0001';
 const TOKENS = { alerts: 'alerts-bot-token-0001', news: 'news-bot-token-0001' } as const;
@@ -79,7 +80,10 @@ for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to ap
 
     await carol.approve(bot);
     if (!certain) {
-      await new Promise((r) => setTimeout(r, 500));
+      // On the approval the bot sends her server its presence (with caps, directed: she does not
+      // follow the bot), and her server pushes her current device lists: nothing is read for them.
+      const omemo2 = gw.gateway.engines.get('omemo2') as GroupEngine;
+      await waitUntil(() => omemo2.cachedDevices(carolJid)?.includes(carol.deviceId) === true, 10000, 'her OMEMO 2 device list pushed to the bot');
       id = await post(gw, 'alerts', { to: carolJid, body: 'for approved eyes' });
     }
     const got = await carol.waitForMessage((m) => m.from === bot && m.body === 'for approved eyes', 70000, 'the message after approval');

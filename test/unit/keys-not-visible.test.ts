@@ -60,6 +60,20 @@ test('an unreadable device list is said as such to the JID that asked, and not c
   await assert.rejects(lists.get('stranger@gw', 'carol@x', true), (e: unknown) => e instanceof GatewayError && e.code === 'keys_not_visible');
 });
 
+test('a refusal that may mean "none" (plain forbidden) is kept as no list: told again to the JID that asked, none to others', async () => {
+  const p = pubsub();
+  p.uncertain = true;
+  const lists = new DeviceLists(p, new TrustStore(ks(), 'btbv'), createLogger('silent'), () => 1000, DEFAULT_OPTIONS);
+  await assert.rejects(lists.get('stranger@gw', 'carol@x'), (e: unknown) => e instanceof KeysNotVisibleError && !e.certain);
+  assert.equal(lists.cached('carol@x'), null, 'cached as no list (a room counts her as without devices)');
+  await assert.rejects(lists.get('stranger@gw', 'carol@x'), (e: unknown) => e instanceof KeysNotVisibleError, 'the same JID is told again, from the cache');
+  assert.equal(await lists.get('other@gw', 'carol@x'), null, 'another JID sees no list, as before');
+  assert.equal(p.reads.length, 1);
+  // A pushed list (+notify after the approval) replaces it.
+  lists.set('carol@x', [7]);
+  assert.deepEqual(await lists.get('stranger@gw', 'carol@x'), [7]);
+});
+
 test('an unreadable bundle is not remembered as a failure for the other hosted JIDs; a listed device\'s is closed for certain', async () => {
   const p = pubsub();
   p.uncertain = true;
