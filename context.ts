@@ -323,6 +323,7 @@ export class Gateway {
       otrSessionTimeoutMs: config.bridge.otrSessionTimeoutSeconds * 1000,
       askToFollow: (from, to) => this.presence.askToFollow(from, to),
     });
+    this.presence.addListener({ approved: (local, contact) => this.sender.approved(local, contact) });
     this.commands = new ChatCommands({
       send,
       addressing: this.addressing,

@@ -125,6 +125,19 @@ export class OutboxSender {
     this.#worker.kick(key, body === undefined ? undefined : { key, dueAt: m.nextAttemptAt, item: { ...m, plaintext: body } });
   }
 
+  /**
+   * `contact` approved hosted JID `local`'s subscription: a bot message of that line waiting for it
+   * (keys_not_visible) is tried now instead of at its next retry (up to a minute away).
+   */
+  approved(local: string, contact: string): void {
+    const bot = this.#o.bots.find((b) => this.#o.botJid(b.localpart) === local);
+    if (!bot) return;
+    const head = this.#o.store.nextInLine(bot.localpart, contact);
+    if (head?.status !== 'queued' || head.error?.code !== 'keys_not_visible') return;
+    this.#o.store.retryLater(head.id, Date.now(), head.error.code, head.error.message);
+    this.#worker.kick();
+  }
+
   /** Stops taking new work and waits for sends in flight. */
   stop(): Promise<void> {
     return this.#worker.stop();

@@ -19,6 +19,8 @@ export interface PresenceListener {
   contactOffline?(local: string, full: string): void;
   /** Any available presence from a contact's resource (e.g. to check a XEP-0027 signature). */
   contactPresence?(local: string, full: string, stanza: Element): void;
+  /** A contact approved `local`'s subscription request (they now let it see their presence and keys). */
+  approved?(local: string, contact: string): void;
 }
 
 /** Extra children for presence sent from a hosted JID (e.g. a XEP-0027 signature of the status). */
@@ -137,7 +139,16 @@ export class PresenceService {
         // Now that the contact's server lets us follow them, send our presence (with caps), directed
         // if they do not follow us: their PEP service takes our +notify interest from presence
         // received under a subscription, and sends us their current items (keys a bot asked to see).
-        if (!before.to) await this.#send(await this.presenceFor(local, fromBare));
+        if (!before.to) {
+          await this.#send(await this.presenceFor(local, fromBare));
+          for (const l of this.#listeners) {
+            try {
+              l.approved?.(local, fromBare);
+            } catch (e) {
+              this.#log.error({ err: e }, 'presence listener failed');
+            }
+          }
+        }
         return;
       }
       case 'unsubscribe':

@@ -78,6 +78,9 @@ for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to ap
     await new Promise((r) => setTimeout(r, 3500));
     assert.equal(carol.events.filter((e) => e.event === 'subscribe_request' && e.from === bot).length, 1);
 
+    // Four tries by about 7 s after the POST, the next one 8 s later: the approval wakes the message.
+    if (certain) await new Promise((r) => setTimeout(r, 5000));
+    const approvedAt = Date.now();
     await carol.approve(bot);
     if (!certain) {
       // On the approval the bot sends her server its presence (with caps, directed: she does not
@@ -88,6 +91,7 @@ for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to ap
     }
     const got = await carol.waitForMessage((m) => m.from === bot && m.body === 'for approved eyes', 70000, 'the message after approval');
     assert.equal(got.encrypted, true);
+    if (certain) assert.ok(Date.now() - approvedAt < 4000, `delivered ${Date.now() - approvedAt} ms after the approval (its retry was due later)`);
     assert.equal(got.namespace, 'twomemo', 'OMEMO 2, the newest version carol lists');
     await waitUntil(async () => (await status(gw, id)).status === 'delivered', 15000, 'delivered (receipt)');
     assert.equal(carol.messages.filter((m) => m.from === bot && m.body === 'for approved eyes').length, 1, 'exactly once');

@@ -173,6 +173,23 @@ test('a bot message waits for the approval it asked for, then goes out encrypted
   assert.deepEqual(g.sent.map((s) => s.getChildText('body')), ['enc:for approved eyes']);
 });
 
+test('the approval wakes a waiting message at once, not at its next retry', async (t) => {
+  const state = { approved: false, asked: [] as string[] };
+  const g = botOutbox(state);
+  t.after(g.close);
+  // Three tries: the next is 4 s away.
+  await waitUntil(() => (g.outbox.get(g.id)?.attempts ?? 0) >= 3, 8000, 'three tries');
+  state.approved = true;
+  g.sender.approved('news@gw', 'carol@x');
+  g.sender.approved('alerts@gw', 'someone-else@x');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(g.outbox.get(g.id)?.status, 'queued', 'another line\'s approval does not wake it');
+  const at = Date.now();
+  g.sender.approved('alerts@gw', 'carol@x');
+  await waitUntil(() => g.outbox.get(g.id)?.status === 'sent', 3000, 'sent on the approval');
+  assert.ok(Date.now() - at < 1500, `sent ${Date.now() - at} ms after the approval`);
+});
+
 test('a bot message not approved within the wait fails with keys_not_visible', async (t) => {
   const state = { approved: false, asked: [] as string[] };
   const g = botOutbox(state, 0);
