@@ -78,7 +78,7 @@ export interface OutboxSenderOptions {
    * the sending hosted JID, to approve it (PresenceService.askToFollow). The message waits
    * (retried) meanwhile. Resolves whether a request went out now.
    */
-  askToFollow?: (from: string, to: string) => Promise<boolean>;
+  askToFollow?: (from: string, to: string) => Promise<'asked' | 'pending' | 'following' | 'declined'>;
   /** How long a bot's message waits for that approval before it fails (default APPROVAL_WAIT_MS). */
   approvalWaitMs?: number;
 }
@@ -278,12 +278,13 @@ export class OutboxSender {
     const asked = this.#o.askToFollow
       ? await this.#o.askToFollow(from, m.to).catch((err: unknown) => {
           this.#o.log.warn({ id: m.id, err: errorSummary(err) }, 'outbox: the subscription request could not be sent');
-          return false;
+          return 'pending' as const;
         })
-      : false;
+      : 'pending';
+    const declined = asked === 'declined' ? ` ${m.to} declined ${from}'s request for approval; it is not asked again for a day.` : '';
     // Not certain that there are keys at all (PubsubPort.fetch): failed now, as with none.
-    if (!e.certain) {
-      this.#fail(m, e);
+    if (!e.certain || declined) {
+      this.#fail(m, declined ? new KeysNotVisibleError(e.certain, e.userText + declined) : e);
       return true;
     }
     const waitMs = this.#o.approvalWaitMs ?? APPROVAL_WAIT_MS;
@@ -292,7 +293,7 @@ export class OutboxSender {
       this.#fail(m, new GatewayError('keys_not_visible', `${e.userText} ${why}`));
       return true;
     }
-    const note = asked ? ` A subscription request was sent from ${from}; the message waits for the approval.` : ' The message waits for the approval.';
+    const note = asked === 'asked' ? ` A subscription request was sent from ${from}; the message waits for the approval.` : ' The message waits for the approval.';
     return this.#failed(m, new GatewayError('keys_not_visible', e.userText + note), now);
   }
 

@@ -3,6 +3,7 @@
 // notifications reach those that asked for them (+notify). The server does none of this for a
 // component. Subscriptions are remembered in the keystore.
 import xml from '@xmpp/xml';
+import { LRUCache } from 'lru-cache';
 import type Element from 'ltx/lib/Element.js';
 import type { Logger } from 'pino';
 import type { SubscriptionStore } from '../keystore/subscription-store.js';
@@ -12,6 +13,12 @@ import { NS_CAPS, type RemoteCaps } from './caps.js';
 import type { Disco } from './disco.js';
 import type { StanzaContext } from './router.js';
 import { formatJid } from './jid.js';
+
+/** What askToFollow did: sent a request, or why not. */
+export type AskOutcome = 'asked' | 'pending' | 'following' | 'declined';
+
+/** How long a declined subscription request is not asked again. */
+export const DECLINE_MEMORY_MS = 24 * 3600_000;
 
 export interface PresenceListener {
   /** A contact's resource became available to `local` (features known, or empty when unresolved). */
@@ -37,6 +44,8 @@ export class PresenceService {
   readonly #log: Logger;
   readonly #extras: PresenceExtras[] = [];
   readonly #listeners: PresenceListener[] = [];
+  /** When a contact declined a hosted JID's request (local \0 contact; bounded, in memory: a restart forgets). */
+  readonly #declined = new LRUCache<string, number>({ max: 10_000 });
   /** local bare -> remote full JID -> features. */
   readonly #online = new Map<string, Map<string, ReadonlySet<string>>>();
   /** Entries of #online in all, at most #maxOnline (limits.peer_cache_entries): beyond, a new resource is not tracked. */
@@ -99,16 +108,20 @@ export class PresenceService {
 
   /**
    * Asks `remote` to let hosted JID `local` see their presence (a subscription request), unless it
-   * does or has asked already: a contact who shows their keys to approved contacts only lets us
-   * read them once they approve. Resolves whether a request went out (never twice while pending).
+   * does, has asked already (never twice while pending) or was declined in the last
+   * DECLINE_MEMORY_MS (never asked again on every message): a contact who shows their keys to
+   * approved contacts only lets us read them once they approve.
    */
-  async askToFollow(local: string, remote: string): Promise<boolean> {
+  async askToFollow(local: string, remote: string): Promise<AskOutcome> {
     const s = this.#subs.get(local, remote);
-    if (s.to || s.pendingOut) return false;
+    if (s.to) return 'following';
+    if (s.pendingOut) return 'pending';
+    const declinedAt = this.#declined.get(`${local}\0${remote}`);
+    if (declinedAt !== undefined && Date.now() - declinedAt < DECLINE_MEMORY_MS) return 'declined';
     this.#subs.update(local, remote, { pendingOut: true });
     await this.#send(xml('presence', { from: local, to: remote, type: 'subscribe' }));
     this.#log.info({ local, contact: remote }, 'asked a contact for a subscription: their keys are readable to approved contacts only');
-    return true;
+    return 'asked';
   }
 
   isSubscriber(local: string, remote: string): boolean {
@@ -156,9 +169,13 @@ export class PresenceService {
         this.#subs.update(local, fromBare, { from: false });
         await this.#send(xml('presence', { from: address.kind === 'domain' ? local : `${local}/${RESOURCE}`, to: fromBare, type: 'unavailable' }));
         return;
-      case 'unsubscribed':
+      case 'unsubscribed': {
+        // Our request declined (or a subscription revoked): remembered, not asked again at once.
+        const before = this.#subs.get(local, fromBare);
+        if (before.pendingOut || before.to) this.#declined.set(`${local}\0${fromBare}`, Date.now());
         this.#subs.update(local, fromBare, { to: false, pendingOut: false });
         return;
+      }
       case 'probe':
         if (this.#subs.get(local, fromBare).from) await this.#send(await this.presenceFor(local, fromFull));
         else await this.#send(xml('presence', { from: local, to: fromBare, type: 'unsubscribed' }));

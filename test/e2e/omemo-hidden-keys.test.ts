@@ -97,6 +97,24 @@ for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to ap
     assert.equal(carol.messages.filter((m) => m.from === bot && m.body === 'for approved eyes').length, 1, 'exactly once');
   });
 
+  test('a legacy OMEMO user writing to her proxy is told at once why it was not delivered; her proxy for him asks for her approval', async () => {
+    const dora = await PythonOmemoUser.start(server, 'dora', { backends: ['oldmemo'] });
+    try {
+      const proxyOfCarol = `${carolJid.replace('@', '\\40')}@${gw.domain}`;
+      const proxyOfDora = `${dora.jid.replace('@', '\\40')}@${gw.domain}`;
+      await dora.send(proxyOfCarol, 'hello carol, via the gateway', { id: 'd2c-1' });
+      const e = await dora.waitForEvent((x) => x.event === 'message_error' && x.id === 'd2c-1', 20000, 'error reply to dora');
+      assert.equal(e.condition, 'not-acceptable');
+      const notice = await dora.waitForMessage((m) => m.from === proxyOfCarol && /not delivered to/.test(m.body ?? ''), 20000, 'readable notice');
+      assert.ok(notice.body!.includes(carolJid) && /approv/.test(notice.body!), notice.body!);
+      assert.equal(notice.encrypted, true);
+      await carol.waitForEvent((x) => x.event === 'subscribe_request' && x.from === proxyOfDora, 15000, 'subscription request from dora\'s proxy');
+      assert.ok(!carol.messages.some((m) => m.from === proxyOfDora), 'nothing reached carol');
+    } finally {
+      await dora.stop();
+    }
+  });
+
   test('a refresh read as a hosted JID she has not approved fails for both OMEMO versions, with the code its server\'s answer allows', async () => {
     const r = await fetch(`${gw.url}/v1/contacts/${encodeURIComponent(carolJid)}/devices?refresh=true&as=${encodeURIComponent(`news@${gw.domain}`)}`, { headers: { authorization: `Bearer ${ADMIN}` } });
     assert.equal(r.status, 200);
@@ -108,5 +126,23 @@ for (const [kind, start] of SERVERS) describe(`a user who shows OMEMO keys to ap
     // As the approved bot, the same refresh reads both lists.
     const ok = (await (await fetch(`${gw.url}/v1/contacts/${encodeURIComponent(carolJid)}/devices?refresh=true&as=${encodeURIComponent(`alerts@${gw.domain}`)}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as typeof body;
     assert.ok(ok.refreshed.filter((x) => x.protocol.startsWith('omemo')).every((x) => x.ok), JSON.stringify(ok.refreshed));
+  });
+  test('declined, a bot is not let in and does not ask again: its messages fail saying so', async () => {
+    const news = `news@${gw.domain}`;
+    const id = await post(gw, 'news', { to: carolJid, body: 'news she does not want' });
+    await carol.waitForEvent((e) => e.event === 'subscribe_request' && e.from === news, 15000, 'subscription request from the news bot');
+    await carol.deny(news);
+    // The waiting message fails on its next try.
+    await waitUntil(async () => (await status(gw, id)).status === 'failed', 20000, 'the first message failed');
+    const again = await post(gw, 'news', { to: carolJid, body: 'news again' });
+    await waitUntil(async () => (await status(gw, again)).status === 'failed', 15000, 'the second message failed');
+    const s = await status(gw, again);
+    // Certain on both servers now: her device lists are known (the approved bot read them), and
+    // a listed device's bundle that news may not read is there but closed.
+    assert.equal(s.error!.code, 'keys_not_visible');
+    assert.match(s.error!.message, /declined news@.* request for approval; it is not asked again for a day/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(carol.events.filter((e) => e.event === 'subscribe_request' && e.from === news).length, 1, 'asked once');
+    assert.ok(!carol.messages.some((m) => m.from === news), 'nothing reached carol');
   });
 });

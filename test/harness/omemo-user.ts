@@ -330,6 +330,11 @@ export class PythonOmemoUser {
     await this.command({ cmd: 'approve', jid });
   }
 
+  /** Declines a subscription request held back (presence type unsubscribed). */
+  async deny(jid: string): Promise<void> {
+    await this.command({ cmd: 'deny', jid });
+  }
+
   /** Refetches `jid`'s device list and returns the devices as the library sees them. */
   async refresh(jid: string): Promise<OmemoDevice[]> {
     return (await this.command({ cmd: 'refresh', jid })).devices as OmemoDevice[];

@@ -30,6 +30,7 @@ Commands
         new stanza id -> sent | send_error
   {"cmd":"subscribe","to":JID} -> result
   {"cmd":"approve","jid":JID}  accept a subscription request held back (--approve-subscriptions no) -> result
+  {"cmd":"deny","jid":JID}     decline one (presence type unsubscribed) -> result
   {"cmd":"refresh","jid":JID}   refetch the device list -> result (as for devices)
   {"cmd":"devices","jid":JID}   -> result {"devices":[{"device_id","fingerprint","trust","active","session",
         "own"}], "listed":[active ids in the cached list], "problems":{device_id: why its bundle is unusable}}
@@ -831,7 +832,7 @@ class OmemoUser:
         await self.ready.wait()
         handlers = {
             "send": self.cmd_send, "send_plain": self.cmd_send_plain, "send_corrupted": self.cmd_send_corrupted,
-            "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "approve": self.cmd_approve, "refresh": self.cmd_refresh,
+            "replay_last": self.cmd_replay_last, "subscribe": self.cmd_subscribe, "approve": self.cmd_approve, "deny": self.cmd_deny, "refresh": self.cmd_refresh,
             "devices": self.cmd_devices, "trust": self.cmd_trust, "set": self.cmd_set, "info": self.cmd_info,
             "muc_join": self.cmd_muc_join, "muc_leave": self.cmd_muc_leave, "muc_config": self.cmd_muc_config,
             "muc_affiliation": self.cmd_muc_affiliation, "muc_kick": self.cmd_muc_kick,
@@ -1002,6 +1003,14 @@ class OmemoUser:
         self.held_requests.discard(who)
         self.approve(who)
         emit({"event": "result", "ref": ref, "cmd": "approve", "jid": who})
+
+    async def cmd_deny(self, cmd: Dict[str, Any], ref: Any) -> None:
+        who = JID(require_str(cmd, "jid")).bare
+        if who not in self.held_requests:
+            raise CommandError(f"no subscription request from {who} is held")
+        self.held_requests.discard(who)
+        self.xmpp.send_presence(pto=who, ptype="unsubscribed")
+        emit({"event": "result", "ref": ref, "cmd": "deny", "jid": who})
 
     async def cmd_refresh(self, cmd: Dict[str, Any], ref: Any) -> None:
         assert self.sm is not None

@@ -150,7 +150,7 @@ function botOutbox(state: { approved: boolean; asked: string[] }, approvalWaitMs
     onStatus: () => undefined,
     askToFollow: async (from, to) => {
       state.asked.push(`${from} -> ${to}`);
-      return state.asked.length === 1;
+      return state.asked.length === 1 ? 'asked' : 'pending';
     },
     ...(approvalWaitMs !== undefined && { approvalWaitMs }),
   });
