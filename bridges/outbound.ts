@@ -106,8 +106,8 @@ export class OutboundSender {
     if (allowPlaintext) return { engine: null, encryption: 'none' };
     if (lastError && lastError.code !== 'no_encryption_available') throw lastError;
     const none = `${to} has no encryption this gateway can use (looked for ${this.#preference.join(', ')}).`;
-    // Their server would not say whether there are keys: their approval tells (asked for by the outbox).
-    if (unreadable) throw new KeysNotVisibleError(false, `${none} ${unreadable.userText} ${from} asks ${to} for approval (a presence subscription); once given, send again.`);
+    // Their server would not say whether there are keys: their approval tells (the outbox asks).
+    if (unreadable) throw new KeysNotVisibleError(false, `${none} ${unreadable.userText}`);
     throw new GatewayError('no_encryption_available', none);
   }
 

@@ -281,20 +281,19 @@ export class OutboxSender {
           return 'pending' as const;
         })
       : 'pending';
-    const declined = asked === 'declined' ? ` ${m.to} declined ${from}'s request for approval; it is not asked again for a day.` : '';
+    const fail = (why: string) => {
+      this.#fail(m, new KeysNotVisibleError(e.certain, `${e.userText} ${why}`));
+      return true;
+    };
+    const request = asked === 'asked' ? `${from} has sent ${m.to} a request for approval (a presence subscription)` : `${from} has asked ${m.to} for approval before (a presence subscription)`;
+    if (asked === 'declined') return fail(`${m.to} declined ${from}'s request for approval; it is not asked again for a day.`);
+    if (asked === 'following') return fail(`${m.to} has approved ${from}, yet their server does not let it read them (an access model narrower than presence, e.g. a roster group).`);
     // Not certain that there are keys at all (PubsubPort.fetch): failed now, as with none.
-    if (!e.certain || declined) {
-      this.#fail(m, declined ? new KeysNotVisibleError(e.certain, e.userText + declined) : e);
-      return true;
-    }
+    if (!e.certain) return fail(`${request}; once given, send again.`);
     const waitMs = this.#o.approvalWaitMs ?? APPROVAL_WAIT_MS;
-    if (m.kind === 'bridge' || now - m.createdAt >= waitMs) {
-      const why = m.kind === 'bridge' ? `${from} has asked ${m.to} for approval; write again once they approve.` : `Not approved within ${Math.round(waitMs / 60000)} minutes.`;
-      this.#fail(m, new GatewayError('keys_not_visible', `${e.userText} ${why}`));
-      return true;
-    }
-    const note = asked === 'asked' ? ` A subscription request was sent from ${from}; the message waits for the approval.` : ' The message waits for the approval.';
-    return this.#failed(m, new GatewayError('keys_not_visible', e.userText + note), now);
+    if (m.kind === 'bridge') return fail(`${request}; write again once they approve.`);
+    if (now - m.createdAt >= waitMs) return fail(`${request}; not approved within ${Math.round(waitMs / 60000)} minutes.`);
+    return this.#failed(m, new GatewayError('keys_not_visible', `${e.userText} ${request}; the message waits for the approval.`), now);
   }
 
   /** A message that could not be sent: failed for good (true), or kept for a retry later (false). */
