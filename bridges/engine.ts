@@ -79,10 +79,10 @@ export interface PubsubPort {
   /**
    * Reads `node` on the contact `to`'s PEP service, asking as hosted JID `from`. Resolves to the
    * <item> elements (possibly none), or null when the contact does not offer the node (it does not
-   * exist, the account or service does not). Rejects with GatewayError keys_not_visible when the
-   * node is there but `from` may not read it (access model presence, roster, ...: the contact's
-   * approval of a subscription lets it in), and with remote_timeout / remote_error for failures
-   * worth retrying.
+   * exist, the account or service does not). Rejects with a KeysNotVisibleError when `from` may
+   * not read it (access model presence, roster, ...: the contact's approval of a subscription lets
+   * it in; `certain` unless the answer may also mean "not there"), and with remote_timeout /
+   * remote_error for failures worth retrying.
    */
   fetch(from: string, to: string, node: string, opts?: { itemId?: string; maxItems?: number }): Promise<Element[] | null>;
 }

@@ -75,8 +75,8 @@ export interface OutboxSenderOptions {
   maxInternalAttempts?: number;
   /**
    * The recipient's keys are readable to approved contacts only (keys_not_visible): ask them, from
-   * the sending hosted JID, to approve it (PresenceService.askToFollow). The message waits
-   * (retried) meanwhile. Resolves whether a request went out now.
+   * the sending hosted JID, to approve it (PresenceService.askToFollow). Resolves what it did:
+   * sent a request now, or why not (one pending, approved already, declined lately).
    */
   askToFollow?: (from: string, to: string) => Promise<'asked' | 'pending' | 'following' | 'declined'>;
   /** How long a bot's message waits for that approval before it fails (default APPROVAL_WAIT_MS). */

@@ -126,7 +126,7 @@ export class DeviceLists<B = Bundle> {
     try {
       return await this.#fetch(local, contact);
     } catch (err) {
-      // Not readable for this hosted JID is said as such (another one may read it: not cached).
+      // A refusal for this hosted JID is said as such, not answered with what another one read.
       if (!e || err instanceof KeysNotVisibleError) throw err;
       this.#log.warn({ contact, err: errorSummary(err) }, 'omemo device list refresh failed; using the cached one');
       return e.ids;
