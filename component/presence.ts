@@ -87,6 +87,17 @@ export class PresenceService {
     this.#extras.push(fn);
   }
 
+  /** Calls every listener; one that throws is logged and does not stop the others. */
+  #tell(call: (l: PresenceListener) => void): void {
+    for (const l of this.#listeners) {
+      try {
+        call(l);
+      } catch (e) {
+        this.#log.error({ err: e }, 'presence listener failed');
+      }
+    }
+  }
+
   addListener(l: PresenceListener): void {
     this.#listeners.push(l);
   }
@@ -154,13 +165,7 @@ export class PresenceService {
         // received under a subscription, and sends us their current items (keys a bot asked to see).
         if (!before.to) {
           await this.#send(await this.presenceFor(local, fromBare));
-          for (const l of this.#listeners) {
-            try {
-              l.approved?.(local, fromBare);
-            } catch (e) {
-              this.#log.error({ err: e }, 'presence listener failed');
-            }
-          }
+          this.#tell((l) => l.approved?.(local, fromBare));
         }
         return;
       }
@@ -192,13 +197,7 @@ export class PresenceService {
   }
 
   #contactAvailable(local: string, full: string, stanza: Element): void {
-    for (const l of this.#listeners) {
-      try {
-        l.contactPresence?.(local, full, stanza);
-      } catch (e) {
-        this.#log.error({ err: e }, 'presence listener failed');
-      }
-    }
+    this.#tell((l) => l.contactPresence?.(local, full, stanza));
     let map = this.#online.get(local);
     if (!map?.has(full)) {
       if (this.#onlineCount >= this.#maxOnline) {
@@ -224,13 +223,7 @@ export class PresenceService {
   }
 
   #notifyOnline(local: string, full: string, features: ReadonlySet<string>): void {
-    for (const l of this.#listeners) {
-      try {
-        l.contactOnline?.(local, full, features);
-      } catch (e) {
-        this.#log.error({ err: e }, 'presence listener failed');
-      }
-    }
+    this.#tell((l) => l.contactOnline?.(local, full, features));
   }
 
   #removeOnline(local: string, full: string): void {
@@ -239,13 +232,7 @@ export class PresenceService {
     this.#onlineCount--;
     if (map.size === 0) this.#online.delete(local);
     this.#caps.forget(full);
-    for (const l of this.#listeners) {
-      try {
-        l.contactOffline?.(local, full);
-      } catch (e) {
-        this.#log.error({ err: e }, 'presence listener failed');
-      }
-    }
+    this.#tell((l) => l.contactOffline?.(local, full));
   }
 
   /** The available presence of hosted JID `local` (from its full JID, with caps) addressed to `to`. */

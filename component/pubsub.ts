@@ -46,7 +46,6 @@ const NOT_READABLE = new Set(['forbidden', 'not-authorized', 'not-allowed', 'reg
 /** XEP-0060 application conditions that say which access model refused (quoted in the error only when known). */
 const ACCESS_DETAIL = new Set(['presence-subscription-required', 'not-in-roster-group', 'closed-node', 'not-subscribed']);
 
-
 const unsupported = (feature: string) => xml('unsupported', { xmlns: NS_PUBSUB_ERRORS, feature });
 
 export class PubsubService implements PubsubPort {
@@ -102,8 +101,8 @@ export class PubsubService implements PubsubPort {
       res = await this.#d.request(xml('iq', { type: 'get', from, to }, xml('pubsub', { xmlns: NS_PUBSUB }, items)), this.#d.fetchTimeoutMs ?? 10000);
     } catch (e) {
       // No such node, no such account, no PEP there: the contact does not offer it. Not readable for
-      // us: a typed error (keys_not_visible). Other errors (timeouts, unreachable servers) are worth
-      // a retry and propagate.
+      // us: a KeysNotVisibleError. Other errors (timeouts, unreachable servers) are worth a retry
+      // and propagate.
       if (e instanceof RemoteError && NOT_OFFERED.has(e.remoteCondition)) return null;
       if (e instanceof RemoteError && NOT_READABLE.has(e.remoteCondition)) {
         const detail = e.stanza.getChild('error')?.getChildElements().find((c) => c.attrs.xmlns === NS_PUBSUB_ERRORS && ACCESS_DETAIL.has(c.name))?.name;

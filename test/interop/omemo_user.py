@@ -996,19 +996,21 @@ class OmemoUser:
         self.xmpp.send_presence(pto=to, ptype="subscribe")
         emit({"event": "result", "ref": ref, "cmd": "subscribe", "to": to})
 
-    async def cmd_approve(self, cmd: Dict[str, Any], ref: Any) -> None:
+    def take_held_request(self, cmd: Dict[str, Any]) -> str:
+        """The bare JID of the held subscription request the command names (no longer held)."""
         who = JID(require_str(cmd, "jid")).bare
         if who not in self.held_requests:
             raise CommandError(f"no subscription request from {who} is held")
         self.held_requests.discard(who)
+        return who
+
+    async def cmd_approve(self, cmd: Dict[str, Any], ref: Any) -> None:
+        who = self.take_held_request(cmd)
         self.approve(who)
         emit({"event": "result", "ref": ref, "cmd": "approve", "jid": who})
 
     async def cmd_deny(self, cmd: Dict[str, Any], ref: Any) -> None:
-        who = JID(require_str(cmd, "jid")).bare
-        if who not in self.held_requests:
-            raise CommandError(f"no subscription request from {who} is held")
-        self.held_requests.discard(who)
+        who = self.take_held_request(cmd)
         self.xmpp.send_presence(pto=who, ptype="unsubscribed")
         emit({"event": "result", "ref": ref, "cmd": "deny", "jid": who})
 
